@@ -1,0 +1,75 @@
+"""The ``curate`` command line: a thin layer over the stage functions.
+
+Each command lives in the module named for it (``curate vocab`` → ``curate/cli/vocab.py``) and
+registers itself on ``app``. User errors (``CurateError``) print one line and exit non-zero;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+import typer
+
+from curate.errors import CurateError
+
+app = typer.Typer(
+    name="curate",
+    help=(
+        "Build controlled, imbalanced image-text datasets for studying CLIP.\n\n"
+        "captions → match → freq → build (sample + captions) → manifest → shards → train."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+# one module per command group, each registering on ``app`` when imported
+COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train")
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        from curate import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+    _state["debug"] = debug or bool(os.environ.get("CURATE_DEBUG"))
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"curate.cli.{_name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning user errors into one clear line."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="curate", standalone_mode=False)
+    except CurateError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,3 @@
+"""CLI commands for `build` (filled in by its issue)."""
+
+from curate.cli import app  # noqa: F401
