@@ -16,6 +16,6 @@ class CurateError(Exception):
         super().__init__(message)
         self.hint = hint
 
-    def __str__(self) -> str:  # the hint travels with the message
+    def __str__(self) -> str:  # the hint travels with the message, on the same line
         base = super().__str__()
-        return f"{base}\n  hint: {self.hint}" if self.hint else base
+        return f"{base}; {self.hint}" if self.hint else base

@@ -1,0 +1,293 @@
+"""Class vocabularies: which concepts exist, how they are named, and which words mean them.
+
+A vocabulary is a polars DataFrame with the columns of ``VOCAB_SCHEMA``:
+``label`` (class index 0..K-1, in the vocabulary's own order), ``wnid``, ``name`` (display name),
+``lemmas`` (WordNet synonyms used for matching), ``definition``, ``negatives`` (context words
+that veto a match; the matcher adds its built-in rules for ImageNet's known traps).
+
+Specs understood by :func:`load_vocab`:
+
+- ``imagenet1k``: the 1,000 ILSVRC-2012 classes in the standard (sorted-wnid) order, display
+  names from open_clip's ``IMAGENET_CLASSNAMES``, lemmas and definitions from WordNet 3.0 as
+  shipped by timm;
+- ``imagenet100``: the 100-class subset used by the reference study (CMC's ImageNet-100);
+- ``imagenet21k``: every ImageNet-21k synset (timm's list; open-world concepts);
+- ``wordnet:SYNSET`` (e.g. ``wordnet:dog.n.01``): the synset and its hyponym tree, through nltk's
+  WordNet (``depth`` limits how many levels below the root);
+- ``demo``: the classes of the embedded demo corpus;
+- a ``.csv``/``.tsv``/``.json``/``.jsonl``/``.parquet`` file with at least a ``name`` column.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from curate.errors import CurateError
+
+VOCAB_SCHEMA: dict[str, pl.DataType] = {
+    "label": pl.Int32(),
+    "wnid": pl.Utf8(),
+    "name": pl.Utf8(),
+    "lemmas": pl.List(pl.Utf8()),
+    "definition": pl.Utf8(),
+    "negatives": pl.List(pl.Utf8()),
+}
+
+# The reference study's ImageNet-100 (indices into the standard ImageNet-1k order), a published
+# class list (CMC, Tian et al. 2019); ../shared/reference/imagenet100_class_indices.txt holds the same.
+IMAGENET100_INDICES: tuple[int, ...] = (
+    15, 45, 54, 57, 64, 74, 90, 99, 119, 120, 122, 131, 137, 151, 155, 157, 158, 166, 167, 169,
+    176, 180, 209, 211, 222, 228, 234, 236, 242, 246, 267, 268, 272, 275, 277, 281, 299, 305, 313, 317,
+    331, 342, 368, 374, 407, 421, 431, 449, 452, 455, 479, 494, 498, 503, 508, 544, 560, 570, 592, 593,
+    599, 606, 608, 619, 620, 653, 659, 662, 665, 667, 674, 682, 703, 708, 717, 724, 748, 758, 765, 766,
+    772, 775, 796, 798, 830, 854, 857, 858, 872, 876, 882, 904, 908, 936, 938, 953, 959, 960, 993, 994,
+)
+
+
+def _frame(rows: dict[str, list]) -> pl.DataFrame:
+    n = len(rows["wnid"])
+    rows = {
+        "label": rows.get("label", list(range(n))),
+        "wnid": rows["wnid"],
+        "name": rows["name"],
+        "lemmas": rows["lemmas"],
+        "definition": rows.get("definition", [None] * n),
+        "negatives": rows.get("negatives", [[] for _ in range(n)]),
+    }
+    return pl.DataFrame(rows, schema=VOCAB_SCHEMA)
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        item = item.strip()
+        if item and item.casefold() not in {s.casefold() for s in seen}:
+            seen[item] = None
+    return list(seen)
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locates without importing (no torch start-up)
+    if spec is None or not spec.submodule_search_locations:
+        raise CurateError(f"the package {package!r} is not installed; it ships the ImageNet metadata curate reads")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.lru_cache(maxsize=1)
+def open_clip_metadata() -> dict:
+    """open_clip's ``zero_shot_metadata`` (ImageNet class names, the CLIP templates).
+
+    The module is plain data; it is executed on its own because importing ``open_clip`` costs
+    seconds of torch start-up that a vocabulary lookup does not need.
+    """
+    source = _package_dir("open_clip") / "zero_shot_metadata.py"
+    namespace: dict = {}
+    exec(compile(source.read_text(encoding="utf-8"), str(source), "exec"), namespace)
+    return namespace
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_tables() -> tuple[dict[str, str], dict[str, str]]:
+    """timm's WordNet 3.0 tables for all ImageNet-21k synsets: wnid -> lemmas, wnid -> definition."""
+    info = _package_dir("timm") / "data" / "_info"
+
+    def read(name: str) -> dict[str, str]:
+        table = {}
+        for line in (info / name).read_text(encoding="utf-8").splitlines():
+            wnid, _, text = line.partition("\t")
+            if wnid:
+                table[wnid] = text
+        return table
+
+    return read("imagenet_synset_to_lemma.txt"), read("imagenet_synset_to_definition.txt")
+
+
+def _timm_synsets(filename: str) -> list[str]:
+    path = _package_dir("timm") / "data" / "_info" / filename
+    return [w for w in path.read_text(encoding="utf-8").split() if w]
+
+
+def _vocab_from_wnids(wnids: list[str], names: list[str] | None = None) -> pl.DataFrame:
+    lemma_table, definitions = _timm_tables()
+    lemmas = [[p.strip() for p in lemma_table.get(w, "").split(",") if p.strip()] for w in wnids]
+    if names is None:
+        names = [ls[0] if ls else w for ls, w in zip(lemmas, wnids)]
+    lemmas = [_dedupe(ls + [n]) for ls, n in zip(lemmas, names)]
+    return _frame({"wnid": wnids, "name": names, "lemmas": lemmas, "definition": [definitions.get(w) for w in wnids]})
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet1k() -> pl.DataFrame:
+    names = list(open_clip_metadata()["IMAGENET_CLASSNAMES"])
+    wnids = _timm_synsets("imagenet_synsets.txt")
+    if wnids != sorted(wnids) or len(wnids) != 1000 or len(names) != 1000:
+        raise CurateError("timm/open_clip ImageNet-1k metadata is not in the standard order; check their versions")
+    return _vocab_from_wnids(wnids, names)
+
+
+def _imagenet100() -> pl.DataFrame:
+    full = _imagenet1k()
+    return full[list(IMAGENET100_INDICES)].with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("label"))
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet21k() -> pl.DataFrame:
+    return _vocab_from_wnids(_timm_synsets("imagenet21k_goog_synsets.txt"))
+
+
+def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    from curate.wordnet import synset_wnid, wordnet
+
+    wn = wordnet()
+    try:
+        root = wn.synset(synset_name)
+    except (WordNetError, ValueError) as e:
+        raise CurateError(f"vocab 'wordnet:{synset_name}': no such synset ({e}); use a name like dog.n.01") from None
+    found = {root.name(): root}
+    frontier = [root]
+    level = 0
+    while frontier and (depth is None or level < depth):
+        nxt = []
+        for s in frontier:
+            for h in s.hyponyms() + s.instance_hyponyms():
+                if h.name() not in found:
+                    found[h.name()] = h
+                    nxt.append(h)
+        frontier, level = nxt, level + 1
+    synsets = sorted(found.values(), key=synset_wnid)  # the ImageNet convention: sorted wnids
+    lemmas = [_dedupe([lemma.replace("_", " ") for lemma in s.lemma_names()]) for s in synsets]
+    return _frame(
+        {
+            "wnid": [synset_wnid(s) for s in synsets],
+            "name": [ls[0] for ls in lemmas],
+            "lemmas": lemmas,
+            "definition": [s.definition() for s in synsets],
+        }
+    )
+
+
+def _split_list(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None and str(v).strip()]
+    text = str(value)
+    sep = "|" if "|" in text else ";" if ";" in text else ","
+    return [p.strip() for p in text.split(sep) if p.strip()]
+
+
+def _from_file(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise CurateError(f"vocab file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            raw = pl.read_parquet(path)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            raw = pl.read_csv(path, separator="\t" if suffix != ".csv" else ",", infer_schema=False)
+        elif suffix == ".jsonl":
+            raw = pl.read_ndjson(path)
+        elif suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):  # {wnid: [lemmas]} as in imagenet1k_wnid_synonyms.json
+                data = [{"wnid": k, "name": (v[0] if isinstance(v, list) and v else str(v)), "lemmas": v} for k, v in data.items()]
+            raw = pl.DataFrame(data, infer_schema_length=None)
+        else:
+            raise CurateError(f"vocab file {path}: unknown format {suffix!r} (use .csv, .tsv, .json, .jsonl or .parquet)")
+    except CurateError:
+        raise
+    except Exception as e:  # polars/json parse errors carry the detail
+        raise CurateError(f"vocab file {path} could not be read: {e}") from None
+    if raw.height == 0:
+        raise CurateError(f"vocab file {path} has no rows")
+    if "name" not in raw.columns:
+        raise CurateError(f"vocab file {path} has no 'name' column (columns: {', '.join(raw.columns)})")
+    rows = raw.to_dicts()
+    names = []
+    for i, row in enumerate(rows):
+        name = row.get("name")
+        if name is None or not str(name).strip():
+            raise CurateError(f"vocab file {path}, row {i + 1}: empty name")
+        names.append(str(name).strip())
+    lemmas = [_dedupe(_split_list(r.get("lemmas")) + [n]) for r, n in zip(rows, names)]
+    out = {
+        "wnid": [str(r["wnid"]) if r.get("wnid") is not None else None for r in rows],
+        "name": names,
+        "lemmas": lemmas,
+        "definition": [r.get("definition") for r in rows],
+        "negatives": [_split_list(r.get("negatives")) for r in rows],
+    }
+    if "label" in raw.columns:
+        labels = [int(r["label"]) for r in rows]
+        if sorted(labels) != list(range(len(labels))):
+            raise CurateError(f"vocab file {path}: 'label' must be 0..{len(labels) - 1}, each once")
+        out["label"] = labels
+    return _frame(out).sort("label")
+
+
+def _demo() -> pl.DataFrame:
+    from curate.demo import demo_vocab
+
+    return demo_vocab()
+
+
+BUILTIN: dict[str, Callable[[], pl.DataFrame]] = {
+    "imagenet1k": _imagenet1k,
+    "imagenet100": _imagenet100,
+    "imagenet21k": _imagenet21k,
+    "demo": _demo,
+}
+ALIASES = {"imagenet": "imagenet1k", "in1k": "imagenet1k", "in100": "imagenet100", "in21k": "imagenet21k", "imagenet-1k": "imagenet1k", "imagenet-21k": "imagenet21k", "imagenet-100": "imagenet100"}
+
+
+def load_vocab(spec: str, *, depth: int | None = None) -> pl.DataFrame:
+    """The vocabulary named by ``spec`` as a DataFrame with the columns of ``VOCAB_SCHEMA``.
+
+    >>> load_vocab("imagenet1k").row(0, named=True)["name"]
+    'tench'
+    """
+    spec = spec.strip()
+    key = ALIASES.get(spec.lower(), spec.lower())
+    if key in BUILTIN:
+        return BUILTIN[key]().clone()
+    if spec.lower().startswith("wordnet:"):
+        if depth is not None and depth < 0:
+            raise CurateError(f"--depth must be >= 0, got {depth}")
+        return _wordnet_tree(spec.split(":", 1)[1], depth)
+    path = Path(spec)
+    if path.suffix or path.exists():
+        return _from_file(path)
+    raise CurateError(
+        f"unknown vocabulary {spec!r}",
+        hint="use one of " + ", ".join(BUILTIN) + ", wordnet:SYNSET (e.g. wordnet:dog.n.01), or a csv/tsv/json file with a 'name' column",
+    )
+
+
+def write_vocab(vocab: pl.DataFrame, dest: str | Path) -> Path:
+    """Write a vocabulary by extension (.parquet, .json, .jsonl, .csv, .tsv); lists are joined by '|'
+    in the text formats."""
+    from curate.util import atomic_path
+
+    dest = Path(dest)
+    suffix = dest.suffix.lower()
+    with atomic_path(dest) as tmp:
+        if suffix == ".parquet":
+            vocab.write_parquet(tmp)
+        elif suffix == ".jsonl":
+            vocab.write_ndjson(tmp)
+        elif suffix == ".json":
+            vocab.write_json(tmp)
+        elif suffix in (".csv", ".tsv"):
+            flat = vocab.with_columns(pl.col("lemmas").list.join("|"), pl.col("negatives").list.join("|"))
+            flat.write_csv(tmp, separator="," if suffix == ".csv" else "\t")
+        else:
+            raise CurateError(f"--out {dest}: unknown format {suffix!r} (use .parquet, .json, .jsonl, .csv or .tsv)")
+    return dest

@@ -1,0 +1,137 @@
+"""WordNet 3.0 through nltk, offline.
+
+Looked for, in order: ``$CURATE_WORDNET`` (a WordNet dict folder), nltk's own data path
+(``nltk.download("wordnet")``), then a system WordNet 3.0 folder such as Debian's
+``wordnet-base`` (/usr/share/wordnet). The Debian package lacks the ``lexnames`` file that nltk's
+reader opens; it is a fixed table of WordNet 3.0, so we write it into a small shim folder in the
+cache whose other entries link to the system files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+from curate.errors import CurateError
+from curate.util import atomic_path, cache_dir
+
+SYSTEM_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet", "/usr/share/WordNet-3.0/dict", "/opt/homebrew/share/wordnet")
+_NEEDED = ("index.noun", "data.noun", "noun.exc")
+
+# WordNet 3.0's lexicographer files (number, name, syntactic category); dict/lexnames verbatim.
+_LEXNAMES = [
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
+    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
+    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
+    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
+    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
+    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+]
+_LEX_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+
+HOW_TO_GET = (
+    "install WordNet 3.0: 'apt-get install wordnet-base' (Debian/Ubuntu), or "
+    "'python -m nltk.downloader wordnet' where nltk's server is reachable, or set CURATE_WORDNET "
+    "to a WordNet 3.0 dict folder"
+)
+
+
+def lexnames_text() -> str:
+    return "".join(f"{i:02d}\t{name}\t{_LEX_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+
+
+def _is_wordnet_dir(path: Path) -> bool:
+    return all((path / f).is_file() for f in _NEEDED)
+
+
+def _shim(system_dir: Path) -> Path:
+    """A folder nltk can read: the system files plus the missing ``lexnames``.
+
+    Files are copied (~30 MB, once): nltk refuses symbolic and hard links that could lead
+    outside the folder it reads.
+    """
+    shim = cache_dir() / "wordnet-shim" / system_dir.as_posix().strip("/").replace("/", "_")
+    if (shim / "lexnames").is_file() and _is_wordnet_dir(shim):
+        return shim
+    with atomic_path(shim) as tmp:
+        tmp.mkdir()
+        for entry in system_dir.iterdir():
+            if entry.is_file():
+                shutil.copyfile(entry, tmp / entry.name)
+        if not (system_dir / "lexnames").is_file():
+            (tmp / "lexnames").write_text(lexnames_text(), encoding="ascii")
+    return shim
+
+
+def find_wordnet_dir() -> Path:
+    """The folder holding WordNet's dict files, ready for nltk's reader."""
+    env = os.environ.get("CURATE_WORDNET")
+    if env:
+        path = Path(env)
+        if not _is_wordnet_dir(path):
+            raise CurateError(f"CURATE_WORDNET={env} is not a WordNet dict folder (no {', '.join(_NEEDED)})")
+        return path if (path / "lexnames").is_file() else _shim(path)
+    try:
+        import nltk
+
+        found = nltk.data.find("corpora/wordnet")
+        path = Path(str(found))
+        if path.is_dir() and _is_wordnet_dir(path):
+            return path
+    except LookupError:
+        pass
+    for candidate in SYSTEM_DIRS:
+        path = Path(candidate)
+        if _is_wordnet_dir(path):
+            return path if (path / "lexnames").is_file() else _shim(path)
+    raise CurateError("WordNet 3.0 was not found (looked in CURATE_WORDNET, nltk's data path, " + ", ".join(SYSTEM_DIRS) + ")", hint=HOW_TO_GET)
+
+
+@functools.lru_cache(maxsize=1)
+def wordnet():
+    """nltk's ``WordNetCorpusReader`` over the WordNet found by :func:`find_wordnet_dir`."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    root = find_wordnet_dir()
+    # nltk only opens corpora that lie under its data path
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))
+    class _Reader(WordNetCorpusReader):
+        # nltk maps other WordNet versions onto 3.0 through its own downloaded copy; this one is
+        # 3.0 already (and OMW, the only user of that map, is not loaded)
+        def map_wn(self, version: str = "wordnet"):
+            return None
+
+    with warnings.catch_warnings():  # "multilingual functions are not available": we need none
+        warnings.simplefilter("ignore", UserWarning)
+        return _Reader(str(root), None)
+
+
+@functools.lru_cache(maxsize=1)
+def plural_exceptions() -> dict[str, list[str]]:
+    """Irregular noun plurals from WordNet's ``noun.exc``: singular -> plurals (geese, mice, oxen).
+
+    ``noun.exc`` maps inflected form -> base form(s); reversed here. Lines whose inflected form
+    ends in 's' and equals the regular plural are kept too: they are harmless duplicates.
+    """
+    table: dict[str, list[str]] = {}
+    with open(find_wordnet_dir() / "noun.exc", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            inflected, bases = parts[0].replace("_", " "), parts[1:]
+            for base in bases:
+                table.setdefault(base.replace("_", " "), []).append(inflected)
+    return {k: sorted(set(v)) for k, v in table.items()}
+
+
+def synset_wnid(synset) -> str:
+    """The ImageNet-style id of a synset: its POS letter and 8-digit offset (n02084071)."""
+    return f"{synset.pos()}{synset.offset():08d}"
