@@ -158,7 +158,8 @@ def loopback_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopba
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(server))
     httpd.daemon_threads = True
     server.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, name="loopback-http", daemon=True)
+    # a short poll interval keeps fixture teardown (shutdown waits one poll) fast
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-http", daemon=True)
     thread.start()
     try:
         yield server

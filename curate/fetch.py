@@ -1,0 +1,366 @@
+"""Downloading caption metadata (never images): presets of known parts, resume, retries, checksums.
+
+A download streams into ``DEST.part`` and is renamed onto ``DEST`` only once it is complete and its
+checksum (where known) matches, so a file under its final name is always whole. An interrupted
+transfer keeps its ``.part`` file; the next attempt (a retry in the same run, or a later run) asks
+the server for the rest with an HTTP ``Range`` request. The ``.part`` scheme is used instead of
+``curate.util.atomic_path`` because resume needs a temporary name that is stable across runs.
+
+Transient failures (connection drops, timeouts, HTTP 408/429/5xx) are retried with exponential
+backoff; other HTTP errors (404, 403, ...) fail at once with the URL and the status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from curate.errors import CurateError
+
+CHUNK = 1 << 16
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+USER_AGENT = "curate-fetch/0.1 (+https://github.com/; caption metadata downloader)"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One file of a metadata release: where it lives, what to call it, its sha256 if published."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchPreset:
+    """A caption-metadata release: what it is and the parts that make it up."""
+
+    name: str
+    description: str
+    parts: tuple[Part, ...]
+    source_preset: str  # the `curate.sources` preset that reads the downloaded files
+
+
+def _laion400m_parts() -> tuple[Part, ...]:
+    # The LAION-400M metadata release: 32 snappy parquet parts (SAMPLE_ID, URL, TEXT, HEIGHT,
+    # WIDTH, LICENSE, NSFW, similarity), as listed by img2dataset's laion400m guide.
+    base = "https://the-eye.eu/public/AI/cah/laion400m-met-release/laion400m-meta/"
+    names = [f"part-{i:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet" for i in range(32)]
+    return tuple(Part(base + n, n) for n in names)
+
+
+FETCH_PRESETS: dict[str, FetchPreset] = {
+    p.name: p
+    for p in (
+        FetchPreset(
+            "laion400m",
+            "LAION-400M metadata: 32 parquet parts (URL, TEXT, SAMPLE_ID, ...), ~50 GB in all.",
+            _laion400m_parts(),
+            "laion400m",
+        ),
+        FetchPreset(
+            "cc3m",
+            "Conceptual Captions 3M: training and validation TSVs (caption<TAB>url, no header).",
+            (
+                Part("https://storage.googleapis.com/gcc-data/Train/GCC-training.tsv", "GCC-training.tsv"),
+                Part(
+                    "https://storage.googleapis.com/gcc-data/Validation/GCC-1.1.0-Validation.tsv",
+                    "GCC-1.1.0-Validation.tsv",
+                ),
+            ),
+            "cc3m",
+        ),
+        FetchPreset(
+            "cc12m",
+            "Conceptual 12M: one TSV (url<TAB>caption, no header), ~2.5 GB.",
+            (Part("https://storage.googleapis.com/conceptual_12m/cc12m.tsv", "cc12m.tsv"),),
+            "cc12m",
+        ),
+        FetchPreset(
+            "yfcc15m",
+            "OpenAI's YFCC15M subset list (line, photoid, photo hash); join it to the YFCC100M "
+            "metadata for titles and descriptions.",
+            (
+                Part(
+                    "https://openaipublic.azureedge.net/clip/data/yfcc100m_subset_data.tsv.bz2",
+                    "yfcc100m_subset_data.tsv.bz2",
+                ),
+            ),
+            "yfcc15m",
+        ),
+        FetchPreset(
+            "imagenet-captions",
+            "ImageNet-Captions (Fang et al. 2022): Flickr title/tags/description for ~450k ImageNet "
+            "train images, as JSON records inside a zip.",
+            (
+                Part(
+                    "https://github.com/mlfoundations/imagenet-captions/raw/main/imagenet_captions.zip",
+                    "imagenet_captions.zip",
+                ),
+            ),
+            "imagenet-captions",
+        ),
+    )
+}
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from curate.ui import err_console, progress_enabled
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not progress_enabled(),
+    )
+
+
+class _Transient(Exception):
+    """A failure worth retrying (the ``.part`` file keeps what arrived)."""
+
+
+def _total_from_headers(resp: requests.Response, offset: int) -> int | None:
+    content_range = resp.headers.get("Content-Range", "")
+    m = re.match(r"bytes (\d+)-(\d+)/(\d+)", content_range)
+    if m:
+        return int(m.group(3))
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        return int(length) + (offset if resp.status_code == 206 else 0)
+    return None
+
+
+def _attempt(
+    url: str, part: Path, *, session: requests.Session, timeout: float, progress, task
+) -> None:
+    """One GET that appends to ``part`` from where it stopped; raises ``_Transient`` to retry."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise _Transient(f"{type(e).__name__}: {e}") from e
+    with resp:
+        if resp.status_code == 416 and offset:
+            # the .part may already hold the whole file (a run killed before its rename)
+            m = re.match(r"bytes \*/(\d+)", resp.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == offset:
+                return
+            part.unlink()
+            raise _Transient("HTTP 416 Range Not Satisfiable: restarting from byte 0")
+        if resp.status_code in RETRYABLE_STATUS:
+            raise _Transient(f"HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code >= 400:
+            raise CurateError(f"cannot download {url}: HTTP {resp.status_code} {resp.reason}")
+        if resp.status_code == 200 and offset:
+            offset = 0  # the server ignored Range: start over rather than append a second copy
+        total = _total_from_headers(resp, offset)
+        if progress is not None:
+            progress.update(task, total=total, completed=offset)
+        mode = "ab" if offset else "wb"
+        received = offset
+        try:
+            with open(part, mode) as f:
+                for block in resp.iter_content(CHUNK):
+                    f.write(block)
+                    received += len(block)
+                    if progress is not None:
+                        progress.update(task, completed=received)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Transient(f"connection lost after {received} bytes: {type(e).__name__}") from e
+        if total is not None and received < total:
+            raise _Transient(f"connection closed after {received} of {total} bytes")
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    session: requests.Session | None = None,
+    progress=None,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming a ``dest.part`` left by an earlier attempt.
+
+    ``retries`` extra attempts follow a transient failure, waiting ``backoff * 2**n`` seconds
+    (capped at 60). With ``sha256`` the finished file is verified before it gets its final name;
+    a mismatch deletes the partial file and raises. An existing ``dest`` is kept when it matches
+    ``sha256`` (or when no checksum is known). Raises ``CurateError`` naming the URL and the
+    HTTP status or network error.
+    """
+    dest = Path(dest)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise CurateError(f"cannot download {url!r}: only http:// and https:// URLs are supported")
+    expected = sha256.lower() if sha256 else None
+    if dest.exists():
+        if expected is None or _sha256(dest) == expected:
+            return dest
+        dest.unlink()  # a stale or corrupted copy: fetch it again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    own_session = session is None
+    session = session or requests.Session()
+    own_progress = progress is None
+    progress = progress or _progress()
+    try:
+        with progress if own_progress else contextlib.nullcontext():
+            task = progress.add_task(dest.name, total=None)
+            last = ""
+            for attempt in range(retries + 1):
+                try:
+                    _attempt(url, part, session=session, timeout=timeout, progress=progress, task=task)
+                    break
+                except _Transient as e:
+                    last = str(e)
+                    if attempt < retries:
+                        time.sleep(min(backoff * 2**attempt, 60.0))
+            else:
+                kept = part.stat().st_size if part.exists() else 0
+                raise CurateError(
+                    f"cannot download {url}: {last} (gave up after {retries + 1} attempts; "
+                    f"{kept} bytes kept in {part.name}, run again to resume)"
+                )
+    finally:
+        if own_session:
+            session.close()
+    if expected is not None:
+        got = _sha256(part)
+        if got != expected:
+            part.unlink()
+            raise CurateError(
+                f"checksum mismatch for {dest.name} from {url}: expected sha256 {expected}, got {got}; "
+                "the partial file was deleted"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_parts(spec: str | None, parts: Sequence[Part]) -> list[Part]:
+    """Select parts by index (``0,3,5-7``) or file name; ``None`` or ``all`` selects every part."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return list(parts)
+    by_name = {p.filename: i for i, p in enumerate(parts)}
+    chosen: list[int] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if item in by_name:
+            chosen.append(by_name[item])
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not m:
+            raise CurateError(
+                f"--parts: {item!r} is neither a part index (0-{len(parts) - 1}), a range like 2-5, "
+                "nor a file name of this preset"
+            )
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo or hi >= len(parts):
+            raise CurateError(f"--parts: {item!r} is out of range; this preset has parts 0-{len(parts) - 1}")
+        chosen.extend(range(lo, hi + 1))
+    return [parts[i] for i in sorted(set(chosen))]
+
+
+def default_out(name: str) -> Path:
+    from curate.util import cache_dir
+
+    return cache_dir() / "metadata" / name
+
+
+def fetch_preset(name: str) -> FetchPreset:
+    try:
+        return FETCH_PRESETS[name]
+    except KeyError:
+        raise CurateError(
+            f"unknown fetch preset {name!r}; known presets: {', '.join(sorted(FETCH_PRESETS))} "
+            "(or pass http(s) URLs)"
+        ) from None
+
+
+def fetch(
+    preset: str,
+    out: str | os.PathLike[str] | None = None,
+    parts: str | None = None,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Download the selected parts of a metadata preset into ``out`` (default: the cache)."""
+    spec = fetch_preset(preset)
+    selected = parse_parts(parts, spec.parts)
+    return fetch_parts(selected, Path(out) if out else default_out(preset), retries=retries, backoff=backoff, timeout=timeout)
+
+
+def parts_from_urls(urls: Sequence[str]) -> list[Part]:
+    """Parts for arbitrary URLs, named by the last path segment (deduplicated by prefixing the index)."""
+    parts: list[Part] = []
+    seen: set[str] = set()
+    for i, url in enumerate(urls):
+        name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or f"download-{i}"
+        if name in seen:
+            name = f"{i}-{name}"
+        seen.add(name)
+        parts.append(Part(url, name))
+    return parts
+
+
+def fetch_parts(
+    parts: Sequence[Part],
+    out: Path,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Download ``parts`` into ``out`` one after another with one progress display."""
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[Path] = []
+    with requests.Session() as session, _progress() as progress:
+        for p in parts:
+            done.append(
+                download(
+                    p.url,
+                    out / p.filename,
+                    sha256=p.sha256,
+                    retries=retries,
+                    backoff=backoff,
+                    timeout=timeout,
+                    session=session,
+                    progress=progress,
+                )
+            )
+    return done
