@@ -26,7 +26,7 @@ import requests
 
 from curate.errors import CurateError
 
-CHUNK = 1 << 16
+CHUNK = 1 << 16  # a dropped connection loses at most the chunk being read
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "curate-fetch/0.1 (+https://github.com/; caption metadata downloader)"
 
@@ -156,7 +156,8 @@ def _attempt(
 ) -> None:
     """One GET that appends to ``part`` from where it stopped; raises ``_Transient`` to retry."""
     offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT}
+    # identity: byte offsets of a Range must count the bytes stored, not gzip-decoded ones
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:

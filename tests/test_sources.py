@@ -251,7 +251,8 @@ def test_folder_with_mixed_formats_is_refused(tmp_path: Path) -> None:
         open_source(str(tmp_path))
 
 
-def test_http_source_through_loopback(loopback_server) -> None:
+def test_http_source_through_loopback(loopback_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))  # downloaded sources land there
     write_laion(loopback_server.root / "part-00007.parquet")
     url = loopback_server.url("part-00007.parquet")
     df = open_source(url).collect()
@@ -259,6 +260,7 @@ def test_http_source_through_loopback(loopback_server) -> None:
     assert df["uid"].to_list() == ["1001", "1002", "1003"]
     (loopback_server.root / "caps.tsv").write_text("a tench\thttp://x/1\n")
     assert open_source(loopback_server.url("caps.tsv")).collect()["uid"].to_list() == ["caps.tsv:0"]
+    assert len(list((tmp_path / "cache" / "sources").rglob("*.parquet"))) == 1
 
 
 def test_streaming_engine_and_lazy_projection(tmp_path: Path) -> None:
@@ -362,7 +364,8 @@ def test_cli_truncated_parquet(tmp_path: Path, capsys) -> None:
     assert "cut.parquet: not a readable parquet file (truncated or corrupt)" in err
 
 
-def test_cli_unreachable_url(loopback_server, capsys) -> None:
+def test_cli_unreachable_url(loopback_server, capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
     url = loopback_server.url("gone.parquet")
     code, _, err = run_cli(["head", url], capsys)
     assert code == 2

@@ -1,0 +1,165 @@
+"""Metadata download against a real HTTP server on 127.0.0.1: resume, retries, checksums, dead URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+
+from curate import fetch as fetch_mod
+from curate.errors import CurateError
+from curate.fetch import FETCH_PRESETS, FetchPreset, Part, download, parse_parts
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from curate.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def serve_blob(server, name: str, size: int = 50_000, seed: int = 0) -> tuple[bytes, str]:
+    data = random.Random(seed).randbytes(size)
+    (server.root / name).write_bytes(data)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def test_download_whole_file(loopback_server, tmp_path: Path) -> None:
+    data, digest = serve_blob(loopback_server, "meta.parquet")
+    dest = download(loopback_server.url("meta.parquet"), tmp_path / "meta.parquet", sha256=digest)
+    assert dest.read_bytes() == data
+    assert not (tmp_path / "meta.parquet.part").exists()
+    # already there and verified: nothing is requested again
+    before = len(loopback_server.requests)
+    download(loopback_server.url("meta.parquet"), tmp_path / "meta.parquet", sha256=digest)
+    assert len(loopback_server.requests) == before
+
+
+def test_cli_fetch_resumes_an_interrupted_transfer(loopback_server, tmp_path: Path, capsys) -> None:
+    data, digest = serve_blob(loopback_server, "part-00000.parquet", size=200_000)
+    url = loopback_server.url("part-00000.parquet")
+    out = tmp_path / "out"
+    loopback_server.drop_after("part-00000.parquet", 70_000)
+
+    # first run: the server hangs up after 70,000 bytes and no retry is allowed
+    code, _, err = run_cli(["fetch", url, "--out", str(out), "--retries", "0"], capsys)
+    assert code == 2
+    assert f"cannot download {url}" in err and "run again to resume" in err
+    assert not (out / "part-00000.parquet").exists()  # never a half file under the final name
+    kept = (out / "part-00000.parquet.part").stat().st_size
+    assert 0 < kept <= 70_000
+
+    # second run: continues with a Range request and ends with the exact bytes
+    code, stdout, err = run_cli(["fetch", url, "--out", str(out), "--retries", "0"], capsys)
+    assert code == 0, err
+    assert loopback_server.range_requests("part-00000.parquet") == [f"bytes={kept}-"]
+    final = out / "part-00000.parquet"
+    assert stdout.strip() == str(final)
+    assert hashlib.sha256(final.read_bytes()).hexdigest() == digest
+    assert not (out / "part-00000.parquet.part").exists()
+
+
+def test_retry_within_one_run_resumes(loopback_server, tmp_path: Path) -> None:
+    data, digest = serve_blob(loopback_server, "cc12m.tsv", size=300_000, seed=3)
+    loopback_server.drop_after("cc12m.tsv", 150_000)
+    dest = download(loopback_server.url("cc12m.tsv"), tmp_path / "cc12m.tsv", sha256=digest, retries=2, backoff=0)
+    assert dest.read_bytes() == data
+    ranges = loopback_server.range_requests("cc12m.tsv")
+    assert len(ranges) == 1 and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
+
+
+def test_complete_part_file_is_finished_without_refetching(loopback_server, tmp_path: Path) -> None:
+    # a run killed between the last byte and the rename: the server answers 416 to the Range
+    data, digest = serve_blob(loopback_server, "done.tsv", size=5_000)
+    (tmp_path / "done.tsv.part").write_bytes(data)
+    dest = download(loopback_server.url("done.tsv"), tmp_path / "done.tsv", sha256=digest, retries=0)
+    assert dest.read_bytes() == data
+    assert loopback_server.range_requests("done.tsv") == ["bytes=5000-"]
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_nothing(loopback_server, tmp_path: Path, capsys, monkeypatch) -> None:
+    data, digest = serve_blob(loopback_server, "a.parquet", size=10_000)
+    wrong = "0" * 64
+    with pytest.raises(CurateError, match=f"checksum mismatch for a.parquet .*expected sha256 {wrong}, got {digest}"):
+        download(loopback_server.url("a.parquet"), tmp_path / "a.parquet", sha256=wrong)
+    assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "a.parquet.part").exists()
+
+    # the same through a preset's registry entry and the CLI (right checksum on part 0, wrong on 1)
+    serve_blob(loopback_server, "b.parquet", size=9_000, seed=9)
+    preset = FetchPreset(
+        "loopback",
+        "two parts served on 127.0.0.1",
+        (Part(loopback_server.url("a.parquet"), "a.parquet", digest), Part(loopback_server.url("b.parquet"), "b.parquet", wrong)),
+        "generic",
+    )
+    monkeypatch.setitem(FETCH_PRESETS, "loopback", preset)
+    code, out, err = run_cli(["fetch", "loopback", "--out", str(tmp_path / "p"), "--parts", "0"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "p" / "a.parquet").read_bytes() == data
+    code, out, err = run_cli(["fetch", "loopback", "--out", str(tmp_path / "p"), "--parts", "b.parquet"], capsys)
+    assert code == 2 and "checksum mismatch for b.parquet" in err
+    assert not (tmp_path / "p" / "b.parquet").exists()
+
+
+def test_dead_url_names_url_and_status(loopback_server, tmp_path: Path, capsys) -> None:
+    url = loopback_server.url("missing.tsv")
+    code, _, err = run_cli(["fetch", url, "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert err.strip() == f"error: cannot download {url}: HTTP 404 Not Found"
+    assert len(loopback_server.requests) == 1  # a 404 is not retried
+
+    serve_blob(loopback_server, "busy.tsv")
+    loopback_server.fail("busy.tsv", 503)
+    busy = loopback_server.url("busy.tsv")
+    code, _, err = run_cli(["fetch", busy, "--out", str(tmp_path), "--retries", "2", "--backoff", "0"], capsys)
+    assert code == 2
+    assert f"cannot download {busy}: HTTP 503 Service Unavailable (gave up after 3 attempts" in err
+    assert [p for p, _ in loopback_server.requests].count("/busy.tsv") == 3
+
+
+def test_connection_refused_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port that was just free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.parquet"
+    code, _, err = run_cli(["fetch", url, "--out", str(tmp_path), "--retries", "0"], capsys)
+    assert code == 2 and f"cannot download {url}: ConnectionError" in err
+
+
+def test_unknown_preset_and_bad_parts(capsys) -> None:
+    code, _, err = run_cli(["fetch", "laion9b"], capsys)
+    assert code == 2 and "unknown fetch preset 'laion9b'; known presets: cc12m, cc3m, imagenet-captions, laion400m, yfcc15m" in err
+    code, _, err = run_cli(["fetch", "cc12m", "--parts", "3"], capsys)
+    assert code == 2 and "--parts: '3' is out of range; this preset has parts 0-0" in err
+
+
+def test_parse_parts() -> None:
+    parts = [Part(f"http://h/{i}", f"f{i}.parquet") for i in range(10)]
+    assert [p.filename for p in parse_parts("0-2,5,f9.parquet,1", parts)] == ["f0.parquet", "f1.parquet", "f2.parquet", "f5.parquet", "f9.parquet"]
+    assert parse_parts(None, parts) == parts and parse_parts("all", parts) == parts
+    with pytest.raises(CurateError, match="neither a part index"):
+        parse_parts("x", parts)
+
+
+def test_presets_have_real_locations() -> None:
+    laion = FETCH_PRESETS["laion400m"]
+    assert len(laion.parts) == 32 and len({p.filename for p in laion.parts}) == 32
+    for preset in FETCH_PRESETS.values():
+        assert preset.source_preset in __import__("curate.sources", fromlist=["PRESETS"]).PRESETS
+        for p in preset.parts:
+            assert p.url.startswith("https://") and p.url.endswith(p.filename)
+
+
+def test_default_out_is_in_the_cache(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path))
+    assert fetch_mod.default_out("cc3m") == tmp_path / "metadata" / "cc3m"
