@@ -22,14 +22,20 @@ of text files is UTF-8) run eagerly in ``open_source`` so most mistakes fail bef
 
 from __future__ import annotations
 
+import bz2
 import glob as globlib
+import gzip
 import json
+import lzma
 import re
+import shutil
 import tarfile
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 
@@ -39,6 +45,9 @@ CANONICAL = ("uid", "caption", "url", "path", "title", "tags", "description", "w
 _FILE_COL = "__curate_file"
 _ROW_COL = "__curate_row"
 _UTF8_PROBE = 4 << 20  # bytes of a text file checked for UTF-8 when it is opened
+
+# single-file compressions, decompressed into the cache before reading
+COMPRESSIONS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 SUFFIX_FORMATS = {
     ".parquet": "parquet",
@@ -170,28 +179,29 @@ class _File:
     fmt: str
 
 
-def _format_of(path: Path, fmt: str | None = None) -> str:
-    if fmt:
-        return fmt
+def _format_of(path: Path) -> str:
+    """The table format a file name promises (``x.tsv.gz`` -> tsv; ``x.zip`` -> zip)."""
     suffixes = [s.lower() for s in path.suffixes]
-    for s in reversed(suffixes):
-        if s in SUFFIX_FORMATS:
-            return SUFFIX_FORMATS[s]
-    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst", ".zip", ".xz"):
-        raise CurateError(
-            f"{path}: compressed files ({suffixes[-1]}) are not read directly; decompress it first "
-            f"(supported: {', '.join(sorted(set(SUFFIX_FORMATS.values())))})"
-        )
-    raise CurateError(
-        f"{path}: unknown file type {path.suffix or '(no suffix)'}; supported suffixes: "
-        f"{', '.join(sorted(SUFFIX_FORMATS))}"
-    )
+    if suffixes and suffixes[-1] == ".zip":
+        return "zip"
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[suffixes[-1]]
+    known = ", ".join(sorted(SUFFIX_FORMATS)) + f" (optionally {', '.join(COMPRESSIONS)}), .zip"
+    raise CurateError(f"{path}: unknown file type {path.suffix or '(no suffix)'}; supported: {known}")
 
 
-def _files_in_folder(folder: Path) -> list[_File]:
-    found = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIX_FORMATS and not p.name.startswith(".")
-    )
+def _is_table_file(p: Path) -> bool:
+    try:
+        _format_of(p)
+    except CurateError:
+        return False
+    return not p.name.startswith(".")
+
+
+def _files_in_folder(folder: Path, prefix: str = "") -> list[_File]:
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and _is_table_file(p))
     # img2dataset writes NNNNN.parquet beside each NNNNN.tar (and NNNNN_stats.json): the parquet
     # holds every row's metadata, so it is the source, not the tars or the stats
     found = [p for p in found if not p.name.endswith("_stats.json")]
@@ -200,16 +210,44 @@ def _files_in_folder(folder: Path) -> list[_File]:
     if tars and all(t.with_suffix("") in parquet_stems for t in tars):
         found = [p for p in found if p.suffix.lower() == ".parquet"]
     if not found:
-        raise CurateError(
-            f"{folder}: no caption files found (looked for {', '.join(sorted(SUFFIX_FORMATS))})"
-        )
+        raise CurateError(f"{folder}: no caption files found (looked for {', '.join(sorted(SUFFIX_FORMATS))})")
     formats = {_format_of(p) for p in found}
     if len(formats) > 1:
         raise CurateError(
             f"{folder}: holds files of several formats ({', '.join(sorted(formats))}); "
             "point at one file or use a glob such as 'DIR/*.parquet'"
         )
-    return [_File(p, p.relative_to(folder).as_posix(), _format_of(p)) for p in found]
+    return [_File(p, prefix + p.relative_to(folder).as_posix(), _format_of(p)) for p in found]
+
+
+def _unpacked(f: _File) -> list[_File]:
+    """A compressed file or zip, decompressed once into the cache (keyed by path, size and mtime);
+    labels keep the original name so uids do not depend on the cache."""
+    from curate.util import atomic_path, cache_dir, stable_hash
+
+    suffix = f.path.suffix.lower()
+    if f.fmt != "zip" and suffix not in COMPRESSIONS:
+        return [f]
+    _check_nonempty(f)
+    st = f.path.stat()
+    where = cache_dir() / "sources" / stable_hash(f.path.resolve(), st.st_size, st.st_mtime_ns)
+    if f.fmt == "zip":
+        target = where / f.path.stem
+        if not target.is_dir():
+            try:
+                with atomic_path(target) as tmp, zipfile.ZipFile(f.path) as zf:
+                    zf.extractall(tmp)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise CurateError(f"{f.path}: not a readable zip file: {_first_line(e)}") from None
+        return _files_in_folder(target, prefix=f.label + "/")
+    target = where / f.path.stem  # x.tsv.gz -> x.tsv
+    if not target.is_file():
+        try:
+            with atomic_path(target) as tmp, COMPRESSIONS[suffix](f.path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise CurateError(f"{f.path}: cannot decompress ({suffix}): {_first_line(e)}") from None
+    return [_File(target, f.label, f.fmt)]
 
 
 def _glob_root(pattern: str) -> Path:
@@ -233,7 +271,7 @@ def _resolve(spec: str) -> tuple[list[_File], str]:
             raise CurateError(f"{spec}: the URL must name a file (e.g. .../captions.parquet)")
         fmt = _format_of(Path(name))
         local = download(spec, cache_dir() / "sources" / stable_hash(spec) / name, retries=2, backoff=0.5)
-        return [_File(local, name, fmt)], Path(name).stem
+        return [_File(local, name, fmt)], name.split(".")[0]
     if globlib.has_magic(spec):
         matches = sorted(Path(p) for p in globlib.glob(spec, recursive=True) if Path(p).is_file())
         if not matches:
@@ -643,7 +681,8 @@ def open_source(
         files = [_File(folder / "captions.parquet", "captions.parquet", "parquet")]
         name, vocab = "demo", "demo"
     else:
-        files, name = _resolve(spec)
+        resolved, name = _resolve(spec)
+        files = [u for f in resolved for u in _unpacked(f)]
         vocab = None
 
     frames: list[pl.LazyFrame] = []
@@ -691,7 +730,7 @@ def collect_source(lf: pl.LazyFrame, location: str, *, files: Sequence[str] = ()
             for path in files:
                 p = Path(path)
                 if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson", ".json"):
-                    _check_utf8(_File(p, p.name, _format_of(p)), limit=None)
+                    _check_utf8(_File(p, p.name, "text"), limit=None)
         raise CurateError(f"{location}: cannot read the source: {msg}") from None
 
 

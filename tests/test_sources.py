@@ -244,6 +244,31 @@ def test_folder_and_glob_uids_are_relative_and_stable(tmp_path: Path) -> None:
     assert open_source(str(root)).collect().equals(by_folder)  # and the same on a second run
 
 
+def test_compressed_files_and_zips(tmp_path: Path, monkeypatch) -> None:
+    import bz2
+    import gzip
+    import zipfile
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    tsv = "http://i/1.jpg\ta tench\nhttp://i/2.jpg\ta goldfish\n"
+    (tmp_path / "cc12m.tsv.gz").write_bytes(gzip.compress(tsv.encode()))
+    (tmp_path / "cc12m.tsv.bz2").write_bytes(bz2.compress(tsv.encode()))
+    plain = tmp_path / "plain" / "cc12m.tsv"
+    plain.parent.mkdir()
+    plain.write_text(tsv)
+    expected = open_source(str(plain), preset="cc12m").collect()
+    for name in ("cc12m.tsv.gz", "cc12m.tsv.bz2"):
+        df = open_source(str(tmp_path / name), preset="cc12m").collect()
+        assert df.drop("uid").equals(expected.drop("uid"))
+        assert df["uid"].to_list() == [f"{name}:0", f"{name}:1"]  # named for the file given, not the cache
+    records = [{"filename": "n01443537_1.JPEG", "wnid": "n01443537", "title": "goldfish", "tags": [], "description": ""}]
+    with zipfile.ZipFile(tmp_path / "imagenet_captions.zip", "w") as zf:
+        zf.writestr("imagenet_captions.json", json.dumps(records))
+    src = open_source(str(tmp_path / "imagenet_captions.zip"))
+    assert src.preset == "imagenet-captions"
+    assert src.collect().select("uid", "caption", "wnid").rows() == [("n01443537_1.JPEG", "goldfish", "n01443537")]
+
+
 def test_folder_with_mixed_formats_is_refused(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("caption\nx\n")
     (tmp_path / "b.jsonl").write_text('{"caption": "y"}\n')
@@ -341,10 +366,17 @@ def test_cli_head_prints_canonical_rows(tmp_path: Path, capsys) -> None:
             r"broken.json: line 2: invalid JSON",
         ),
         (lambda d: (d / "x.tar").write_bytes(b"not a tar at all" * 100), ["head", "{d}/x.tar"], r"x.tar: not a readable tar"),
-        (lambda d: (d / "x.txt.gz").write_bytes(b"\x1f\x8b"), ["head", "{d}/x.txt.gz"], r"x.txt.gz: compressed files"),
+        (
+            lambda d: (d / "x.tsv.gz").write_bytes(b"\x1f\x8b not really gzip"),
+            ["head", "{d}/x.tsv.gz"],
+            r"x.tsv.gz: cannot decompress \(.gz\)",
+        ),
+        (lambda d: (d / "x.zip").write_bytes(b"PK junk"), ["head", "{d}/x.zip"], r"x.zip: not a readable zip file"),
+        (lambda d: (d / "notes.docx").write_bytes(b"x"), ["head", "{d}/notes.docx"], r"notes.docx: unknown file type .docx"),
     ],
 )
-def test_cli_bad_input_exits_2_naming_the_culprit(tmp_path: Path, capsys, make, args, expected) -> None:
+def test_cli_bad_input_exits_2_naming_the_culprit(tmp_path: Path, capsys, monkeypatch, make, args, expected) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
     if make is not None:
         make(tmp_path)
     code, out, err = run_cli([a.format(d=tmp_path) for a in args], capsys)
