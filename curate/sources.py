@@ -599,10 +599,13 @@ def _canonical(
 
     own_uid = uid_col or _pick(preset.uid, columns)
     lf = lf.with_row_index(_ROW_COL)
-    if own_uid is not None:
-        uid = _as_text(own_uid, schema[own_uid], unquote=False)
+    positional = pl.format("{}:{}", pl.lit(f.label), pl.col(_ROW_COL))
+    # a row missing its own id still gets a stable one rather than a null uid
+    if own_uid is None:
+        uid = positional
     else:
-        uid = pl.format("{}:{}", pl.lit(f.label), pl.col(_ROW_COL))
+        own = _as_text(own_uid, schema[own_uid], unquote=False)
+        uid = pl.coalesce(pl.when(own.str.strip_chars() == "").then(None).otherwise(own), positional)
     exprs = [uid.alias("uid")] + [
         (texts[k] if texts[k] is not None else pl.lit(None, dtype=pl.Utf8)).alias(k) for k in CANONICAL[1:]
     ]

@@ -158,6 +158,9 @@ def test_generic_csv_with_column_overrides(tmp_path: Path) -> None:
         ("A-2", "a tench", "http://i/2.png"),
     ]
     assert df.columns[len(CANONICAL) :] == ["ident", "score"]
+    # a row without its own id falls back to FILE:ROW instead of a null uid
+    (tmp_path / "ids.csv").write_text("caption,key\na fox,k0\na hen,\n", encoding="utf-8")
+    assert open_source(str(tmp_path / "ids.csv")).collect()["uid"].to_list() == ["k0", "ids.csv:1"]
 
 
 def test_generic_jsonl_and_parquet_formats(tmp_path: Path) -> None:
