@@ -10,8 +10,9 @@ import typer
 from curate.cli import app
 
 _SOURCE_HELP = (
-    "'demo' (the embedded corpus), a file (.parquet .csv .tsv .jsonl .json .tar), a folder "
-    "(e.g. img2dataset output), a glob ('parts/*.parquet') or an http(s) URL of a file."
+    "'demo' (the embedded corpus), a file (.parquet .csv .tsv .jsonl .json .tar, also .gz/.bz2/.xz "
+    "or a .zip of them), a folder (e.g. img2dataset output), a glob ('parts/*.parquet') or an "
+    "http(s) URL of a file (downloaded once into the cache)."
 )
 
 
@@ -77,7 +78,7 @@ def fetch_command(
     retries: int = typer.Option(5, "--retries", min=0, help="Extra attempts after a dropped connection or an HTTP 5xx/429."),
     backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds before the first retry; doubles each time (max 60)."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds to wait for the server before a retry."),
-    list_presets: bool = typer.Option(False, "--list", help="List the metadata presets and their parts, then exit."),
+    list_presets: bool = typer.Option(False, "--list", help="List the metadata presets (name, number of parts, what they hold), then exit."),
 ) -> None:
     """Download caption metadata (not images), resuming interrupted files and verifying checksums.
 
