@@ -297,6 +297,19 @@ def _check_nonempty(f: _File) -> None:
         raise CurateError(f"{f.path}: the file is empty")
 
 
+def _leading_lines(path: Path, n: int) -> list[bytes]:
+    """Up to ``n`` non-blank lines from the start of a text file (each capped at 1 MiB)."""
+    out: list[bytes] = []
+    with open(path, "rb") as fh:
+        while len(out) < n:
+            line = fh.readline(1 << 20)
+            if not line:
+                break
+            if line.strip():
+                out.append(line)
+    return out
+
+
 def _check_utf8(f: _File, limit: int | None = _UTF8_PROBE) -> None:
     """Raise naming the line of the first non-UTF-8 byte (in the first ``limit`` bytes)."""
     with open(f.path, "rb") as fh:
@@ -327,17 +340,17 @@ def _read_parquet(f: _File) -> pl.LazyFrame:
     return pl.scan_parquet(f.path)
 
 
-def _first_text_line(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.readline(1 << 20)
-
-
 def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
     _check_nonempty(f)
     _check_utf8(f)
-    first = _first_text_line(f.path).rstrip(b"\r\n").decode("utf-8", "replace").split(sep)
+    lines = _leading_lines(f.path, 2)
+    if not lines:
+        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
+    first = lines[0].rstrip(b"\r\n").decode("utf-8", "replace").split(sep)
     # CC3M/CC12M ship without a header: a first row holding a URL is data, not column names
     headerless = any(re.match(r"^https?://", v.strip(), re.I) for v in first)
+    if not headerless and len(lines) < 2:
+        raise CurateError(f"{f.path}: has a header ({', '.join(first)}) but no rows")
     new_columns = None
     if headerless:
         url_at = next(i for i, v in enumerate(first) if re.match(r"^https?://", v.strip(), re.I))
@@ -373,6 +386,8 @@ def _read_tsv(f: _File) -> pl.LazyFrame:
 def _read_jsonl(f: _File) -> pl.LazyFrame:
     _check_nonempty(f)
     _check_utf8(f)
+    if not _leading_lines(f.path, 1):
+        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
     try:
         lf = pl.scan_ndjson(f.path, infer_schema_length=1000)
         lf.collect_schema()
@@ -470,7 +485,8 @@ def _read_tar(f: _File) -> pl.LazyFrame:
     _check_nonempty(f)
     try:
         with tarfile.open(f.path, mode="r:*") as tar:
-            tar.next()
+            if tar.next() is None:
+                raise CurateError(f"{f.path}: the tar holds no files")
     except (tarfile.TarError, OSError) as e:
         raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from None
 

@@ -323,6 +323,17 @@ def test_cli_head_prints_canonical_rows(tmp_path: Path, capsys) -> None:
         (None, ["head", "{d}/nope.parquet"], r"nope.parquet: no such file"),
         (lambda d: (d / "empty.csv").write_bytes(b""), ["head", "{d}/empty.csv"], r"empty.csv: the file is empty"),
         (lambda d: (d / "empty.parquet").write_bytes(b""), ["head", "{d}/empty.parquet"], r"empty.parquet: the file is empty"),
+        (lambda d: (d / "blank.jsonl").write_text("\n \n"), ["head", "{d}/blank.jsonl"], r"blank.jsonl: the file is empty"),
+        (
+            lambda d: (d / "header.csv").write_text("caption,url\n"),
+            ["head", "{d}/header.csv"],
+            r"header.csv: has a header \(caption, url\) but no rows",
+        ),
+        (
+            lambda d: pl.DataFrame({"caption": [], "url": []}, schema={"caption": pl.Utf8, "url": pl.Utf8}).write_parquet(d / "norows.parquet"),
+            ["head", "{d}/norows.parquet"],
+            r"norows.parquet: the parquet file has no rows",
+        ),
         (
             lambda d: (d / "nocap.csv").write_text("url,width\nhttp://x,3\n"),
             ["head", "{d}/nocap.csv"],
@@ -369,6 +380,7 @@ def test_cli_head_prints_canonical_rows(tmp_path: Path, capsys) -> None:
             r"broken.json: line 2: invalid JSON",
         ),
         (lambda d: (d / "x.tar").write_bytes(b"not a tar at all" * 100), ["head", "{d}/x.tar"], r"x.tar: not a readable tar"),
+        (lambda d: tarfile.open(d / "none.tar", "w").close(), ["head", "{d}/none.tar"], r"none.tar: the tar holds no files"),
         (
             lambda d: (d / "x.tsv.gz").write_bytes(b"\x1f\x8b not really gzip"),
             ["head", "{d}/x.tsv.gz"],
