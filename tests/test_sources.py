@@ -442,3 +442,25 @@ def test_validate_finds_bad_utf8_past_the_eager_probe(tmp_path: Path, capsys) ->
         validate_source(src)
     code, _, err = run_cli(["head", str(tmp_path / "big.csv"), "--check"], capsys)
     assert code == 2 and "line 200002" in err
+
+
+def test_demo_captions_file_is_already_canonical(tmp_path: Path) -> None:
+    from curate.demo import ensure_demo
+
+    root = ensure_demo(tmp_path / "demo", scale=0.02)
+    raw = pl.read_parquet(root / "captions.parquet")
+    df = open_source(str(root / "captions.parquet")).collect()
+    canonical_ok(df)
+    # nothing is renamed or re-keyed: the demo's own uids and extra columns come through as they are
+    assert df.select(CANONICAL).equals(raw.select(CANONICAL))
+    assert df.columns[len(CANONICAL) :] == [c for c in raw.columns if c not in CANONICAL]
+
+
+@pytest.mark.slow  # builds the full default demo corpus (~20 s here)
+def test_demo_spec(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CURATE_DEMO_DIR", str(tmp_path / "demo"))
+    src = open_source("demo")
+    assert (src.name, src.vocab, src.preset) == ("demo", "demo", None)
+    df = src.collect(limit=5)
+    canonical_ok(df)
+    assert df["uid"].to_list() == pl.read_parquet(tmp_path / "demo" / "captions.parquet", n_rows=5)["uid"].to_list()
