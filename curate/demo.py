@@ -23,12 +23,14 @@ never looks complete. Same seed and scale, same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -786,6 +788,33 @@ def _is_complete(root: Path, *, seed: int, scale: float) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """One builder per folder across processes; the others wait, then find it complete."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): concurrent builds still end whole, just twice
+            yield
+            return
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_stale_temporaries(root: Path, *, older_than_s: float = 3600.0) -> None:
+    """Drop what a killed build left (``atomic_path``'s hidden ``.NAME.*.tmp`` folders); a build
+    takes seconds, so one untouched for an hour is dead. Called under the build lock."""
+    now = time.time()
+    for stale in root.parent.glob(f".{root.name}.*.tmp"):
+        touched = max((p.stat().st_mtime for p in (stale, stale / "images") if p.exists()), default=now)
+        if stale.is_dir() and now - touched > older_than_s:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def ensure_demo(
     root: Path | None = None, *, force: bool = False, seed: int = DEMO_SEED, scale: float = 1.0
 ) -> Path:
@@ -799,9 +828,15 @@ def ensure_demo(
         return root
     if root.exists() and not root.is_dir():
         raise CurateError(f"demo folder {root} exists and is not a folder")
+    if not scale > 0:
+        raise CurateError(f"demo scale must be > 0, got {scale}")
     from curate.util import atomic_path
 
-    with atomic_path(root) as tmp:
-        generate_demo(tmp, root, seed=seed, scale=scale)
-        (tmp / ".complete").write_text(f"curate.demo v{GENERATOR_VERSION}\n", encoding="utf-8")
+    with _build_lock(root):
+        if not force and _is_complete(root, seed=seed, scale=scale):
+            return root  # another process built it while this one waited
+        _remove_stale_temporaries(root)
+        with atomic_path(root) as tmp:
+            generate_demo(tmp, root, seed=seed, scale=scale)
+            (tmp / ".complete").write_text(f"curate.demo v{GENERATOR_VERSION}\n", encoding="utf-8")
     return root

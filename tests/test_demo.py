@@ -353,12 +353,13 @@ def test_failed_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(demo, "render_images", fail_on_second_batch)
     with pytest.raises(OSError, match="disk full"):
         ensure_demo(tmp_path / "demo", scale=0.1)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".demo.lock"]  # no folder, no temporary
 
 
 def test_killed_generation_never_looks_complete(tmp_path: Path):
     root = tmp_path / "demo"
     code = f"from curate.demo import ensure_demo; ensure_demo({str(root)!r}, scale=0.5)"
+    # a real kill -9 midway: no cleanup code runs, unlike an exception
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ | {"CURATE_NO_PROGRESS": "1"})
     try:
         deadline = time.monotonic() + 120
@@ -371,8 +372,32 @@ def test_killed_generation_never_looks_complete(tmp_path: Path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not root.exists()  # only the hidden temporary folder is left
+    (left,) = tmp_path.glob(".demo.*.tmp")
+    fresh = tmp_path / ".demo.another-build.tmp"  # a build still running elsewhere: kept
+    fresh.mkdir()
+    hours_ago = time.time() - 2 * 3600
+    for path in (left, left / "images"):
+        os.utime(path, (hours_ago, hours_ago))
     assert ensure_demo(root, scale=0.02) == root
     assert (root / ".complete").is_file()
+    assert not left.exists() and fresh.exists()  # the dead build's leftovers are swept
+
+
+def test_concurrent_builds_end_with_one_whole_folder(tmp_path: Path):
+    root = tmp_path / "demo"
+    code = f"from curate.demo import ensure_demo; print(ensure_demo({str(root)!r}, scale=0.05))"
+    env = os.environ | {"CURATE_NO_PROGRESS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs == [str(root), str(root)]
+    assert (root / ".complete").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock", "demo"]
+    # whole and the same as a lone build (bar the paths inside captions.parquet)
+    alone = _digest(ensure_demo(tmp_path / "alone", scale=0.05))
+    assert _digest(root).keys() == alone.keys()
+    assert {k: v for k, v in _digest(root).items() if k != "captions.parquet"} == {
+        k: v for k, v in alone.items() if k != "captions.parquet"
+    }
 
 
 def test_default_folder_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
