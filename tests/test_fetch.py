@@ -113,7 +113,7 @@ def test_dead_url_names_url_and_status(loopback_server, tmp_path: Path, capsys) 
     url = loopback_server.url("missing.tsv")
     code, _, err = run_cli(["fetch", url, "--out", str(tmp_path)], capsys)
     assert code == 2
-    assert err.strip() == f"error: cannot download {url}: HTTP 404 Not Found"
+    assert err.strip().splitlines()[-1] == f"error: cannot download {url}: HTTP 404 Not Found"
     assert len(loopback_server.requests) == 1  # a 404 is not retried
 
     serve_blob(loopback_server, "busy.tsv")
