@@ -18,7 +18,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,42 +224,65 @@ def download(
             return dest
         dest.unlink()  # a stale or corrupted copy: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    own_session = session is None
-    session = session or requests.Session()
-    own_progress = progress is None
-    progress = progress or _progress()
-    try:
-        with progress if own_progress else contextlib.nullcontext():
-            task = progress.add_task(dest.name, total=None)
-            last = ""
-            for attempt in range(retries + 1):
-                try:
-                    _attempt(url, part, session=session, timeout=timeout, progress=progress, task=task)
-                    break
-                except _Transient as e:
-                    last = str(e)
-                    if attempt < retries:
-                        time.sleep(min(backoff * 2**attempt, 60.0))
-            else:
-                kept = part.stat().st_size if part.exists() else 0
+    with _exclusive(dest):
+        part = dest.with_name(dest.name + ".part")
+        own_session = session is None
+        session = session or requests.Session()
+        own_progress = progress is None
+        progress = progress or _progress()
+        try:
+            with progress if own_progress else contextlib.nullcontext():
+                task = progress.add_task(dest.name, total=None)
+                last = ""
+                for attempt in range(retries + 1):
+                    try:
+                        _attempt(url, part, session=session, timeout=timeout, progress=progress, task=task)
+                        break
+                    except _Transient as e:
+                        last = str(e)
+                        if attempt < retries:
+                            time.sleep(min(backoff * 2**attempt, 60.0))
+                else:
+                    kept = part.stat().st_size if part.exists() else 0
+                    raise CurateError(
+                        f"cannot download {url}: {last} (gave up after {retries + 1} attempts; "
+                        f"{kept} bytes kept in {part.name}, run again to resume)"
+                    )
+        finally:
+            if own_session:
+                session.close()
+        if expected is not None:
+            got = _sha256(part)
+            if got != expected:
+                part.unlink()
                 raise CurateError(
-                    f"cannot download {url}: {last} (gave up after {retries + 1} attempts; "
-                    f"{kept} bytes kept in {part.name}, run again to resume)"
+                    f"checksum mismatch for {dest.name} from {url}: expected sha256 {expected}, got {got}; "
+                    "the partial file was deleted"
                 )
-    finally:
-        if own_session:
-            session.close()
-    if expected is not None:
-        got = _sha256(part)
-        if got != expected:
-            part.unlink()
-            raise CurateError(
-                f"checksum mismatch for {dest.name} from {url}: expected sha256 {expected}, got {got}; "
-                "the partial file was deleted"
-            )
-    os.replace(part, dest)
-    return dest
+        os.replace(part, dest)
+        return dest
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest`` while it is downloaded: two runs appending to one
+    ``.part`` file would corrupt it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked
+        yield
+        return
+    lock_path = dest.with_name(f".{dest.name}.lock")
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CurateError(f"{dest}: another download of this file is running (lock {lock_path.name})") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sha256(path: Path) -> str:

@@ -163,3 +163,16 @@ def test_presets_have_real_locations() -> None:
 def test_default_out_is_in_the_cache(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path))
     assert fetch_mod.default_out("cc3m") == tmp_path / "metadata" / "cc3m"
+
+
+def test_a_second_concurrent_download_of_one_file_is_refused(loopback_server, tmp_path: Path) -> None:
+    import fcntl
+
+    serve_blob(loopback_server, "x.tsv", size=1_000)
+    with open(tmp_path / ".x.tsv.lock", "w") as held:  # what a running download holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(CurateError, match="x.tsv: another download of this file is running"):
+            download(loopback_server.url("x.tsv"), tmp_path / "x.tsv")
+    assert loopback_server.requests == []
+    assert download(loopback_server.url("x.tsv"), tmp_path / "x.tsv").stat().st_size == 1_000
+    assert not (tmp_path / ".x.tsv.lock").exists()
