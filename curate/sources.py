@@ -5,6 +5,8 @@ null where the source lacks them) followed by the input's other columns, untouch
 scanned with polars (``scan_parquet`` / ``scan_csv`` / ``scan_ndjson``), so a source larger than
 memory streams; JSON arrays and webdataset tars have no lazy polars reader: JSON is parsed when
 opened, tars are read one tar at a time through a polars IO source when the plan runs.
+``.gz``/``.bz2``/``.xz`` files and ``.zip`` archives are decompressed once into the cache, and an
+http(s) URL is downloaded once into the cache (resumable, see ``curate.fetch``), then scanned.
 
 Which input column becomes which canonical column is decided by a *preset* (a registry entry
 listing candidate column names, first present wins), overridable per column from the CLI.
@@ -133,7 +135,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # LazyFrames have no meaningful equality
 class Source:
     """An opened caption source: ``lazy`` is the canonical table as a polars plan."""
 
