@@ -17,6 +17,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from curate.errors import CurateError
 from curate.sources import CANONICAL, PRESETS, open_source, validate_source
@@ -464,3 +466,26 @@ def test_demo_spec(tmp_path: Path, monkeypatch) -> None:
     df = src.collect(limit=5)
     canonical_ok(df)
     assert df["uid"].to_list() == pl.read_parquet(tmp_path / "demo" / "captions.parquet", n_rows=5)["uid"].to_list()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    captions=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(lambda t: t.strip()),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_unicode_caption_survives_every_format(tmp_path: Path, captions: list[str]) -> None:
+    """Odd Unicode (combining marks, RTL, emoji, NUL, line separators) comes through unchanged."""
+    urls = [f"http://i/{i}" for i in range(len(captions))]
+    d = tmp_path / f"case{abs(hash(tuple(captions)))}"
+    d.mkdir()
+    pl.DataFrame({"caption": captions, "url": urls}).write_parquet(d / "c.parquet")
+    (d / "c.jsonl").write_text("".join(json.dumps({"caption": c, "url": u}) + "\n" for c, u in zip(captions, urls)), encoding="utf-8")
+    (d / "c.json").write_text(json.dumps([{"caption": c, "url": u} for c, u in zip(captions, urls)]), encoding="utf-8")
+    pl.DataFrame({"caption": captions, "url": urls}).write_csv(d / "c.csv")
+    for name in ("c.parquet", "c.jsonl", "c.json", "c.csv"):
+        df = open_source(str(d / name)).collect()
+        assert df["caption"].to_list() == captions, name
+        assert df["uid"].to_list() == [f"{name}:{i}" for i in range(len(captions))]
