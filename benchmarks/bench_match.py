@@ -1,0 +1,226 @@
+"""Caption matching, side by side on the same 1,000,000 web-like captions.
+
+Runs, in one process on the same captions:
+
+- curate's matcher (``curate.match.match_captions``: normalise, one Aho–Corasick pass over each
+  batch laid end to end, numpy post-processing) with imagenet1k and with imagenet21k;
+- the reference study's method, re-implemented faithfully: per caption, lower-case, tokenise,
+  lemmatise every token with nltk's WordNetLemmatizer, then for every class and every synonym check
+  that all of the synonym's tokens are present (``curate.match.reference_labels_naive``); run on a
+  subset and extrapolated;
+- MetaCLIP's way: a ``pyahocorasick`` automaton of the same surface forms, iterated once per
+  caption in a Python loop (``automaton.iter``), run on a subset and extrapolated;
+
+then prints captions/s and the ratios, and the peak RSS of a streaming ``scan_parquet ->
+match_captions -> sink_parquet`` run at 1M and at 4M captions (flat memory means about equal).
+
+    python benchmarks/bench_match.py [--n 1000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FILLER = (
+    "the a of and with in on for at by to from new best cheap free shipping sale women men kids "
+    "blue red black white green pink grey large small mini vintage style hd wallpaper design home "
+    "garden toy beautiful cute funny old modern art print poster photo image stock vector picture "
+    "illustration background isolated close up view outdoor indoor summer winter spring autumn day "
+    "night city street beach park water wood metal glass paper cotton leather gift set pack size "
+    "inch cm 2019 2020 2021 3d 4k high quality premium original custom handmade personalized my our "
+    "your this that is are was it its great little big family love happy holiday christmas party"
+).split()
+DECOR = ["", "", "", "", ",", ".", "!", " -", " |", ":", "'s", "s"]
+NON_ASCII = ["café", "naïve", "Ｔｏｋｙｏ", "straße", "—", "“", "”", "…", "é", "ü", "→", "♥"]
+
+
+def make_captions(n: int, lemmas: list[str], *, seed: int = 0, mention_rate: float = 0.35) -> pl.Series:
+    """``n`` deterministic web-like captions: filler words, punctuation, capitals, hashtags, a little
+    HTML and non-ASCII, and about ``mention_rate`` of them naming a vocabulary lemma (a few two)."""
+    rng = np.random.default_rng(seed)
+    filler = np.array(FILLER, dtype=object)
+    lengths = rng.integers(3, 14, size=n)
+    words = filler[rng.integers(0, len(filler), size=int(lengths.sum()))]
+    decor = np.array(DECOR, dtype=object)[rng.integers(0, len(DECOR), size=int(lengths.sum()))]
+    words = words + decor
+    has = rng.random(n) < mention_rate
+    two = rng.random(n) < 0.08
+    lem = np.array(lemmas, dtype=object)
+    pick = lem[rng.integers(0, len(lem), size=n)]
+    pick2 = lem[rng.integers(0, len(lem), size=n)]
+    style = rng.integers(0, 10, size=n)
+    extra = rng.random(n)
+    out = []
+    pos = 0
+    for i in range(n):
+        k = int(lengths[i])
+        ws = list(words[pos : pos + k])
+        pos += k
+        if has[i]:
+            m = pick[i]
+            s = style[i]
+            if s == 0:
+                m = m.title()
+            elif s == 1:
+                m = m.upper()
+            elif s == 2:
+                m = "#" + m.replace(" ", "")
+            elif s == 3:
+                m = m.replace(" ", "-")
+            elif s == 4:
+                m = m + "s"
+            ws.insert(int(extra[i] * k), m)
+            if two[i]:
+                ws.append(pick2[i])
+        if extra[i] < 0.03:
+            ws.append(NON_ASCII[i % len(NON_ASCII)])
+        elif extra[i] > 0.98:
+            ws.insert(0, "<b>")
+            ws.append("&amp; more</b>")
+        text = " ".join(ws)
+        out.append(text[:1].upper() + text[1:])
+    return pl.Series("caption", out)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_curate(captions: pl.Series, vocab: pl.DataFrame) -> tuple[float, int]:
+    from curate.match import compile_matcher, match_captions
+
+    _ = compile_matcher(vocab).automaton  # compile outside the timing, as a long run amortises it
+    lf = pl.LazyFrame({"caption": captions})
+    t0 = time.perf_counter()
+    hits = match_captions(lf, vocab).select(pl.col("labels").list.len().sum()).collect(engine="streaming").item()
+    return time.perf_counter() - t0, int(hits)
+
+
+def time_reference(captions: list[str], vocab: pl.DataFrame) -> tuple[float, int]:
+    from curate.match import reference_labels_naive
+
+    t0 = time.perf_counter()
+    hits = sum(len(reference_labels_naive(c, vocab)) for c in captions)
+    return time.perf_counter() - t0, hits
+
+
+def time_metaclip(captions: list[str], vocab: pl.DataFrame) -> tuple[float, float, int]:
+    """MetaCLIP's substring matching: one automaton of the entries, one Python iteration per caption."""
+    import ahocorasick
+
+    from curate.match import compile_matcher
+
+    m = compile_matcher(vocab)
+    t0 = time.perf_counter()
+    automaton = ahocorasick.Automaton()
+    for i, p in enumerate(m.patterns):
+        if m.pat_sense_ptr[i + 1] > m.pat_sense_ptr[i]:
+            automaton.add_word(p, i)
+    automaton.make_automaton()
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hits = 0
+    for c in captions:
+        text = f" {c.lower()} "
+        for _end, _idx in automaton.iter(text):
+            hits += 1
+    return build, time.perf_counter() - t0, hits
+
+
+STREAM_SCRIPT = """
+import resource, sys, time, polars as pl
+from curate.vocab import load_vocab
+from curate.match import match_captions
+src, dst = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+match_captions(pl.scan_parquet(src), load_vocab("imagenet1k")).select("labels").sink_parquet(dst)
+dt = time.perf_counter() - t0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dt)
+"""
+
+
+def stream_rss(captions: pl.Series, copies: int, tmp: Path) -> tuple[float, float]:
+    src = tmp / f"captions_{copies}.parquet"
+    table = pa.table({"caption": captions.to_arrow()})
+    with pq.ParquetWriter(src, table.schema) as w:
+        for _ in range(copies):
+            w.write_table(table, row_group_size=100_000)
+    out = subprocess.run(
+        [sys.executable, "-c", STREAM_SCRIPT, str(src), str(tmp / "out.parquet")],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="captions to generate")
+    ap.add_argument("--reference-subset", type=int, default=2_000, help="captions for the reference method")
+    ap.add_argument("--metaclip-subset", type=int, default=200_000, help="captions for the pyahocorasick loop")
+    ap.add_argument("--quick", action="store_true", help="skip imagenet21k and the RSS runs")
+    args = ap.parse_args()
+
+    from curate.vocab import load_vocab
+
+    v1k = load_vocab("imagenet1k")
+    lemmas = sorted({lem for ls in v1k["lemmas"].to_list() for lem in ls})
+    t0 = time.perf_counter()
+    caps = make_captions(args.n, lemmas)
+    print(f"{args.n:,} captions, mean {caps.str.len_bytes().mean():.1f} bytes, generated in {time.perf_counter() - t0:.1f}s;"
+          f" cores: {os.cpu_count()}, polars threads: {pl.thread_pool_size()}")
+
+    rows: list[tuple[str, int, float, int]] = []
+    dt, hits = time_curate(caps, v1k)
+    rows.append(("curate match, imagenet1k", args.n, dt, hits))
+    if not args.quick:
+        v21k = load_vocab("imagenet21k")
+        t0 = time.perf_counter()
+        from curate.match import compile_matcher
+
+        _ = compile_matcher(v21k).automaton
+        print(f"imagenet21k matcher compiled in {time.perf_counter() - t0:.1f}s")
+        dt, hits21 = time_curate(caps, v21k)
+        rows.append(("curate match, imagenet21k", args.n, dt, hits21))
+
+    sub = caps.head(args.metaclip_subset).to_list()
+    build, dt, hits_mc = time_metaclip(sub, v1k)
+    rows.append(("MetaCLIP pyahocorasick loop, imagenet1k", len(sub), dt, hits_mc))
+
+    sub = caps.head(args.reference_subset).to_list()
+    dt, hits_ref = time_reference(sub, v1k)
+    rows.append(("reference study (tokenise+lemmatise, per class), imagenet1k", len(sub), dt, hits_ref))
+
+    base = rows[0][1] / rows[0][2]
+    print()
+    print(f"{'method':62s} {'captions':>10s} {'seconds':>8s} {'captions/s':>12s} {'curate-1k x':>11s}")
+    for name, n, dt, _ in rows:
+        rate = n / dt
+        print(f"{name:62s} {n:>10,d} {dt:>8.2f} {rate:>12,.0f} {base / rate:>10.1f}x")
+    print("(subset rows are timed on the first N captions; captions/s extrapolates to the full set)")
+
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            r1, t1 = stream_rss(caps, 1, tmp)
+            r4, t4 = stream_rss(caps, 4, tmp)
+        print()
+        print("streaming scan_parquet -> match_captions(imagenet1k) -> sink_parquet, peak RSS of the process:")
+        print(f"  {args.n:>10,d} captions: {r1:7.0f} MB  ({args.n / t1:,.0f} captions/s incl. parquet I/O)")
+        print(f"  {4 * args.n:>10,d} captions: {r4:7.0f} MB  ({4 * args.n / t4:,.0f} captions/s incl. parquet I/O)")
+        print(f"  ratio 4M/1M: {r4 / r1:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1133 @@
+"""Concept matching: which captions mention which vocabulary classes.
+
+This module owns caption/lexicon normalisation, the surface forms of every lemma, the compiled
+multi-pattern matcher, the built-in negative-context rules for ImageNet's known traps, and the
+label policies.
+
+How a caption is matched (``mode="curate"``):
+
+1. **Normalise** (:func:`normalise`, the same code for captions and for lemmas): HTML tags become
+   spaces, common HTML entities are decoded, Unicode NFKC, lower case plus the few case-folds that
+   lower-casing misses (ß→ss, ς→σ), apostrophes are deleted (so a possessive ``tiger's`` reads as
+   ``tigers``, which is a surface form of ``tiger``), every other character that is not a letter,
+   digit or combining mark (punctuation, hyphens, dashes, underscores, whitespace) becomes one
+   space, and the text is padded with one space each side. Rows that are pure ASCII take a
+   cheaper path with the same result.
+2. **Surface forms** per lemma (:func:`surface_forms`): the normalised lemma, its regular plural
+   and ``+s`` form, WordNet's irregular plurals (``noun.exc``: geese, mice, oxen, loaves) applied to
+   the last word (so multi-word lemmas get plurals: "german shepherds"), and the joined spelling of
+   multi-word lemmas ("bowtie", hashtags such as "#germanshepherd"). Hyphenated and spaced
+   spellings need no variant: hyphens normalise to spaces on both sides. Parenthesised qualifiers in
+   display names ("ram (adult male sheep)") are dropped.
+3. **One pass** of an Aho–Corasick automaton (``ahocorasick-rs``, compiled once per vocabulary)
+   over the whole batch of normalised captions laid end to end in one buffer. Patterns are
+   `` form `` with a space each side, so only whole words match ("cat" never matches "catalog").
+   The search reports overlapping matches; overlaps are then resolved so the **longest match wins**
+   ("tiger shark" is not also "tiger"; when two mentions cross, the longer one is kept, the earlier
+   one on a tie).
+4. **Negative context**: a rule vetoes one class's match (optionally only through some of its
+   lemmas) when any of its context words occurs anywhere in the caption as a whole word (crane the
+   bird is vetoed by "construction", crane the machine by "bird"). Built-in rules live in
+   ``NEGATIVE_RULES``; the vocabulary's ``negatives`` column adds more (vetoing every lemma of that
+   class). ``BLOCKED_LEMMAS`` lists lemmas too generic to be evidence on their own ("light" for the
+   lighter class).
+5. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
+
+   - ``all``: every matched class, sorted ascending, each once;
+   - ``drop``: the class when exactly one class matched, else an empty list (captions that name two
+     or more classes are dropped from labelling, as LAIONet did; the row itself stays so the table
+     keeps its length: filter ``labels.list.len() == 1`` for the subset);
+   - ``first``: the class of the first mention by position; a first mention that is itself
+     ambiguous (one surface form, several classes, none vetoed) gives the lowest label.
+
+   Null or empty captions get an empty list.
+
+``mode="reference"`` reproduces the reference study's counting instead: the caption is lower-cased,
+tokenised with a regular expression standing in for nltk's tokenizer (nltk's punkt data is not
+available offline; the pattern keeps hyphenated words whole as Treebank does), each token is
+lemmatised with nltk's ``WordNetLemmatizer`` (noun), and a class matches when all the tokens of one
+of its synonyms occur anywhere in the caption, in any order. No vetoes, no positions (so policy
+``first`` and spans are not available in this mode).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curate.errors import CurateError
+
+POLICIES = ("all", "drop", "first")
+MODES = ("curate", "reference")
+
+LABELS_DTYPE = pl.List(pl.Int32)
+SPANS_DTYPE = pl.List(pl.Struct({"label": pl.Int32, "start": pl.Int32, "end": pl.Int32, "surface": pl.Utf8}))
+
+
+@dataclass(frozen=True)
+class NegativeRule:
+    """Context words that veto a class; ``lemmas`` limits the veto to matches through those lemmas
+    (empty: every lemma of the class)."""
+
+    context: tuple[str, ...]
+    lemmas: tuple[str, ...] = ()
+
+
+# ImageNet-1k's known traps: a lemma that is also a common word for something else. Keyed by wnid so
+# the rules follow the class into any vocabulary (imagenet100, imagenet21k, wordnet trees).
+NEGATIVE_RULES: dict[str, NegativeRule] = {
+    # crane, the bird
+    "n02012849": NegativeRule(
+        ("construction", "tower", "lifting", "lift", "hydraulic", "excavator", "truck", "site", "building",
+         "machine", "machinery", "cargo", "container", "port", "harbor", "harbour", "gantry", "boom", "jib",
+         "operator", "rental", "hire", "mobile", "overhead", "tonne", "ton", "tons", "load", "barge", "lego",
+         "karate", "kick", "kid", "origami", "paper", "folded", "ichabod", "headless", "horseman", "frasier"),
+        ("crane",),
+    ),
+    # crane, the machine
+    "n03126707": NegativeRule(
+        ("bird", "birds", "heron", "wading", "flying", "flight", "wings", "wing", "feathers", "sandhill",
+         "whooping", "crowned", "wetland", "marsh", "origami", "paper", "migration", "beak", "nest",
+         "egret", "stork", "kung", "fu", "karate", "kick", "ichabod", "headless", "horseman", "frasier",
+         "sandhill"),
+        ("crane",),
+    ),
+    # ram, the sheep (not memory, not the Dodge truck, not the verb)
+    "n02412080": NegativeRule(
+        ("memory", "ddr", "ddr2", "ddr3", "ddr4", "ddr5", "gb", "mb", "gigabyte", "laptop", "computer", "pc",
+         "dodge", "truck", "pickup", "1500", "2500", "3500", "gaming", "rgb", "module", "dimm", "sodimm",
+         "ssd", "cpu", "hdd", "motherboard", "hydraulic", "battering", "upgrade", "kit", "mhz"),
+        ("ram",),
+    ),
+    # submarine: "sub" is also a sandwich, a subwoofer, a subscription, a substitute
+    "n04347754": NegativeRule(
+        ("sandwich", "sandwiches", "subway", "subwoofer", "woofer", "speaker", "speakers", "amplifier", "amp",
+         "bass", "audio", "box", "enclosure", "reddit", "subscribe", "subscriber", "subscription", "title",
+         "titles", "subtitles", "subtitle", "english", "teacher", "substitute", "zero", "roll", "deli",
+         "hoagie", "footlong", "meatball", "turkey", "chips", "lunch", "italian", "cheesesteak", "ham", "tuna",
+         "beatles"),
+        ("sub", "submarine"),
+    ),
+    # bow, the weapon (not the knot, the ship's bow, the violin bow, the gesture)
+    "n02879718": NegativeRule(
+        ("tie", "ties", "hair", "ribbon", "ribbons", "gift", "gifts", "knot", "satin", "velvet", "headband",
+         "dress", "bridal", "wedding", "ship", "boat", "yacht", "stern", "hull", "deck", "violin", "cello",
+         "viola", "fiddle", "clip", "clips", "lace", "bowknot", "bowtie", "christmas", "wrapping", "present",
+         "sash", "ponytail", "tutu", "window", "legs", "take", "takes", "taking", "took", "cast", "curtain",
+         "stage", "audience", "applause"),
+        ("bow",),
+    ),
+    # impala, the antelope (not the Chevrolet, not the band, not the skates)
+    "n02422699": NegativeRule(
+        ("chevy", "chevrolet", "car", "cars", "sedan", "ss", "engine", "convertible", "coupe", "wheels",
+         "tame", "band", "concert", "album", "tour", "skates", "skate", "roller", "lowrider", "v8", "1964",
+         "1963", "1965", "1966", "1967", "1959", "1961", "1962"),
+        ("impala",),
+    ),
+    # sorrel, the horse (not the herb)
+    "n02389026": NegativeRule(
+        ("leaf", "leaves", "soup", "herb", "herbs", "plant", "plants", "garden", "sauce", "salad", "wood",
+         "sheep", "french", "seeds", "seed", "recipe", "flowers", "flower", "dock", "edible", "drink"),
+        ("sorrel",),
+    ),
+    # horizontal bar, the gymnastics apparatus (not the chart, the web page element)
+    "n03535780": NegativeRule(
+        ("chart", "charts", "graph", "graphs", "diagram", "menu", "navigation", "css", "progress", "scroll",
+         "scrollbar", "icon", "icons", "vector", "infographic", "ui", "website", "divider", "line", "lines",
+         "stripe", "stripes", "template", "slide", "presentation", "data", "statistics"),
+        ("horizontal bar",),
+    ),
+    # ringlet, the butterfly (not the curl of hair)
+    "n02277742": NegativeRule(
+        ("hair", "curls", "curl", "curly", "hairstyle", "hairstyles", "wig", "wigs", "braid", "braids",
+         "extensions", "girl", "woman", "lock", "locks", "blonde", "brunette", "ponytail", "updo", "bride"),
+        ("ringlet",),
+    ),
+    # sidewinder, the rattlesnake (not the missile, the roller coaster, the bike)
+    "n01756291": NegativeRule(
+        ("missile", "missiles", "aim", "aim 9", "jet", "fighter", "navy", "rocket", "bike", "motorcycle",
+         "boat", "guitar", "coaster", "roller", "fishing", "reel", "knife", "launcher"),
+        ("sidewinder",),
+    ),
+    # drake, the male duck (not the rapper, Sir Francis, the equation)
+    "n01847000": NegativeRule(
+        ("rapper", "music", "singer", "concert", "album", "lyrics", "song", "songs", "ovo", "nfl",
+         "university", "bulldogs", "sir", "francis", "nathan", "equation", "hotel", "rihanna", "tour",
+         "hip", "hop", "rap", "celebrity", "bell", "passage", "josh", "live", "performing", "performs",
+         "toronto", "stage", "donald", "daffy", "cartoon", "tape", "duct", "rubber", "lame", "sitting",
+         "dynasty", "commander"),
+        ("drake", "duck"),
+    ),
+    # tiger, the cat (not Tiger Woods, sports teams, tiger balm, the tank, the lily)
+    "n02129604": NegativeRule(
+        ("woods", "golf", "golfer", "pga", "beer", "balm", "tank", "lily", "lilies", "moth", "prawn",
+         "prawns", "shrimp", "eye", "eyes", "stone", "crystal", "bracelet", "detroit", "baseball", "football",
+         "jersey", "stadium", "team", "mlb", "ncaa", "lsu", "auburn", "clemson", "princeton", "missouri",
+         "cats", "hamilton", "airways", "economy", "mom", "parenting", "onitsuka", "asics", "shoes", "sneakers"),
+        ("tiger", "tigers"),
+    ),
+    # jaguar, the cat (not the car maker, the Jacksonville team, the guitar)
+    "n02128925": NegativeRule(
+        ("car", "cars", "xf", "xj", "xk", "xe", "xjs", "xjr", "type", "pace", "ftype", "etype", "land", "rover",
+         "sedan", "coupe", "convertible", "v8", "v12", "engine", "wheels", "dealer", "dealership", "leaping",
+         "jacksonville", "nfl", "fender", "guitar", "os", "mac", "racing", "formula", "motors",
+         "interior", "mk", "mkii", "s type", "x type"),
+        ("jaguar",),
+    ),
+    # computer mouse (not the animal, not Mickey)
+    "n03793489": NegativeRule(
+        ("mickey", "minnie", "disney", "rodent", "rodents", "cheese", "trap", "traps", "mousetrap", "rat",
+         "rats", "hamster", "field", "deer", "cartoon", "whiskers", "pet", "pets", "animal", "wildlife",
+         "cat", "cats", "kitten", "nest", "tail", "wild", "house", "harvest", "dormouse", "grey", "brown"),
+        ("mouse",),
+    ),
+    # Cardigan, the corgi (not the sweater)
+    "n02113186": NegativeRule(
+        ("sweater", "sweaters", "knit", "knitted", "knitting", "wool", "cashmere", "button", "buttons",
+         "women", "womens", "mens", "cotton", "cardigans", "sleeve", "sleeves", "jumper", "cardi", "fashion",
+         "oversized", "crochet", "pattern", "outfit", "mohair", "bay", "wales", "ceredigion", "castle", "cosy",
+         "cozy"),
+        ("cardigan",),
+    ),
+    # cardigan, the sweater (not the corgi, not the Welsh town)
+    "n02963159": NegativeRule(
+        ("corgi", "corgis", "dog", "dogs", "puppy", "puppies", "welsh", "pembroke", "breed", "wales", "bay",
+         "show"),
+        ("cardigan",),
+    ),
+    # boxer, the dog (not the fighter, not the shorts)
+    "n02108089": NegativeRule(
+        ("boxing", "fighter", "fight", "shorts", "brief", "briefs", "underwear", "ring", "gloves", "champion",
+         "heavyweight", "ufc", "mma", "rebellion", "punch", "trunks", "mens", "cotton", "engine", "subaru",
+         "porsche", "knockout"),
+        ("boxer",),
+    ),
+    # tank, the army vehicle (not fish tanks, tank tops, fuel tanks)
+    "n04389033": NegativeRule(
+        ("fish", "aquarium", "top", "tops", "water", "fuel", "gas", "propane", "septic", "oxygen", "toilet",
+         "tankini", "shark", "storage", "oil", "tanks", "think", "gallon", "gallons", "litre", "liter",
+         "sleeveless", "racerback", "womens", "cami", "tee", "fill", "full", "empty", "hot", "steel",
+         "reservoir", "pressure", "diving", "scuba", "terrarium", "tropical"),
+        ("tank",),
+    ),
+    # pitcher, the jug (not the baseball player)
+    "n03950228": NegativeRule(
+        ("baseball", "mlb", "mound", "strikeout", "inning", "innings", "pitch", "pitches", "pitching", "game",
+         "yankees", "dodgers", "red", "sox", "cubs", "league", "starting", "relief", "throws", "softball",
+         "team", "catcher", "bullpen", "plant"),
+        ("pitcher",),
+    ),
+    # switch, the electric switch (not the Nintendo console)
+    "n04372370": NegativeRule(
+        ("nintendo", "console", "game", "games", "joy", "con", "joycon", "zelda", "mario", "pokemon", "oled",
+         "lite", "gaming", "network", "ethernet", "port", "ports", "gigabit", "managed", "railway", "rail",
+         "track", "bait"),
+        ("switch",),
+    ),
+    # nail, the fastener (not finger nails)
+    "n03804744": NegativeRule(
+        ("polish", "art", "manicure", "gel", "acrylic", "salon", "design", "designs", "finger", "fingers",
+         "toe", "toes", "pedicure", "beauty", "nails", "stickers", "lacquer", "file", "tips", "glitter",
+         "french", "ombre", "coffin", "almond", "stiletto", "lamp", "uv", "spa"),
+        ("nail",),
+    ),
+    # stole, the wrap (not the past tense of steal)
+    "n04325704": NegativeRule(
+        ("heart", "show", "thief", "robbery", "police", "money", "base", "bases", "he", "she", "they",
+         "who", "someone", "my", "his", "her", "their", "cookie", "cookies", "thunder", "spotlight"),
+        ("stole",),
+    ),
+    # rose hip (not hip hop, the joint)
+    "n12620546": NegativeRule(
+        ("hop", "joint", "replacement", "pain", "dysplasia", "bone", "surgery", "flexor", "hips", "thigh",
+         "waist", "pocket", "bag", "flask", "roof", "music", "dance", "dancer", "artist", "rapper", "style"),
+        ("hip",),
+    ),
+    # kite, the bird (not the toy, kitesurfing)
+    "n01608432": NegativeRule(
+        ("string", "surfing", "kitesurfing", "kiteboarding", "surf", "beach", "festival", "toy", "kids",
+         "paper", "board", "stunt", "diamond", "runner", "colorful", "flying", "seaside",
+         "colourful", "rainbow", "wind", "tail"),
+        ("kite",),
+    ),
+    # iron, the smoothing iron (not golf irons, cast iron, the metal)
+    "n03584829": NegativeRule(
+        ("golf", "club", "clubs", "wrought", "cast", "ore", "maiden", "gate", "gates", "fence", "fences",
+         "railing", "railings", "bars", "bar", "flat", "hair", "curling", "straightener", "man", "throne",
+         "pumping", "skillet", "pan", "metal", "steel", "age", "horse", "lung", "deficiency", "supplement",
+         "sword", "cross", "chef", "oxide", "rust", "rusty", "bed", "bridge", "work", "works", "door"),
+        ("iron",),
+    ),
+    # dock, the pier (not a docking station)
+    "n03216828": NegativeRule(
+        ("docking", "station", "usb", "charging", "charger", "laptop", "iphone", "ipad", "hub", "thunderbolt",
+         "hdmi", "macbook", "dell", "switch", "sorrel"),
+        ("dock",),
+    ),
+    # bee (not a spelling bee)
+    "n02206856": NegativeRule(("spelling", "quilting", "sewing"), ("bee",)),
+    # hog (not the motorcycle)
+    "n02395406": NegativeRule(
+        ("harley", "davidson", "motorcycle", "motorcycles", "bike", "biker", "road", "ground", "hog wild",
+         "warthog", "roast", "roasted", "whole", "bbq", "barbecue"),
+        ("hog",),
+    ),
+    # web site: "site" alone is almost always a place
+    "n06359193": NegativeRule(
+        ("construction", "camping", "campsite", "building", "archaeological", "archeological", "historic",
+         "heritage", "unesco", "excavation", "burial", "dig", "landfill", "job", "work", "crash", "test",
+         "testing", "nuclear", "drilling", "mining", "mine", "ruins", "memorial", "battle", "sacred",
+         "holy", "camp", "caravan", "rv", "pitch", "tent", "plot", "development"),
+        ("site",),
+    ),
+    # chest, the box (not the body part)
+    "n03014705": NegativeRule(
+        ("hair", "pain", "tattoo", "tattoos", "muscles", "muscle", "workout", "press", "ray", "x", "xray",
+         "pecs", "abs", "man", "mens", "shirtless", "naked", "bare", "injury", "infection", "cold"),
+        ("chest",),
+    ),
+    # chain, the metal chain (not store chains, block chains)
+    "n02999410": NegativeRule(
+        ("store", "stores", "restaurant", "restaurants", "hotel", "hotels", "supply", "food", "block",
+         "blockchain", "retail", "fast", "grocery", "coffee", "value", "reaction", "mountain", "island",
+         "islands", "smokers", "smoker", "command", "daisy", "email", "letter"),
+        ("chain",),
+    ),
+    # cricket, the insect (not the sport)
+    "n02229544": NegativeRule(
+        ("match", "bat", "bats", "team", "lords", "lord", "wicket", "wickets", "test", "ipl", "odi", "t20",
+         "innings", "bowler", "bowling", "batsman", "batting", "ground", "stadium", "club", "cup", "india",
+         "england", "australia", "pakistan", "player", "players", "jersey", "ball", "pitch", "series",
+         "captain", "century", "fans", "score", "wireless", "phone"),
+        ("cricket",),
+    ),
+    # American robin (not Robin Williams, Batman's Robin, Robin Hood)
+    "n01558993": NegativeRule(
+        ("williams", "batman", "hood", "tribute", "actor", "comedian", "christopher", "wright", "thicke",
+         "wonder", "reliant", "round", "costume", "sherwood", "marian"),
+        ("robin",),
+    ),
+    # harp, the instrument (not the harp seal)
+    "n03495258": NegativeRule(("seal", "seals", "pup", "pups", "ice", "arctic", "whitecoat"), ("harp",)),
+    # jean (jeans): not the French first name
+    "n03594734": NegativeRule(
+        ("luc", "paul", "claude", "michel", "baptiste", "pierre", "marie", "jacques", "francois", "godard",
+         "louis", "marc", "philippe", "grey", "seberg", "harlow", "valjean", "genie", "billie"),
+        ("jean",),
+    ),
+    # airplane wing (not chicken wings, a building's wing, a political wing)
+    "n04592741": NegativeRule(
+        ("buffalo", "chicken", "hot", "ranch", "sauce", "bbq", "spicy", "fried", "west", "east", "north",
+         "south", "left", "right", "hospital", "museum", "building", "palace", "angel", "angels", "bird",
+         "birds", "butterfly", "fairy", "chun", "wingman", "mirror", "chair", "tips", "dressing"),
+        ("wing",),
+    ),
+    # throne, the chair (not Game of Thrones)
+    "n04429376": NegativeRule(
+        ("game", "season", "episode", "episodes", "stark", "lannister", "hbo", "targaryen", "khaleesi",
+         "finale", "dragons", "westeros", "snow", "iron"),
+        ("throne",),
+    ),
+    # rocking chair's "rocker" (not the musician, the switch, the engine part)
+    "n04099969": NegativeRule(
+        ("punk", "rock", "rockers", "band", "music", "guitar", "mohawk", "star", "metal", "concert", "switch",
+         "arm", "arms", "engine", "valve", "cover", "covers", "panel", "panels", "boot", "boots", "shoe",
+         "shoes", "sole", "skate", "skateboard", "skateboards", "camber", "hair"),
+        ("rocker",),
+    ),
+    # vacuum cleaner's "vacuum" (not vacuum-sealed, vacuum flasks, physics)
+    "n04517823": NegativeRule(
+        ("sealed", "sealer", "seal", "packed", "packing", "pump", "pumps", "tube", "tubes", "chamber", "flask",
+         "flasks", "insulated", "bottle", "cup", "mug", "tumbler", "bag", "bags", "storage", "forming", "gauge",
+         "physics", "space", "pressure", "brake", "hose", "fitting", "valve", "cooking", "sous", "vide"),
+        ("vacuum",),
+    ),
+    # coyote (not Wile E. Coyote, Coyote Ugly)
+    "n02114855": NegativeRule(
+        ("wile", "cartoon", "looney", "tunes", "roadrunner", "road", "runner", "acme", "ugly", "bar", "peterson"),
+        ("coyote",),
+    ),
+    # fishing reel (not a highlight reel, an Instagram reel)
+    "n04067472": NegativeRule(
+        ("highlight", "highlights", "instagram", "reels", "video", "videos", "film", "showreel", "demo",
+         "season", "tiktok", "movie", "blooper", "bloopers", "clip", "clips", "hose", "tape", "slot", "slots",
+         "dance", "scottish", "ceilidh"),
+        ("reel",),
+    ),
+    # pickup truck's "pickup" (not pickup lines, guitar pickups, store pickup)
+    "n03930630": NegativeRule(
+        ("lines", "line", "artist", "artists", "guitar", "guitars", "pickups", "humbucker", "humbuckers",
+         "tonearm", "needle", "cartridge", "basketball", "order", "orders", "curbside", "store", "point",
+         "location", "service", "schedule", "delivery", "laundry", "bass", "coil", "magnetic"),
+        ("pickup",),
+    ),
+    # goose (not goose bumps, Grey Goose, Canada Goose jackets, Mother Goose)
+    "n01855672": NegativeRule(
+        ("bumps", "bump", "pimples", "flesh", "vodka", "jacket", "jackets", "parka", "parkas", "coat", "coats",
+         "chase", "mother", "nursery", "rhymes", "top", "gun", "maverick", "loose", "silly", "sneakers"),
+        ("goose",),
+    ),
+    # bell (not Taco Bell, bell peppers, bell-bottoms)
+    "n03017168": NegativeRule(
+        ("taco", "tacos", "burrito", "drive", "thru", "pepper", "peppers", "jar", "jars", "curve", "bottom",
+         "bottoms", "sleeve", "sleeves", "tinker", "kristen", "alexander", "graham", "canada", "atlantic",
+         "boy", "hop", "hops", "pants", "skirt", "tent", "dumbbell"),
+        ("bell",),
+    ),
+    # Chihuahua, the dog (not the Mexican state and city)
+    "n02085620": NegativeRule(
+        ("mexico", "downtown", "city", "state", "ciudad", "juarez", "desert", "cathedral", "airport",
+         "university", "hotel", "tour", "travel", "map"),
+        ("chihuahua",),
+    ),
+}
+
+# Lemmas too generic to count as a mention on their own in curate mode (their longer lemmas still
+# match): "light" (lighter) is nearly always the adjective or a lamp.
+BLOCKED_LEMMAS: dict[str, tuple[str, ...]] = {
+    "n03666591": ("light",),
+    # harmonica's "harp" (a mouth harp) is nearly always the harp
+    "n03494278": ("harp",),
+}
+
+# ---------------------------------------------------------------------------------------------
+# normalisation
+
+_HTML_TAG = r"<[A-Za-z/!][^<>]*>"
+_ENTITIES = {
+    "&amp;": "&", "&quot;": '"', "&apos;": "'", "&#39;": "'", "&#039;": "'", "&lt;": "<", "&gt;": ">",
+    "&nbsp;": " ", "&#8217;": "'", "&#8216;": "'", "&rsquo;": "'", "&lsquo;": "'", "&#x27;": "'",
+    "&#8220;": '"', "&#8221;": '"', "&ldquo;": '"', "&rdquo;": '"', "&#8211;": "-", "&#8212;": "-",
+    "&ndash;": "-", "&mdash;": "-", "&hellip;": " ", "&#8230;": " ", "&#x2F;": "/", "&#47;": "/",
+}
+_OTHER_ENTITY = r"&#?[A-Za-z0-9]{1,8};"
+# case folds that plain lower-casing misses (str.casefold does them)
+_CASEFOLD = {"ß": "ss", "ẞ": "ss", "ς": "σ", "ſ": "s", "ﬅ": "st", "ﬆ": "st"}
+_APOSTROPHES = ["'", "’", "‘", "`", "´", "ʼ", "′"]
+
+
+# ASCII bytes: upper case folds to lower, letters and digits stay, everything else is a separator
+_BYTE_TABLE = np.arange(256, dtype=np.uint8)
+_BYTE_TABLE[:128] = 32
+_BYTE_TABLE[ord("0") : ord("9") + 1] = np.arange(ord("0"), ord("9") + 1)
+_BYTE_TABLE[ord("a") : ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
+_BYTE_TABLE[ord("A") : ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
+_SPACE = np.uint8(32)
+_BYTE_TABLE_BYTES = _BYTE_TABLE.tobytes()
+
+
+def _html(s: pl.Expr) -> pl.Expr:
+    s = s.str.replace_all(_HTML_TAG, " ")
+    s = s.str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
+    return s.str.replace_all(_OTHER_ENTITY, " ")
+
+
+def _unicode_path(s: pl.Expr) -> pl.Expr:
+    s = s.str.normalize("NFKC").str.to_lowercase()
+    s = s.str.replace_many(list(_CASEFOLD), list(_CASEFOLD.values()))
+    return s.str.replace_all(r"[^\p{L}\p{N}\p{M}]+", " ")
+
+
+def _prepared(captions: pl.Series) -> pl.Series:
+    """Captions with HTML decoded and non-ASCII rows Unicode-normalised (polars kernels, applied
+    only to the rows that need them)."""
+    s = captions.cast(pl.Utf8).fill_null("")
+    html = s.str.contains_any(["<", "&"]).arg_true()
+    if len(html):
+        s = s.scatter(html, s[html].to_frame("c").select(_html(pl.col("c"))).to_series())
+    non_ascii = (s.str.len_bytes() != s.str.len_chars()).arg_true()
+    if len(non_ascii):
+        s = s.scatter(non_ascii, s[non_ascii].to_frame("c").select(_unicode_path(pl.col("c"))).to_series())
+    return s
+
+
+def normalised_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Every caption normalised, laid end to end in one byte buffer: row i is
+    ``data[offsets[i]:offsets[i+1]]``, `` word word `` with exactly one space between words and one
+    pad each side (so rows are separated by two spaces and no pattern can span two rows).
+
+    ASCII work is a byte table (lower case, separators) and a vectorised squeeze of repeated
+    spaces, over the whole batch at once.
+    """
+    data, offsets = _buffer(_prepared(captions))
+    n = len(offsets) - 1
+    # bytes.translate: a byte table at memory speed, several times faster than numpy's fancy index
+    body = np.frombuffer(data[offsets[0] : offsets[-1]].tobytes().translate(_BYTE_TABLE_BYTES), dtype=np.uint8)
+    # a 0 byte marks every row boundary, so the squeeze below needs no per-byte row index
+    data = np.insert(body, offsets - offsets[0], np.uint8(0))
+    space = data == _SPACE
+    edge = data == 0
+    drop = space.copy()
+    drop[:-1] &= space[1:] | edge[1:]  # keep the last space of a run, none before a boundary
+    data = data[~drop]
+    # runs are single spaces now; the one left of a run that opened a row goes too
+    after_edge = np.zeros(len(data), dtype=bool)
+    after_edge[1:] = (data[1:] == _SPACE) & (data[:-1] == 0)
+    if after_edge.any():
+        data = data[~after_edge]
+    z = np.flatnonzero(data == 0)  # n + 1 boundaries
+    # each inner boundary becomes two spaces (the pads of the rows either side), the outer ones one
+    data = np.insert(data, z[1:-1], _SPACE)
+    idx = np.arange(n + 1, dtype=np.int64)
+    data[z + np.minimum(idx, max(n - 1, 0))] = _SPACE  # where the boundaries moved to
+    new_offsets = z + np.maximum(idx - 1, 0)
+    new_offsets[1:-1] += 1
+    new_offsets[-1] += 1 if n else 0
+    return data, new_offsets
+
+
+def normalise(captions: pl.Series) -> pl.Series:
+    """Normalised, space-padded text (`` word word ``) for each string; null becomes ``"  "``.
+
+    The one normalisation for captions and lemmas alike (:func:`normalised_buffer` as strings).
+
+    >>> normalise(pl.Series(["The Tiger&#39;s <b>Bow-Tie</b>!", "ＣＡＴ"])).to_list()
+    [' the tiger s bow tie ', ' cat ']
+    """
+    data, offsets = normalised_buffer(captions)
+    arr = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+    return pl.Series(captions.name, arr, dtype=pl.Utf8)
+
+
+def normalise_text(text: str) -> str:
+    """:func:`normalise` for one string, without the padding."""
+    return normalise(pl.Series([text], dtype=pl.Utf8)).item().strip()
+
+
+def normalise_many(texts: list[str]) -> dict[str, str]:
+    """:func:`normalise` for many strings at once, unpadded: text -> normalised."""
+    uniq = sorted(set(texts))
+    return dict(zip(uniq, (x.strip() for x in normalise(pl.Series(uniq, dtype=pl.Utf8)).to_list())))
+
+
+# ---------------------------------------------------------------------------------------------
+# surface forms
+
+_SIBILANT = ("s", "x", "z", "ch", "sh")
+_VOWELS = set("aeiou")
+_QUALIFIER = re.compile(r"\s*\([^)]*\)")
+
+
+def regular_plural(word: str) -> str:
+    if word.endswith(_SIBILANT):
+        return word + "es"
+    if len(word) > 1 and word.endswith("y") and word[-2] not in _VOWELS:
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _plurals(phrase: str, irregular: dict[str, list[str]]) -> set[str]:
+    words = phrase.split()
+    head, last = words[:-1], words[-1]
+    out = set(irregular.get(phrase, ()))
+    if last.isalpha() and len(last) > 1:
+        plurals = {regular_plural(last)}
+        plurals.update(p for p in irregular.get(last, ()) if " " not in p)
+        out.update(" ".join([*head, p]) for p in plurals)
+    return out
+
+
+def surface_forms(lemma_norm: str, irregular: dict[str, list[str]]) -> list[str]:
+    """Every surface form of one *normalised* lemma (words separated by single spaces), sorted:
+    the lemma, its plurals (regular, and irregular from ``irregular``, on the last word), a
+    possessive's run-together spelling ("potter s wheel" -> "potters wheel") and the joined spelling
+    of multi-word forms ("bow tie" -> "bowtie")."""
+    if not lemma_norm.split():
+        return []
+    bases = {lemma_norm}
+    if " s " in f"{lemma_norm} "[1:]:
+        bases.add(re.sub(r"(?<=\w) s(?= |$)", "s", lemma_norm))
+    forms = set(bases)
+    for base in bases:
+        forms.update(_plurals(base, irregular))
+    for f in list(forms):
+        words = f.split()
+        if len(words) > 1 and all(w.isalnum() for w in words):
+            joined = "".join(words)
+            if len(joined) >= 5:
+                forms.add(joined)
+    return sorted(forms)
+
+
+@functools.lru_cache(maxsize=1)
+def _irregular_normalised() -> dict[str, list[str]]:
+    from curate.wordnet import plural_exceptions
+
+    table = plural_exceptions()
+    keys = list(table)
+    norm_keys = [k.strip() for k in normalise(pl.Series(keys, dtype=pl.Utf8)).to_list()]
+    flat = sorted({p for v in table.values() for p in v})
+    norm_flat = dict(zip(flat, (p.strip() for p in normalise(pl.Series(flat, dtype=pl.Utf8)).to_list())))
+    out: dict[str, list[str]] = {}
+    for k, nk in zip(keys, norm_keys):
+        # noun.exc also lists regular forms and the base itself; keep what differs
+        plurals = [norm_flat[p] for p in table[k] if norm_flat[p] and norm_flat[p] != nk]
+        if plurals:
+            out.setdefault(nk, [])
+            out[nk] = sorted(set(out[nk]) | set(plurals))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled matcher
+
+
+@dataclass
+class Mentions:
+    """Accepted mentions of one batch, one entry per (mention, class), ordered by row then position."""
+
+    row: np.ndarray  # int64, index into the batch
+    label: np.ndarray  # int32
+    start: np.ndarray  # int64, byte offset of the word in the normalised, unpadded caption
+    end: np.ndarray  # int64
+    pattern: np.ndarray  # int64, index into Matcher.patterns
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in lists])
+    vals = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, vals
+
+
+def _expand(ptr: np.ndarray, vals: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each key k, the entries vals[ptr[k]:ptr[k+1]]: (position of k in keys, value)."""
+    counts = ptr[keys + 1] - ptr[keys]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    which = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+    first = np.repeat(ptr[keys] - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    return which, vals[first + np.arange(total, dtype=np.int64)]
+
+
+def _buffer(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised strings end to end in one byte buffer, and their int64 offsets."""
+    arr = norm.to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = pa.concat_arrays(arr.chunks) if arr.num_chunks != 1 else arr.chunk(0)
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, dtype=np.uint8)
+    return data, offsets
+
+
+def _find(automaton, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All (overlapping) matches of ``automaton`` in the buffer: pattern, start, end, row."""
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    found = automaton.find_matches_as_indexes(data[lo:hi], overlapping=True) if hi > lo else []
+    if not found:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, z
+    hits = np.array(found, dtype=np.int64).reshape(-1, 3)
+    pid, start, end = hits[:, 0], hits[:, 1] + lo, hits[:, 2] + lo
+    row = np.searchsorted(offsets, start, side="right") - 1
+    inside = end <= offsets[row + 1]  # never false for space-padded rows; a guard
+    if not inside.all():
+        pid, start, end, row = pid[inside], start[inside], end[inside], row[inside]
+    return pid, start, end, row
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    keys = np.sort(keys, kind="stable")
+    if len(keys) < 2:
+        return keys
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+
+
+def _automaton(patterns: list[str]):
+    import ahocorasick_rs
+
+    return ahocorasick_rs.BytesAhoCorasick(
+        [p.encode("utf-8") for p in patterns],
+        matchkind=ahocorasick_rs.MatchKind.Standard,
+        implementation=ahocorasick_rs.Implementation.DFA,
+    )
+
+
+@dataclass
+class Matcher:
+    """A vocabulary compiled for matching: patterns, the automata and the tables behind them.
+
+    Surface forms and context words live in two automata: context words are looked for only in
+    the few captions whose mentions some rule could veto, so common context words ("hair", "car")
+    cost nothing on the rest.
+    """
+
+    n_classes: int
+    patterns: list[str]  # " form " (padded), one per distinct surface form
+    sense_label: np.ndarray  # int32: a sense is one (surface form, class) pair
+    pat_sense_ptr: np.ndarray
+    pat_sense: np.ndarray
+    context: list[str]  # " word " (padded) context words
+    ctx_veto_ptr: np.ndarray
+    ctx_veto: np.ndarray  # senses vetoed when this context word occurs in the caption
+    surfaces: pl.DataFrame = field(repr=False)  # label, lemma, surface: what can match, for inspection
+    _automata: list = field(default_factory=list, repr=False)
+
+    @property
+    def automaton(self):
+        if not self._automata:
+            self._automata.extend([_automaton(self.patterns), _automaton(self.context) if self.context else None])
+        return self._automata[0]
+
+    def __post_init__(self) -> None:
+        self._vetoable = np.zeros(len(self.sense_label), dtype=bool)
+        self._vetoable[self.ctx_veto] = True
+
+    def mentions(self, captions: pl.Series) -> Mentions:
+        """Every accepted mention in a batch of raw captions (after longest-match and vetoes)."""
+        data, offsets = normalised_buffer(captions)
+        return self._mentions(data, offsets)
+
+    def _mentions(self, data: np.ndarray, offsets: np.ndarray) -> Mentions:
+        pid, start, end, row = _find(self.automaton, data, offsets)
+        keep = _longest(start, end)
+        pid, start, end, row = pid[keep], start[keep], end[keep], row[keep]
+        w, sense = _expand(self.pat_sense_ptr, self.pat_sense, pid)
+        row_w = row[w]
+
+        vetoable = self._vetoable[sense] if len(sense) else np.zeros(0, dtype=bool)
+        if vetoable.any():
+            rows_v = _sorted_unique(row_w[vetoable])
+            # the context automaton runs over just those captions, laid end to end
+            lengths = offsets[rows_v + 1] - offsets[rows_v]
+            sub_offsets = np.concatenate(([0], np.cumsum(lengths)))
+            gather = np.repeat(offsets[rows_v] - sub_offsets[:-1], lengths) + np.arange(sub_offsets[-1])
+            cp, _, _, crow = _find(self._automata[1], data[gather], sub_offsets)
+            cw, csense = _expand(self.ctx_veto_ptr, self.ctx_veto, cp)
+            if len(cw):
+                n_senses = np.int64(len(self.sense_label))
+                veto_keys = _sorted_unique(rows_v[crow[cw]] * n_senses + csense)
+                keys = row_w * n_senses + sense
+                pos = np.minimum(np.searchsorted(veto_keys, keys), len(veto_keys) - 1)
+                ok = veto_keys[pos] != keys
+                w, sense, row_w = w[ok], sense[ok], row_w[ok]
+        base = offsets[row_w] + 1  # the padding space
+        return Mentions(
+            row=row_w,
+            label=self.sense_label[sense],
+            start=start[w] + 1 - base,
+            end=end[w] - 1 - base,
+            pattern=pid[w],
+        )
+
+    def labels(self, captions: pl.Series, *, policy: str = "all") -> pl.Series:
+        return labels_from_mentions(self.mentions(captions), len(captions), self.n_classes, policy=policy)
+
+
+def _longest(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Indices of the mentions that survive longest-match-wins, in (start, -end) order.
+
+    Spans include the padding spaces, so neighbouring words share one byte; word cores are
+    [start+1, end-1). A mention inside an earlier-starting or longer one is dropped; of two that
+    cross, the longer stays (the earlier on a tie).
+    """
+    if len(start) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((-end, start))
+    s, e = start[order], end[order]
+    prev_end = np.concatenate(([np.iinfo(np.int64).min], np.maximum.accumulate(e)[:-1]))
+    contained = e <= prev_end
+    order, s, e = order[~contained], s[~contained], e[~contained]
+    prev_end = np.concatenate(([np.iinfo(np.int64).min], e[:-1]))
+    crossing = np.flatnonzero(s + 1 < prev_end - 1)
+    if len(crossing) == 0:
+        return order
+    alive = np.ones(len(order), dtype=bool)
+    for i in crossing:  # rare: two multi-word mentions sharing a word
+        j = i - 1
+        while j >= 0 and not alive[j]:
+            j -= 1
+        if j < 0 or not (s[i] + 1 < e[j] - 1):
+            continue
+        if (e[i] - s[i]) > (e[j] - s[j]):
+            alive[j] = False
+        else:
+            alive[i] = False
+    return order[alive]
+
+
+def _list_series(offsets: np.ndarray, values: np.ndarray, name: str = "labels") -> pl.Series:
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), pa.array(values, type=pa.int32()))
+    return pl.Series(name, arr, dtype=LABELS_DTYPE)
+
+
+def labels_from_mentions(m: Mentions, n_rows: int, n_classes: int, *, policy: str) -> pl.Series:
+    """The ``labels`` column for ``n_rows`` captions from their mentions, under ``policy``."""
+    check_policy(policy)
+    if policy == "first":
+        order = np.lexsort((m.label, m.start, m.row))
+        rows_sorted = m.row[order]
+        first = np.flatnonzero(np.concatenate(([True], rows_sorted[1:] != rows_sorted[:-1]))) if len(order) else order
+        rows, labels = rows_sorted[first], m.label[order][first]
+    else:
+        keys = _sorted_unique(m.row * np.int64(n_classes) + m.label.astype(np.int64))
+        rows, labels = keys // n_classes, keys % n_classes
+        if policy == "drop":
+            counts = np.bincount(rows, minlength=n_rows)
+            single = counts[rows] == 1
+            rows, labels = rows[single], labels[single]
+    counts = np.bincount(rows, minlength=n_rows)
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return _list_series(offsets, labels.astype(np.int32))
+
+
+def spans_from_mentions(m: Mentions, n_rows: int, patterns: list[str]) -> pl.Series:
+    """One list per caption of {label, start, end, surface}: byte offsets into the normalised,
+    unpadded caption (``normalise(caption).strip()``), in order of position."""
+    order = np.lexsort((m.label, m.start, m.row))
+    rows = m.row[order]
+    counts = np.bincount(rows, minlength=n_rows)
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    surf = np.array([p.strip() for p in patterns], dtype=object)
+    struct = pa.StructArray.from_arrays(
+        [
+            pa.array(m.label[order], type=pa.int32()),
+            pa.array(m.start[order].astype(np.int32), type=pa.int32()),
+            pa.array(m.end[order].astype(np.int32), type=pa.int32()),
+            pa.array(surf[m.pattern[order]].tolist() if len(order) else [], type=pa.large_string()),
+        ],
+        names=["label", "start", "end", "surface"],
+    )
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), struct)
+    return pl.Series("spans", arr, dtype=SPANS_DTYPE)
+
+
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise CurateError(f"--policy {policy!r} is not one of {', '.join(POLICIES)}")
+
+
+def check_vocab(vocab: pl.DataFrame) -> None:
+    missing = [c for c in ("label", "lemmas") if c not in vocab.columns]
+    if missing:
+        raise CurateError(f"vocabulary table lacks column(s) {', '.join(missing)} (has {', '.join(vocab.columns)})")
+    if vocab.height == 0:
+        raise CurateError("vocabulary is empty")
+    labels = vocab["label"].to_list()
+    if sorted(labels) != list(range(len(labels))):
+        raise CurateError(f"vocabulary 'label' must be 0..{len(labels) - 1}, each once")
+
+
+def _vocab_key(vocab: pl.DataFrame) -> tuple:
+    cols = [c for c in ("label", "wnid", "lemmas", "negatives") if c in vocab.columns]
+    return tuple(tuple(map(lambda v: tuple(v) if isinstance(v, list) else v, vocab[c].to_list())) for c in cols)
+
+
+_CACHE: dict[tuple, Matcher] = {}
+
+
+def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | None = None) -> Matcher:
+    """Compile ``vocab`` into a :class:`Matcher` (cached per vocabulary contents)."""
+    check_vocab(vocab)
+    rules = NEGATIVE_RULES if rules is None else rules
+    key = (_vocab_key(vocab), id(rules) if rules is not NEGATIVE_RULES else 0)
+    if key in _CACHE:
+        return _CACHE[key]
+
+    labels = vocab["label"].to_list()
+    wnids = vocab["wnid"].to_list() if "wnid" in vocab.columns else [None] * len(labels)
+    lemma_lists = [[_QUALIFIER.sub("", lem).strip() for lem in (ls or [])] for ls in vocab["lemmas"].to_list()]
+    negs = vocab["negatives"].to_list() if "negatives" in vocab.columns else [[] for _ in labels]
+
+    wnid_set = set(wnids)
+    rule_words = [w for k, r in rules.items() if k in wnid_set for w in (*r.context, *r.lemmas)]
+    rule_words += [w for k, b in BLOCKED_LEMMAS.items() if k in wnid_set for w in b]
+    rule_words += [w for ns in negs for w in (ns or ())]
+    norm_of = normalise_many([lem for ls in lemma_lists for lem in ls if lem] + rule_words)
+    irregular = _irregular_normalised()
+    forms_of: dict[str, list[str]] = {}
+
+    pattern_id: dict[str, int] = {}
+    sense_label: list[int] = []
+    sense_lemma: list[str] = []
+    pat_senses: list[list[int]] = []
+    surf_rows: dict[str, list] = {"label": [], "lemma": [], "surface": []}
+
+    def pid_of(form: str) -> int:
+        if form not in pattern_id:
+            pattern_id[form] = len(pattern_id)
+            pat_senses.append([])
+        return pattern_id[form]
+
+    senses_of_class_lemma: dict[tuple[int, str], list[int]] = {}
+    for label, wnid, lemmas in zip(labels, wnids, lemma_lists):
+        blocked = {norm_of[b] for b in BLOCKED_LEMMAS.get(wnid or "", ())}
+        for lemma in lemmas:
+            norm = norm_of.get(lemma, "")
+            if not norm or norm in blocked:
+                continue
+            if norm not in forms_of:
+                forms_of[norm] = surface_forms(norm, irregular)
+            for form in forms_of[norm]:
+                p = pid_of(form)
+                if any(sense_label[s] == label for s in pat_senses[p]):
+                    continue  # two lemmas of one class sharing a form: one sense
+                sid = len(sense_label)
+                sense_label.append(label)
+                sense_lemma.append(norm)
+                pat_senses[p].append(sid)
+                senses_of_class_lemma.setdefault((label, norm), []).append(sid)
+                surf_rows["label"].append(label)
+                surf_rows["lemma"].append(norm)
+                surf_rows["surface"].append(form)
+
+    # vetoes: context pattern -> senses it cancels
+    ctx_id: dict[str, int] = {}
+    ctx_vetoes: list[set[int]] = []
+    for label, wnid, lemmas, extra in zip(labels, wnids, lemma_lists, negs):
+        class_lemmas = {norm_of.get(lem, "") for lem in lemmas} - {""}
+        rule_list: list[tuple[tuple[str, ...], set[str]]] = []
+        rule = rules.get(wnid or "")
+        if rule is not None:
+            targets = {norm_of[x] for x in rule.lemmas} & class_lemmas if rule.lemmas else class_lemmas
+            rule_list.append((rule.context, targets))
+        if extra:
+            rule_list.append((tuple(extra), class_lemmas))
+        for context, targets in rule_list:
+            vetoed = [s for t in targets for s in senses_of_class_lemma.get((label, t), [])]
+            if not vetoed:
+                continue
+            own_forms = {f for t in targets for f in forms_of.get(t, ())}
+            for word in context:
+                w = norm_of[word]
+                if not w or w in own_forms:  # a class's own surface forms never veto it
+                    continue
+                if w not in ctx_id:
+                    ctx_id[w] = len(ctx_id)
+                    ctx_vetoes.append(set())
+                ctx_vetoes[ctx_id[w]].update(vetoed)
+
+    patterns = [f" {form} " for form in pattern_id]
+    sense_ptr, sense_vals = _csr(pat_senses)
+    veto_ptr, veto_vals = _csr([sorted(v) for v in ctx_vetoes])
+    matcher = Matcher(
+        n_classes=len(labels),
+        patterns=patterns,
+        sense_label=np.asarray(sense_label, dtype=np.int32),
+        pat_sense_ptr=sense_ptr,
+        pat_sense=sense_vals,
+        context=[f" {w} " for w in ctx_id],
+        ctx_veto_ptr=veto_ptr,
+        ctx_veto=veto_vals,
+        surfaces=pl.DataFrame(surf_rows, schema={"label": pl.Int32, "lemma": pl.Utf8, "surface": pl.Utf8}),
+    )
+    if len(_CACHE) > 8:
+        _CACHE.clear()
+    _CACHE[key] = matcher
+    return matcher
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference study's counting
+
+TOKEN_PATTERN = r"\w+(?:-\w+)*"
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet():
+    from curate.wordnet import wordnet
+
+    return wordnet()
+
+
+@functools.lru_cache(maxsize=200_000)
+def lemmatise(token: str) -> str:
+    """nltk's ``WordNetLemmatizer().lemmatize(token)`` (noun), on the offline WordNet reader.
+
+    nltk's class reads the global ``nltk.corpus.wordnet``, which is not installed offline; this is
+    its body (the shortest of ``_morphy``'s lemmas, else the token) on :func:`curate.wordnet.wordnet`.
+    """
+    lemmas = _wordnet()._morphy(token, "n")  # noqa: SLF001 - what WordNetLemmatizer itself calls
+    return min(lemmas, key=len) if lemmas else token
+
+
+def reference_tokens(text: str) -> list[str]:
+    """The reference study's tokens of one text: lower-cased, regex-tokenised, lemmatised."""
+    return [lemmatise(t) for t in re.findall(TOKEN_PATTERN, text.lower())]
+
+
+@dataclass
+class ReferenceMatcher:
+    n_classes: int
+    synonyms: pl.DataFrame  # syn, label, token, n_tokens
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_matcher_cached(key: tuple) -> ReferenceMatcher:
+    labels, lemma_lists = key
+    rows: dict[str, list] = {"syn": [], "label": [], "token": [], "n_tokens": []}
+    syn = 0
+    for label, lemmas in zip(labels, lemma_lists):
+        for lemma in lemmas:
+            toks = sorted(set(reference_tokens(_QUALIFIER.sub("", lemma))))
+            if not toks:
+                continue
+            for t in toks:
+                rows["syn"].append(syn)
+                rows["label"].append(label)
+                rows["token"].append(t)
+                rows["n_tokens"].append(len(toks))
+            syn += 1
+    table = pl.DataFrame(rows, schema={"syn": pl.Int64, "label": pl.Int32, "token": pl.Utf8, "n_tokens": pl.UInt32})
+    return ReferenceMatcher(n_classes=len(labels), synonyms=table)
+
+
+def compile_reference_matcher(vocab: pl.DataFrame) -> ReferenceMatcher:
+    check_vocab(vocab)
+    key = (tuple(vocab["label"].to_list()), tuple(tuple(ls or ()) for ls in vocab["lemmas"].to_list()))
+    return _reference_matcher_cached(key)
+
+
+def reference_labels(captions: pl.Series, ref: ReferenceMatcher, *, policy: str = "all") -> pl.Series:
+    """Labels by the reference study's rule: all tokens of a synonym present anywhere (lemmatised)."""
+    check_policy(policy)
+    if policy == "first":
+        raise CurateError("--policy first needs positions; --mode reference has none (use all or drop)")
+    n = len(captions)
+    toks = (
+        pl.DataFrame({"c": captions.cast(pl.Utf8).fill_null("")})
+        .with_row_index("row")
+        .select("row", pl.col("c").str.to_lowercase().str.extract_all(TOKEN_PATTERN).alias("token"))
+        .explode("token")
+        .drop_nulls("token")
+        .unique()
+    )
+    uniq = toks["token"].unique().to_list()
+    lemma_map = pl.DataFrame({"token": uniq, "lemma": [lemmatise(t) for t in uniq]}, schema={"token": pl.Utf8, "lemma": pl.Utf8})
+    pairs = toks.join(lemma_map, on="token").select("row", pl.col("lemma").alias("token")).unique()
+    hit = (
+        pairs.join(ref.synonyms, on="token")
+        .group_by("row", "syn", "label", "n_tokens")
+        .len()
+        .filter(pl.col("len") == pl.col("n_tokens"))
+        .select("row", "label")
+        .unique()
+    )
+    m = Mentions(
+        row=hit["row"].to_numpy().astype(np.int64),
+        label=hit["label"].to_numpy().astype(np.int32),
+        start=np.zeros(hit.height, dtype=np.int64),
+        end=np.zeros(hit.height, dtype=np.int64),
+        pattern=np.zeros(hit.height, dtype=np.int64),
+    )
+    return labels_from_mentions(m, n, ref.n_classes, policy=policy)
+
+
+def reference_labels_naive(caption: str | None, vocab: pl.DataFrame) -> list[int]:
+    """The reference method written the slow, obvious way (per class, per synonym): the check for
+    :func:`reference_labels` and the baseline of the benchmark."""
+    if caption is None:
+        return []
+    present = set(reference_tokens(caption))
+    out = []
+    for label, lemmas in zip(vocab["label"].to_list(), vocab["lemmas"].to_list()):
+        for lemma in lemmas:
+            toks = reference_tokens(_QUALIFIER.sub("", lemma))
+            if toks and all(t in present for t in toks):
+                out.append(label)
+                break
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+_POOL: list = []
+
+
+def _in_parallel(fn, s: pl.Series) -> pl.Series:
+    """``fn`` over slices of ``s`` on polars' thread count, concatenated in order.
+
+    polars hands a Python UDF one batch at a time; the heavy parts here (polars kernels, the
+    automaton, large numpy operations) release the GIL, so slices run side by side.
+    """
+    workers = pl.thread_pool_size()
+    if workers < 2 or len(s) < 20_000:
+        return fn(s)
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-match"))
+    step = -(-len(s) // workers)
+    parts = list(_POOL[0].map(fn, [s.slice(i, step) for i in range(0, len(s), step)]))
+    return pl.concat(parts, rechunk=False)
+
+
+def match_captions(
+    lf: pl.LazyFrame,
+    vocab: pl.DataFrame,
+    *,
+    policy: str = "all",
+    mode: str = "curate",
+    spans: bool = False,
+    caption_col: str = "caption",
+) -> pl.LazyFrame:
+    """The input rows plus ``labels`` (List[Int32], vocabulary ``label`` values); see the module
+    docstring for the policies and modes. With ``spans``, also ``spans``: the accepted mentions
+    (label, byte offsets into the normalised caption, surface form) before the policy.
+
+    Runs batch by batch (``map_batches``), so it streams under ``collect(engine="streaming")`` and
+    ``sink_parquet``.
+    """
+    check_policy(policy)
+    if mode not in MODES:
+        raise CurateError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+    names = lf.collect_schema().names()
+    if caption_col not in names:
+        raise CurateError(f"caption column {caption_col!r} not found (columns: {', '.join(names)})")
+    if "labels" in names:
+        raise CurateError("the input already has a 'labels' column; rename or drop it first")
+    if mode == "reference":
+        if policy == "first":
+            raise CurateError("--policy first needs positions; --mode reference has none (use all or drop)")
+        if spans:
+            raise CurateError("--spans needs positions; --mode reference has none")
+        ref = compile_reference_matcher(vocab)
+        return lf.with_columns(
+            pl.col(caption_col)
+            .map_batches(lambda s: reference_labels(s, ref, policy=policy), return_dtype=LABELS_DTYPE, is_elementwise=True)
+            .alias("labels")
+        )
+    matcher = compile_matcher(vocab)
+    _ = matcher.automaton  # build now, not inside the first batch of every worker
+    if not spans:
+        return lf.with_columns(
+            pl.col(caption_col)
+            .map_batches(
+                lambda s: _in_parallel(lambda part: matcher.labels(part, policy=policy), s),
+                return_dtype=LABELS_DTYPE,
+                is_elementwise=True,
+            )
+            .alias("labels")
+        )
+
+    struct_dtype = pl.Struct({"labels": LABELS_DTYPE, "spans": SPANS_DTYPE})
+
+    def both(s: pl.Series) -> pl.Series:
+        m = matcher.mentions(s)
+        return pl.struct(
+            labels_from_mentions(m, len(s), matcher.n_classes, policy=policy),
+            spans_from_mentions(m, len(s), matcher.patterns),
+            eager=True,
+        ).alias("_match")
+
+    return (
+        lf.with_columns(
+            pl.col(caption_col)
+            .map_batches(lambda s: _in_parallel(both, s), return_dtype=struct_dtype, is_elementwise=True)
+            .alias("_match")
+        )
+        .with_columns(pl.col("_match").struct.field("labels"), pl.col("_match").struct.field("spans"))
+        .drop("_match")
+    )
