@@ -283,30 +283,37 @@ def _done_shards(folder: Path) -> list[Path]:
     return sorted(folder.glob("*_stats.json"))
 
 
-def _run_img2dataset(config: dict[str, object], *, total_shards: int, description: str, log: Path) -> None:
+def _run_img2dataset(jobs: list[tuple[dict[str, object], int, str]], *, log: Path) -> None:
+    """Run img2dataset on each ``(config, shard count, label)`` in one child process.
+
+    One child for all splits: img2dataset's import (torch, albumentations) costs seconds.
+    """
     from curate import ui
 
-    out = Path(str(config["output_folder"]))
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps(config)]
+    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps([c for c, _, _ in jobs])]
     log.parent.mkdir(parents=True, exist_ok=True)
+    outs = [Path(str(c["output_folder"])) for c, _, _ in jobs]
     with open(log, "w", encoding="utf-8") as logf, ui.make_progress() as progress:
-        task = progress.add_task(description, total=total_shards)
+        tasks = [progress.add_task(label, total=total) for _, total, label in jobs]
+
+        def update() -> None:
+            for task, out in zip(tasks, outs):
+                progress.update(task, completed=len(_done_shards(out)) if out.is_dir() else 0)
+
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
         try:
             while proc.poll() is None:
-                progress.update(task, completed=len(_done_shards(out)) if out.is_dir() else 0)
+                update()
                 time.sleep(0.3)
         except KeyboardInterrupt:
             proc.terminate()
             proc.wait(timeout=30)
             raise
-        progress.update(task, completed=len(_done_shards(out)))
+        update()
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise CurateError(
-            f"img2dataset failed on {config['url_list']} (exit {proc.returncode}): {tail[0]}; log: {log}"
-        )
+        raise CurateError(f"img2dataset failed (exit {proc.returncode}): {tail[0]}; log: {log}")
 
 
 def _summarise(split: str, rows_total: int, no_url: int, folder: Path) -> DownloadReport:
@@ -359,9 +366,10 @@ def download_images(
     _check_distributor(distributor)
     processes = processes or max(1, os.cpu_count() or 1)
     root = Path(manifest_dir)
-    reports = []
-    for part in manifest_splits(root):
-        images = root / "images"
+    images = root / "images"
+    parts = manifest_splits(root)
+    jobs = []
+    for part in parts:
         out = images / part.split
         stamp_file = images / f"{part.split}.source.json"
         stamp = {
@@ -375,9 +383,10 @@ def download_images(
             if old != stamp:
                 shutil.rmtree(out)
         rows = part.rows.filter(pl.col("url").is_not_null())
-        no_url = len(part.rows) - len(rows)
-        input_file = images / f"{part.split}.input.parquet"
-        if len(rows):
+        total = -(-len(rows) // shard_size)
+        # all shards finished: nothing to start img2dataset for
+        if len(rows) and (not out.is_dir() or len(_done_shards(out)) < total):
+            input_file = images / f"{part.split}.input.parquet"
             images.mkdir(parents=True, exist_ok=True)
             with atomic_path(input_file) as tmp:
                 rows.write_parquet(tmp)
@@ -386,15 +395,14 @@ def download_images(
                 input_file, out, resolution=resolution, processes=processes, threads=threads,
                 distributor=distributor, shard_size=shard_size, timeout=timeout, retries=retries,
             )  # fmt: skip
-            total = -(-len(rows) // shard_size)
-            if not out.is_dir() or len(_done_shards(out)) < total:  # all done: skip img2dataset's start-up
-                _run_img2dataset(
-                    config,
-                    total_shards=total,
-                    description=f"download {part.split}",
-                    log=images / f"{part.split}.log",
-                )
-            shutil.rmtree(out / "_tmp", ignore_errors=True)
+            jobs.append((config, total, f"download {part.split}"))
+    if jobs:
+        _run_img2dataset(jobs, log=images / "img2dataset.log")
+    reports = []
+    for part in parts:
+        out = images / part.split
+        shutil.rmtree(out / "_tmp", ignore_errors=True)
+        no_url = int(part.rows["url"].null_count())
         report = _summarise(part.split, len(part.rows), no_url, out)
         write_text_atomic(images / f"{part.split}.report.json", json.dumps(report.to_dict(), indent=1) + "\n")
         reports.append(report)
@@ -505,8 +513,8 @@ def _save_npy(dest: Path, array: np.ndarray) -> dict[str, object]:
     }
 
 
-def _tensorize_shard(job: _ShardJob) -> dict[str, object]:
-    """Decode one tar into a tensor shard; returns the shard's record (also written as NAME.json)."""
+def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
+    """Decode one tar into a shard's image, label and uid arrays; returns its record and captions."""
     out = Path(job.out_dir)
     skipped: Counter[str] = Counter()
     images, captions, labels, uids = [], [], [], []
@@ -540,7 +548,6 @@ def _tensorize_shard(job: _ShardJob) -> dict[str, object]:
     r = job.resolution
     arrays = {
         "images": np.stack(images) if images else np.zeros((0, 3, r, r), np.uint8),
-        "tokens": tokenize(captions),
         "labels": np.asarray(labels, dtype=np.int64),
         "uids": np.asarray(uids, dtype=f"<U{max([len(u) for u in uids], default=1)}"),
     }
@@ -548,15 +555,27 @@ def _tensorize_shard(job: _ShardJob) -> dict[str, object]:
         "name": job.name,
         "num_samples": len(labels),
         "source": Path(job.tar).name,
-        "source_size": Path(job.tar).stat().st_size,
+        "source_stat": _stat(Path(job.tar)),
         "skipped": dict(sorted(skipped.items())),
-        "files": {},
+        "files": {k: _save_npy(out / f"{job.name}.{k}.npy", a) for k, a in arrays.items()} if labels else {},
     }
-    if labels:
-        record["files"] = {k: _save_npy(out / f"{job.name}.{k}.npy", a) for k, a in arrays.items()}
-    # the shard record is the completion marker: written last
-    write_text_atomic(out / f"{job.name}.json", json.dumps(record, indent=1) + "\n")
+    return record, captions
+
+
+def _finish_shard(out: Path, record: dict[str, object], captions: list[str]) -> dict[str, object]:
+    """Tokens (in this process: the tokenizer needs torch, which decode workers never load), then
+    the shard record, written last as the completion marker."""
+    files = dict(record["files"])  # type: ignore[call-overload]
+    if captions:
+        files["tokens"] = _save_npy(out / f"{record['name']}.tokens.npy", tokenize(captions))
+    record = {**record, "files": {k: files[k] for k in ARRAYS if k in files}}
+    write_text_atomic(out / f"{record['name']}.json", json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _finished(out: Path, name: str, tar: Path) -> dict[str, object] | None:
@@ -567,7 +586,7 @@ def _finished(out: Path, name: str, tar: Path) -> dict[str, object] | None:
         record = json.loads(marker.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    if record.get("source_size") != tar.stat().st_size:
+    if record.get("source_stat") != _stat(tar):  # the tar was fetched again since
         return None
     files = record.get("files") or {}
     if any(not (out / f["file"]).is_file() for f in files.values()):
@@ -617,19 +636,23 @@ def tensorize(
         else:
             jobs.append(_ShardJob(str(tar), str(out), name, resolution, len(classes)))
     done_before = len(records)
+    names = {t.stem for t in tars}
+    for f in out.iterdir():  # shards of an earlier download that no longer has their tar
+        if f.name.split(".", 1)[0] not in names and f.name != "index.json":
+            f.unlink()
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     with ui.make_progress() as progress:
         task = progress.add_task(f"tensorize {split}", total=len(tars), completed=done_before)
         if workers == 1:
             for job in jobs:
-                records[job.name] = _tensorize_shard(job)
+                records[job.name] = _finish_shard(out, *_decode_shard(job))
                 progress.advance(task)
         else:
             # spawn: workers start clean even when the parent has torch (and its threads) loaded
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_tensorize_shard, job) for job in jobs]
+                futures = [pool.submit(_decode_shard, job) for job in jobs]
                 for fut in as_completed(futures):
-                    rec = fut.result()
+                    rec = _finish_shard(out, *fut.result())
                     records[str(rec["name"])] = rec
                     progress.advance(task)
     ordered = [records[n] for n in sorted(records)]
@@ -686,11 +709,12 @@ def verify_shards(shards_dir: str | os.PathLike[str]) -> None:
                 )
 
 
-def _img2dataset_main(config_json: str) -> None:
+def _img2dataset_main(configs_json: str) -> None:
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
     from img2dataset import download
 
-    download(**json.loads(config_json))
+    for config in json.loads(configs_json):
+        download(**config)
 
 
 if __name__ == "__main__":
@@ -698,4 +722,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "img2dataset":
         _img2dataset_main(sys.argv[2])
     else:
-        sys.exit("usage: python -m curate.shards img2dataset CONFIG_JSON")
+        sys.exit("usage: python -m curate.shards img2dataset '[CONFIG, ...]' (JSON)")

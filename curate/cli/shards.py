@@ -57,7 +57,12 @@ def shards(
     if timeout < 1:
         raise CurateError(f"--timeout {timeout}: must be at least 1 second")
     if skip_download:
-        splits = [p.split for p in manifest_splits(manifest) if (manifest / "images" / p.split).is_dir()]
+        # train must be there; eval only when it was downloaded
+        splits = [
+            p.split
+            for p in manifest_splits(manifest)
+            if p.split == "train" or (manifest / "images" / p.split).is_dir()
+        ]
         downloads = []
     else:
         downloads = download_images(

@@ -1,0 +1,482 @@
+"""`curate shards`: img2dataset download over a loopback server, tensor shards, resume, bad input.
+
+The download test runs the real img2dataset (a subprocess, seconds to start) against generated
+images on 127.0.0.1, some of them dead or corrupt. The tensorize tests write img2dataset-shaped
+webdataset folders themselves, so they run without img2dataset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from curate.errors import CurateError
+from curate.shards import failure_reason, manifest_splits, tensorize, tokenize, verify_shards
+
+CLASSES = ["tabby cat", "golden retriever", "red fox"]
+MANIFEST_COLUMNS = (
+    "uid",
+    "label",
+    "wnid",
+    "class_name",
+    "caption",
+    "source_caption",
+    "url",
+    "path",
+    "source",
+    "split",
+)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the real entry point; return (exit code, stdout, stderr)."""
+    from curate.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def image_bytes(label: int, i: int, *, size: tuple[int, int] = (40, 48), fmt: str = "JPEG") -> bytes:
+    """A small image whose mean colour says its class (so a test can tell images apart)."""
+    rng = np.random.default_rng(1000 * label + i)
+    base = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][label], dtype=np.int16)
+    arr = np.clip(base + rng.integers(-30, 30, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_classes(root: Path) -> None:
+    pl.DataFrame(
+        {"label": [0, 1, 2], "wnid": ["n02123045", "n02099601", "n02119022"], "name": CLASSES},
+        schema={"label": pl.Int32, "wnid": pl.Utf8, "name": pl.Utf8},
+    ).write_parquet(root / "classes.parquet")
+
+
+def manifest_frame(rows: list[dict[str, object]], split: str) -> pl.DataFrame:
+    full = [
+        {
+            "uid": r["uid"],
+            "label": r["label"],
+            "wnid": None,
+            "class_name": CLASSES[int(r["label"])],  # type: ignore[call-overload]
+            "caption": r["caption"],
+            "source_caption": r["caption"],
+            "url": r.get("url"),
+            "path": r.get("path"),
+            "source": "test",
+            "split": split,
+        }
+        for r in rows
+    ]
+    schema = {c: pl.Utf8 for c in MANIFEST_COLUMNS} | {"label": pl.Int32}
+    return pl.DataFrame(full, schema=schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# download + tensorize through the CLI, against a loopback server
+
+
+@pytest.mark.slow
+def test_shards_end_to_end_over_http(
+    loopback_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served, local = loopback_server.root, tmp_path / "local"
+    local.mkdir()
+    train, expected = [], {}
+    for i in range(22):
+        label, uid = i % 3, f"tr-{i:03d}"
+        row: dict[str, object] = {
+            "uid": uid,
+            "label": label,
+            "caption": f"a photo of a {CLASSES[label]} number {i}",
+        }
+        if i in (3, 11):  # dead links
+            row["url"] = loopback_server.url(f"gone/{uid}.jpg")
+        elif i == 7:  # served, but not an image
+            (served / f"{uid}.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all")
+            row["url"] = loopback_server.url(f"{uid}.jpg")
+        elif i == 15:  # the server answers with an error status
+            (served / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+            loopback_server.fail(f"{uid}.jpg", 500)
+            row["url"] = loopback_server.url(f"{uid}.jpg")
+        elif i == 18:  # a local file named by path only
+            (local / f"{uid}.png").write_bytes(image_bytes(label, i, fmt="PNG"))
+            row["path"] = str(local / f"{uid}.png")
+            expected[uid] = row
+        elif i == 19:  # a file:// URL
+            (local / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+            row["url"] = (local / f"{uid}.jpg").as_uri()
+            expected[uid] = row
+        elif i == 20:  # neither url nor path
+            pass
+        else:
+            (served / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+            row["url"] = loopback_server.url(f"{uid}.jpg")
+            expected[uid] = row
+        train.append(row)
+    evals = []
+    for i in range(5):
+        uid = f"ev-{i}"
+        row = {
+            "uid": uid,
+            "label": i % 3,
+            "caption": CLASSES[i % 3],
+            "url": loopback_server.url(f"{uid}.jpg"),
+        }
+        if i != 2:
+            (served / f"{uid}.jpg").write_bytes(image_bytes(i % 3, 100 + i))
+        evals.append(row)
+    m = tmp_path / "manifests" / "toy"
+    m.mkdir(parents=True)
+    manifest_frame(train, "train").write_parquet(m / "manifest.parquet")
+    manifest_frame(evals, "eval").write_parquet(m / "eval.parquet")
+    write_classes(m)
+
+    args = [
+        "shards",
+        str(m),
+        "--resolution",
+        "32",
+        "-p",
+        "1",
+        "-t",
+        "4",
+        "--shard-size",
+        "8",
+        "-w",
+        "1",
+        "--json",
+    ]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    dl = {d["split"]: d for d in report["download"]}
+    assert dl["train"]["rows"] == 22 and dl["train"]["succeeded"] == len(expected) == 17
+    assert dl["train"]["success_rate"] == pytest.approx(17 / 22)
+    reasons = dl["train"]["failed"]
+    assert reasons == {
+        "failed_to_download: HTTP Error 404: Not Found": 2,
+        "failed_to_download: HTTP Error 500: Internal Server Error": 1,
+        "failed_to_resize: Image decoding error": 1,
+        "skipped: no url or path in the manifest": 1,
+    }
+    assert dl["eval"]["succeeded"] == 4 and dl["eval"]["failed"] == {
+        "failed_to_download: HTTP Error 404: Not Found": 1
+    }
+    saved = json.loads((m / "images" / "train.report.json").read_text())
+    assert saved["failed"] == reasons
+
+    from curate.loader import open_shards
+
+    ds = open_shards(m, "train")
+    assert sorted(ds.uids.tolist()) == sorted(expected)
+    assert ds.num_classes == 3 and ds.class_names == CLASSES and ds.resolution == 32
+    index = ds.index
+    assert index["num_samples"] == 17 and index["manifest"]["sha256"] == manifest_splits(m)[0].sha256
+    by_uid = {u: i for i, u in enumerate(ds.uids.tolist())}
+    images, tokens = ds.gather(np.arange(len(ds)))
+    want_tokens = tokenize([str(expected[u]["caption"]) for u in ds.uids.tolist()])
+    np.testing.assert_array_equal(tokens, want_tokens)
+    for uid, row in expected.items():
+        i = by_uid[uid]
+        assert ds.labels[i] == row["label"]
+        # the image that arrived is the one served: its dominant channel is its class's
+        assert int(images[i].reshape(3, -1).mean(axis=1).argmax()) == row["label"]
+    ev = open_shards(m / "shards" / "eval")
+    assert sorted(ev.uids.tolist()) == ["ev-0", "ev-1", "ev-3", "ev-4"]
+    verify_shards(m / "shards" / "train")
+
+    # resume: a lost img2dataset shard is fetched again, and only that one
+    first_tar = sorted((m / "images" / "train").glob("*.tar"))[0]
+    served_before = len(loopback_server.requests)
+    for f in (m / "images" / "train").glob(f"{first_tar.stem}*"):
+        f.unlink()
+    tensor_files = sorted((m / "shards" / "train").glob("00001.*"))
+    (m / "shards" / "train" / "00001.images.npy").unlink()  # a tensor shard lost one of its files
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    again = {d["split"]: d for d in json.loads(out)["download"]}
+    assert again["train"]["succeeded"] == 17 and again["train"]["failed"] == reasons
+    asked = {p for p, _ in loopback_server.requests[served_before:]}
+    first_rows = {f"/{r['uid']}.jpg" for r in train[:8] if r.get("url", "").startswith("http")}  # type: ignore[union-attr]
+    asked_uids = {p.rsplit("/", 1)[-1] for p in asked}
+    assert asked_uids == {p.rsplit("/", 1)[-1] for p in first_rows}
+    tz = {t["split"]: t for t in json.loads(out)["tensorize"]}
+    assert (
+        tz["train"]["shards_done_before"] == tz["train"]["shards"] - 2
+    )  # the re-fetched one and the damaged one
+    assert sorted((m / "shards" / "train").glob("00001.*")) == tensor_files
+    assert open_shards(m).index == index  # same bytes, same checksums
+
+
+# ---------------------------------------------------------------------------------------------
+# tensorize on hand-made img2dataset output
+
+
+def write_wds_split(root: Path, split: str, shards: list[list[dict[str, object]]]) -> None:
+    """img2dataset's webdataset layout: NNNNN.tar (+ .parquet row log, + _stats.json, last)."""
+    folder = root / "images" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    for sid, samples in enumerate(shards):
+        name = f"{sid:05d}"
+        with tarfile.open(folder / f"{name}.tar", "w") as tar:
+            # img2dataset writes in completion order; tensorize must restore row order
+            for k, s in reversed(list(enumerate(samples))):
+                key = f"{sid:05d}{k:04d}"
+                members = {
+                    "json": json.dumps({"uid": s["uid"], "label": s["label"], "status": "success"}).encode()
+                }
+                if "image" in s:
+                    members["jpg"] = s["image"]  # type: ignore[assignment]
+                members["txt"] = str(s["caption"]).encode()
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        pl.DataFrame({"uid": [s["uid"] for s in samples], "status": ["success"] * len(samples)}).with_columns(
+            pl.lit(None, dtype=pl.Utf8).alias("error_message")
+        ).write_parquet(folder / f"{name}.parquet")
+        (folder / f"{name}_stats.json").write_text("{}")
+
+
+@pytest.fixture
+def wds_manifest(tmp_path: Path) -> tuple[Path, dict[str, dict[str, object]]]:
+    m = tmp_path / "toy"
+    m.mkdir()
+    rows, shards = [], []
+    for sid in range(3):
+        samples = []
+        for k in range(5):
+            i = sid * 5 + k
+            s: dict[str, object] = {
+                "uid": f"ü-{i:02d}",
+                "label": i % 3,
+                "caption": f"a {CLASSES[i % 3]}, nº {i}",
+            }
+            s["image"] = image_bytes(i % 3, i, size=(48 + 8 * (i % 2), 40))  # not square: crop path
+            if i == 6:
+                s["image"] = b"\x89PNG\r\n\x1a\n broken"
+            samples.append(s)
+            rows.append({**s, "url": f"http://example.invalid/{i}.jpg"})
+        shards.append(samples)
+    manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+    write_classes(m)
+    write_wds_split(m, "train", shards)
+    return m, {str(r["uid"]): r for r in rows}
+
+
+def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
+    m, rows = wds_manifest
+    rep = tensorize(m, split="train", resolution=24, workers=1)
+    assert rep.num_samples == 14 and rep.skipped == {"decode: UnidentifiedImageError": 1}
+    from curate.loader import open_shards
+
+    ds = open_shards(m)
+    want = [u for u in rows if u != "ü-06"]
+    assert ds.uids.tolist() == want
+    assert ds.uids.dtype.kind == "U"
+    np.testing.assert_array_equal(ds.labels, [rows[u]["label"] for u in want])
+    images, tokens = ds.gather(np.arange(14))
+    assert images.shape == (14, 3, 24, 24) and images.dtype == np.uint8
+    assert tokens.dtype == np.int32 and tokens.shape == (14, 77)
+    np.testing.assert_array_equal(tokens, tokenize([str(rows[u]["caption"]) for u in want]))
+    assert [int(im.reshape(3, -1).mean(1).argmax()) for im in images] == [rows[u]["label"] for u in want]
+    index = ds.index
+    assert index["skipped"] == {"decode: UnidentifiedImageError": 1}
+    assert [s["num_samples"] for s in index["shards"]] == [5, 4, 5]
+    assert index["wnids"] == ["n02123045", "n02099601", "n02119022"]
+    for s in index["shards"]:
+        for f in s["files"].values():
+            # plain .npy: numpy reads it without pickle
+            arr = np.load(m / "shards" / "train" / f["file"], allow_pickle=False)
+            assert arr.dtype.str == f["dtype"] and list(arr.shape) == f["shape"]
+
+
+def test_tensorize_is_deterministic_and_parallel_equals_serial(wds_manifest, tmp_path: Path) -> None:
+    m, _ = wds_manifest
+    tensorize(m, split="train", resolution=16, workers=1)
+    one = (m / "shards" / "train" / "index.json").read_bytes()
+    other = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(m / "images", other / "images")
+    for f in ("manifest.parquet", "classes.parquet"):
+        shutil.copy(m / f, other / f)
+    tensorize(other, split="train", resolution=16, workers=2)
+    assert (other / "shards" / "train" / "index.json").read_bytes() == one
+
+
+def test_tensorize_resumes_per_shard(wds_manifest) -> None:
+    m, _ = wds_manifest
+    out = m / "shards" / "train"
+    tensorize(m, split="train", resolution=16, workers=1)
+    full = (out / "index.json").read_bytes()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("0000[02].*")}
+    # a run killed while writing shard 1: its arrays half there, its record not yet written
+    (out / "00001.json").unlink()
+    (out / "00001.tokens.npy").unlink()
+    (out / "index.json").unlink()
+    (out / ".00001.labels.npy.abc.tmp").write_bytes(b"partial")
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.shards_done_before == 2 and rep.shards == 3
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("0000[02].*")} == before
+    assert (out / "index.json").read_bytes() == full
+    verify_shards(out)
+    # another resolution cannot reuse anything
+    rep = tensorize(m, split="train", resolution=12, workers=1)
+    assert rep.shards_done_before == 0
+    assert json.loads((out / "index.json").read_text())["resolution"] == 12
+
+
+def test_verify_shards_catches_changed_file(wds_manifest) -> None:
+    m, _ = wds_manifest
+    tensorize(m, split="train", resolution=16, workers=1)
+    f = m / "shards" / "train" / "00002.labels.npy"
+    arr = np.load(f)
+    arr[0] = (arr[0] + 1) % 3
+    np.save(f, arr)
+    with pytest.raises(CurateError, match="00002.labels.npy: sha256 differs"):
+        verify_shards(m / "shards" / "train")
+
+
+def test_classes_fall_back_to_manifest(wds_manifest) -> None:
+    m, _ = wds_manifest
+    (m / "classes.parquet").unlink()
+    tensorize(m, split="train", resolution=16, workers=1)
+    index = json.loads((m / "shards" / "train" / "index.json").read_text())
+    assert index["num_classes"] == 3 and index["class_names"] == CLASSES
+
+
+def test_labels_outside_class_table_are_skipped(wds_manifest) -> None:
+    m, _ = wds_manifest
+    pl.read_parquet(m / "classes.parquet").filter(pl.col("label") < 2).write_parquet(m / "classes.parquet")
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.skipped["label outside the class table"] == 5  # rows 2, 5, 8, 11, 14
+    assert rep.num_samples == 9
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input, through the CLI
+
+
+def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
+    m = tmp_path / "bad"
+    m.mkdir(exist_ok=True)
+    df.write_parquet(m / "manifest.parquet")
+    return m
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t: t / "nowhere", "no such manifest folder"),
+        (lambda t: (t / "empty").mkdir() or t / "empty", "no manifest.parquet here"),
+        (
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "url": ["http://x/a.jpg"]})),
+            "manifest.parquet: missing column(s) label",
+        ),
+        (
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": [0]})),
+            "neither a url nor a path column",
+        ),
+        (
+            lambda t: _manifest_with(
+                t, pl.DataFrame({"uid": ["a", None], "label": [0, 1], "url": ["u", "v"]})
+            ),
+            "column uid has 1 null value(s), first at row 1",
+        ),
+        (
+            lambda t: _manifest_with(
+                t, pl.DataFrame({"uid": ["a", "a"], "label": [0, 1], "url": ["u", "v"]})
+            ),
+            "uid 'a' appears more than once",
+        ),
+        (
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": ["cat"], "url": ["u"]})),
+            "column label must be integers",
+        ),
+        (
+            lambda t: _manifest_with(
+                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "url": ["u", "v"]})
+            ),
+            "row 1 has a negative label",
+        ),
+    ],
+)
+def test_cli_rejects_bad_manifests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, message: str
+) -> None:
+    m = make(tmp_path)
+    code, out, err = run_cli(["shards", str(m)], capsys)
+    assert code == 2
+    assert message in err and str(m) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_rejects_corrupt_manifest_and_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = tmp_path / "corrupt"
+    m.mkdir()
+    (m / "manifest.parquet").write_bytes(b"PAR1 not really")
+    code, _, err = run_cli(["shards", str(m)], capsys)
+    assert code == 2 and "manifest.parquet: not a readable parquet file" in err
+    good = _manifest_with(
+        tmp_path, pl.DataFrame({"uid": ["a"], "label": [0], "url": ["http://127.0.0.1:9/a.jpg"]})
+    )
+    for args, message in [
+        (["--distributor", "dask"], "--distributor 'dask': choose one of multiprocessing, pyspark, ray"),
+        (["--resolution", "4"], "--resolution 4: must be at least 8"),
+        (["--processes", "-1"], "--processes -1: must be 0 or more"),
+        (["--timeout", "0"], "--timeout 0: must be at least 1"),
+    ]:
+        code, _, err = run_cli(["shards", str(good), *args], capsys)
+        assert code == 2 and message in err, (args, err)
+    code, _, err = run_cli(["shards", str(good), "--skip-download"], capsys)
+    assert code == 2 and "no downloaded images for split 'train'" in err
+
+
+def test_failure_reasons_group_rows() -> None:
+    a = failure_reason(
+        "failed_to_download", "<urlopen error [Errno 2] No such file or directory: '/data/a.jpg'>"
+    )
+    b = failure_reason(
+        "failed_to_download", "<urlopen error [Errno 2] No such file or directory: '/data/b.jpg'>"
+    )
+    assert a == b == "failed_to_download: <urlopen error [Errno 2] No such file or directory>"
+    assert failure_reason("failed_to_resize", None) == "failed_to_resize: unknown error"
+
+
+def test_local_paths_become_file_urls(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "img").mkdir()
+    df = pl.DataFrame(
+        {
+            "uid": ["a", "b", "c", "d"],
+            "label": [0, 1, 0, 1],
+            "url": ["https://x.org/a.jpg", None, None, "img/d.jpg"],
+            "path": [None, "img/b.jpg", None, None],
+            "split": ["train", "train", "train", "eval"],
+        }
+    )
+    df.write_parquet(m / "manifest.parquet")
+    parts = {p.split: p for p in manifest_splits(m)}
+    urls = parts["train"].rows["url"].to_list()
+    assert urls == ["https://x.org/a.jpg", (m / "img" / "b.jpg").resolve().as_uri(), None]
+    # no eval.parquet: the manifest's own eval rows form the eval split
+    assert parts["eval"].rows["url"].to_list() == [(m / "img" / "d.jpg").resolve().as_uri()]
