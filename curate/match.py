@@ -449,40 +449,35 @@ def _prepared(captions: pl.Series) -> pl.Series:
 def normalised_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """Every caption normalised, laid end to end in one byte buffer: row i is
     ``data[offsets[i]:offsets[i+1]]``, `` word word `` with exactly one space between words and one
-    pad each side (so rows are separated by two spaces and no pattern can span two rows).
+    pad each side (an empty caption is a single space), so neighbouring rows meet in two spaces
+    and no pattern can span two rows.
 
-    ASCII work is a byte table (lower case, separators) and a vectorised squeeze of repeated
-    spaces, over the whole batch at once.
+    ASCII work is a byte table (lower case, separators) and one vectorised squeeze of repeated
+    spaces over the whole batch at once.
     """
     data, offsets = _buffer(_prepared(captions))
     n = len(offsets) - 1
     # bytes.translate: a byte table at memory speed, several times faster than numpy's fancy index
     body = np.frombuffer(data[offsets[0] : offsets[-1]].tobytes().translate(_BYTE_TABLE_BYTES), dtype=np.uint8)
-    # a 0 byte marks every row boundary, so the squeeze below needs no per-byte row index
-    data = np.insert(body, offsets - offsets[0], np.uint8(0))
+    # a 0 byte (which no text byte maps to) opens every row, a space closes it: after the squeeze
+    # below each row is "\0word word " and the 0 turns into the row's leading pad
+    where = np.concatenate(([0], np.repeat(offsets[1:] - offsets[0], 2)))
+    marks = np.concatenate(([0], np.tile(np.array([32, 0], dtype=np.uint8), n))).astype(np.uint8)
+    data = np.insert(body, where, marks)
     space = data == _SPACE
-    edge = data == 0
+    # keep the first space of a run, none right after a row's 0: leading runs vanish, inner runs
+    # become one space, and the closing space we added stays as the trailing pad
     drop = space.copy()
-    drop[:-1] &= space[1:] | edge[1:]  # keep the last space of a run, none before a boundary
+    drop[1:] &= space[:-1] | (data[:-1] == 0)
+    drop[0] = False
     data = data[~drop]
-    # runs are single spaces now; the one left of a run that opened a row goes too
-    after_edge = np.zeros(len(data), dtype=bool)
-    after_edge[1:] = (data[1:] == _SPACE) & (data[:-1] == 0)
-    if after_edge.any():
-        data = data[~after_edge]
-    z = np.flatnonzero(data == 0)  # n + 1 boundaries
-    # each inner boundary becomes two spaces (the pads of the rows either side), the outer ones one
-    data = np.insert(data, z[1:-1], _SPACE)
-    idx = np.arange(n + 1, dtype=np.int64)
-    data[z + np.minimum(idx, max(n - 1, 0))] = _SPACE  # where the boundaries moved to
-    new_offsets = z + np.maximum(idx - 1, 0)
-    new_offsets[1:-1] += 1
-    new_offsets[-1] += 1 if n else 0
-    return data, new_offsets
+    z = np.flatnonzero(data == 0)  # n + 1: each row's start, then the end of the buffer
+    data[z] = _SPACE
+    return data, z.astype(np.int64)
 
 
 def normalise(captions: pl.Series) -> pl.Series:
-    """Normalised, space-padded text (`` word word ``) for each string; null becomes ``"  "``.
+    """Normalised, space-padded text (`` word word ``) for each string; null or empty becomes ``" "``.
 
     The one normalisation for captions and lemmas alike (:func:`normalised_buffer` as strings).
 
@@ -1043,27 +1038,6 @@ def reference_labels_naive(caption: str | None, vocab: pl.DataFrame) -> list[int
 # ---------------------------------------------------------------------------------------------
 # the stage
 
-_POOL: list = []
-
-
-def _in_parallel(fn, s: pl.Series) -> pl.Series:
-    """``fn`` over slices of ``s`` on polars' thread count, concatenated in order.
-
-    polars hands a Python UDF one batch at a time; the heavy parts here (polars kernels, the
-    automaton, large numpy operations) release the GIL, so slices run side by side.
-    """
-    workers = pl.thread_pool_size()
-    if workers < 2 or len(s) < 20_000:
-        return fn(s)
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-match"))
-    step = -(-len(s) // workers)
-    parts = list(_POOL[0].map(fn, [s.slice(i, step) for i in range(0, len(s), step)]))
-    return pl.concat(parts, rechunk=False)
-
-
 def match_captions(
     lf: pl.LazyFrame,
     vocab: pl.DataFrame,
@@ -1077,8 +1051,9 @@ def match_captions(
     docstring for the policies and modes. With ``spans``, also ``spans``: the accepted mentions
     (label, byte offsets into the normalised caption, surface form) before the policy.
 
-    Runs batch by batch (``map_batches``), so it streams under ``collect(engine="streaming")`` and
-    ``sink_parquet``.
+    Runs batch by batch (``map_batches``, elementwise), so it streams under
+    ``collect(engine="streaming")`` and ``sink_parquet``, and polars runs batches side by side: the
+    heavy steps (polars kernels, the automaton, large numpy operations) release the GIL.
     """
     check_policy(policy)
     if mode not in MODES:
@@ -1104,11 +1079,7 @@ def match_captions(
     if not spans:
         return lf.with_columns(
             pl.col(caption_col)
-            .map_batches(
-                lambda s: _in_parallel(lambda part: matcher.labels(part, policy=policy), s),
-                return_dtype=LABELS_DTYPE,
-                is_elementwise=True,
-            )
+            .map_batches(lambda s: matcher.labels(s, policy=policy), return_dtype=LABELS_DTYPE, is_elementwise=True)
             .alias("labels")
         )
 
@@ -1125,7 +1096,7 @@ def match_captions(
     return (
         lf.with_columns(
             pl.col(caption_col)
-            .map_batches(lambda s: _in_parallel(both, s), return_dtype=struct_dtype, is_elementwise=True)
+            .map_batches(both, return_dtype=struct_dtype, is_elementwise=True)
             .alias("_match")
         )
         .with_columns(pl.col("_match").struct.field("labels"), pl.col("_match").struct.field("spans"))

@@ -170,14 +170,14 @@ def test_batch_equals_one_by_one(in1k):
 
 def test_normalise_examples():
     got = normalise(pl.Series(["The Tiger&#39;s <b>Bow-Tie</b>!", "ＣＡＴ", None, "Straße café — “dogs”", "a  b,,c", ""])).to_list()
-    assert got == [" the tiger s bow tie ", " cat ", "  ", " strasse café dogs ", " a b c ", "  "]
+    assert got == [" the tiger s bow tie ", " cat ", " ", " strasse café dogs ", " a b c ", " "]
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=string.printable.replace("<", "").replace("&", ""), max_size=40), min_size=1, max_size=8))
 def test_ascii_normalisation_matches_an_independent_oracle(texts):
     got = normalise(pl.Series(texts, dtype=pl.Utf8)).to_list()
-    want = [" " + " ".join(re.findall(r"[a-z0-9]+", t.lower())) + " " if re.search(r"[a-z0-9]", t.lower()) else "  " for t in texts]
+    want = [" " + " ".join(re.findall(r"[a-z0-9]+", t.lower())) + " " if re.search(r"[a-z0-9]", t.lower()) else " " for t in texts]
     assert got == want
 
 
