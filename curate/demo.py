@@ -718,20 +718,33 @@ def _captions_table(
     return table, np.where(kinds >= 0, kinds, -1)
 
 
+def _save_batch(dest: Path, start: int, pixels: np.ndarray) -> int:
+    for offset, image in enumerate(pixels):
+        i = start + offset
+        folder = f"{dest}/images/{i // SHARD_SIZE:03d}"
+        if i % SHARD_SIZE == 0 or offset == 0:
+            os.makedirs(folder, exist_ok=True)
+        Image.fromarray(image).save(f"{folder}/demo-{i:06d}.jpg", format="JPEG", quality=JPEG_QUALITY)
+    return len(pixels)
+
+
 def _write_images(dest: Path, labels: np.ndarray, styles: ClassStyles, *, seed: int) -> None:
+    """Render batch after batch while threads encode and write the previous ones (JPEG encoding
+    and file writes release the GIL; tens of thousands of small files are mostly I/O)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from curate.ui import make_progress
 
-    with make_progress(transient=True) as progress:
+    with make_progress(transient=True) as progress, ThreadPoolExecutor(max_workers=3) as pool:
         task = progress.add_task("demo images", total=labels.size)
+        pending = []
         for batch, start in enumerate(range(0, labels.size, CHUNK)):
             pixels = render_images(labels[start : start + CHUNK], styles, seed=seed, batch=batch)
-            for offset, image in enumerate(pixels):
-                i = start + offset
-                folder = f"{dest}/images/{i // SHARD_SIZE:03d}"
-                if i % SHARD_SIZE == 0 or offset == 0:
-                    os.makedirs(folder, exist_ok=True)
-                Image.fromarray(image).save(f"{folder}/demo-{i:06d}.jpg", format="JPEG", quality=JPEG_QUALITY)
-            progress.advance(task, len(pixels))
+            pending.append(pool.submit(_save_batch, dest, start, pixels))
+            while len(pending) > 4 or (pending and pending[0].done()):  # bounded memory; errors surface here
+                progress.advance(task, pending.pop(0).result())
+        for future in pending:
+            progress.advance(task, future.result())
 
 
 def generate_demo(dest: Path, final_root: Path, *, seed: int = DEMO_SEED, scale: float = 1.0) -> dict:
