@@ -53,6 +53,7 @@ of its synonyms occur anywhere in the caption, in any order. No vetoes, no posit
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -621,7 +622,8 @@ def _find(automaton, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray,
     if not found:
         z = np.zeros(0, dtype=np.int64)
         return z, z, z, z
-    hits = np.array(found, dtype=np.int64).reshape(-1, 3)
+    # fromiter over the flattened tuples: about twice as fast as np.array on a list of tuples
+    hits = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int64, count=3 * len(found)).reshape(-1, 3)
     pid, start, end = hits[:, 0], hits[:, 1] + lo, hits[:, 2] + lo
     row = np.searchsorted(offsets, start, side="right") - 1
     inside = end <= offsets[row + 1]  # never false for space-padded rows; a guard
@@ -719,6 +721,36 @@ class Matcher:
 
 
 def _longest(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Indices of the mentions that survive longest-match-wins (see :func:`_longest_all`).
+
+    Most mentions overlap nothing; only the clusters that do are sorted and resolved.
+    """
+    m = len(start)
+    if m < 2:
+        return np.arange(m, dtype=np.int64)
+    order = None
+    if not (end[1:] >= end[:-1]).all():  # the automaton reports by end position; make sure
+        order = np.argsort(end, kind="stable")
+        start, end = start[order], end[order]
+    # in end order, a mention overlaps some earlier one iff it overlaps its predecessor (whose end
+    # is the largest so far); word cores are [start+1, end-1)
+    hit = np.flatnonzero(start[1:] + 1 < end[:-1] - 1) + 1
+    if len(hit) == 0:
+        keep = np.arange(m, dtype=np.int64)
+    else:
+        # the earlier mentions i overlaps form the block [first, i]
+        first = np.searchsorted(end, start[hit] + 2, side="right")
+        mark = np.zeros(m + 1, dtype=np.int64)
+        np.add.at(mark, first, 1)
+        np.add.at(mark, hit + 1, -1)
+        involved = np.cumsum(mark[:-1]) > 0
+        inv = np.flatnonzero(involved)
+        kept = inv[_longest_all(start[inv], end[inv])]
+        keep = np.sort(np.concatenate((np.flatnonzero(~involved), kept)))
+    return keep if order is None else order[keep]
+
+
+def _longest_all(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Indices of the mentions that survive longest-match-wins, in (start, -end) order.
 
     Spans include the padding spaces, so neighbouring words share one byte; word cores are
@@ -904,6 +936,8 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
                 ctx_vetoes[ctx_id[w]].update(vetoed)
 
     patterns = [f" {form} " for form in pattern_id]
+    if not patterns:
+        raise CurateError("no lemma of the vocabulary has a matchable form (all are empty after normalisation)")
     sense_ptr, sense_vals = _csr(pat_senses)
     veto_ptr, veto_vals = _csr([sorted(v) for v in ctx_vetoes])
     matcher = Matcher(
