@@ -7,18 +7,20 @@ label policies.
 How a caption is matched (``mode="curate"``):
 
 1. **Normalise** (:func:`normalise`, the same code for captions and for lemmas): HTML tags become
-   spaces, common HTML entities are decoded, Unicode NFKC, lower case plus the few case-folds that
-   lower-casing misses (ß→ss, ς→σ), apostrophes are deleted (so a possessive ``tiger's`` reads as
-   ``tigers``, which is a surface form of ``tiger``), every other character that is not a letter,
-   digit or combining mark (punctuation, hyphens, dashes, underscores, whitespace) becomes one
-   space, and the text is padded with one space each side. Rows that are pure ASCII take a
-   cheaper path with the same result.
-2. **Surface forms** per lemma (:func:`surface_forms`): the normalised lemma, its regular plural
-   and ``+s`` form, WordNet's irregular plurals (``noun.exc``: geese, mice, oxen, loaves) applied to
+   spaces and common HTML entities are decoded, then Unicode NFKC, lower case plus the few
+   case-folds that lower-casing misses (ß→ss, ς→σ), and every character that is not a letter,
+   digit or combining mark (punctuation, apostrophes, hyphens, dashes, underscores, whitespace)
+   separates words; runs collapse to one space and the text is padded with one space each side.
+   A possessive ``tiger's`` thus reads ``tiger s`` (the word "tiger" is there), ``bow-tie`` reads
+   ``bow tie``. Pure-ASCII rows (most web text) skip NFKC and take a byte-table path over the whole
+   batch with the same result.
+2. **Surface forms** per lemma (:func:`surface_forms`): the normalised lemma, its regular plural,
+   WordNet's irregular plurals (``noun.exc``: geese, mice, oxen, loaves) applied to
    the last word (so multi-word lemmas get plurals: "german shepherds"), and the joined spelling of
    multi-word lemmas ("bowtie", hashtags such as "#germanshepherd"). Hyphenated and spaced
-   spellings need no variant: hyphens normalise to spaces on both sides. Parenthesised qualifiers in
-   display names ("ram (adult male sheep)") are dropped.
+   spellings need no variant: hyphens normalise to spaces on both sides; a possessive lemma also
+   gets its run-together spelling ("potter's wheel" -> "potters wheel"). Parenthesised qualifiers
+   in display names ("ram (adult male sheep)") are dropped.
 3. **One pass** of an Aho–Corasick automaton (``ahocorasick-rs``, compiled once per vocabulary)
    over the whole batch of normalised captions laid end to end in one buffer. Patterns are
    `` form `` with a space each side, so only whole words match ("cat" never matches "catalog").
@@ -29,8 +31,9 @@ How a caption is matched (``mode="curate"``):
    lemmas) when any of its context words occurs anywhere in the caption as a whole word (crane the
    bird is vetoed by "construction", crane the machine by "bird"). Built-in rules live in
    ``NEGATIVE_RULES``; the vocabulary's ``negatives`` column adds more (vetoing every lemma of that
-   class). ``BLOCKED_LEMMAS`` lists lemmas too generic to be evidence on their own ("light" for the
-   lighter class).
+   class). Context words sit in a second automaton that only runs over the captions holding a
+   mention some rule could veto. ``BLOCKED_LEMMAS`` lists lemmas too generic to be evidence on
+   their own ("light" for the lighter class).
 5. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
 
    - ``all``: every matched class, sorted ascending, each once;
@@ -409,7 +412,6 @@ _ENTITIES = {
 _OTHER_ENTITY = r"&#?[A-Za-z0-9]{1,8};"
 # case folds that plain lower-casing misses (str.casefold does them)
 _CASEFOLD = {"ß": "ss", "ẞ": "ss", "ς": "σ", "ſ": "s", "ﬅ": "st", "ﬆ": "st"}
-_APOSTROPHES = ["'", "’", "‘", "`", "´", "ʼ", "′"]
 
 
 # ASCII bytes: upper case folds to lower, letters and digits stay, everything else is a separator
