@@ -357,3 +357,32 @@ def test_cli_match_missing_file_exits_2(tmp_path, capsys):
         main(["match", str(tmp_path / "absent.parquet"), "--vocab", "imagenet1k", "--out", str(tmp_path / "o.parquet")])
     assert exc.value.code == 2
     assert "absent.parquet" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# every built-in rule, checked against the vocabulary it is written for
+
+
+def _rule_cases():
+    from curate.match import NEGATIVE_RULES
+
+    return sorted(NEGATIVE_RULES.items())
+
+
+@pytest.mark.parametrize(("wnid", "rule"), _rule_cases(), ids=[w for w, _ in _rule_cases()])
+def test_each_negative_rule_vetoes_only_in_context(in1k, wnid, rule):
+    from curate.match import normalise_text
+
+    row = in1k.filter(pl.col("wnid") == wnid)
+    assert row.height == 1, f"rule {wnid} names no imagenet1k class"
+    label = row["label"].item()
+    lemmas = {normalise_text(x) for x in row["lemmas"].item()}
+    targets = [normalise_text(x) for x in rule.lemmas if normalise_text(x) in lemmas]
+    assert targets, f"rule {wnid}: none of {rule.lemmas} is a lemma of {row['name'].item()}"
+    m = compile_matcher(in1k)
+    own = set(m.surfaces.filter(pl.col("label") == label)["surface"].to_list())
+    context = next(w for w in rule.context if normalise_text(w) not in own)
+    lemma = targets[0]
+    alone, vetoed, far = m.labels(pl.Series([f"look: {lemma}!", f"{lemma} {context}", f"{context.upper()}, and then the {lemma}"])).to_list()
+    assert label in alone
+    assert label not in vetoed and label not in far
