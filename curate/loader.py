@@ -128,12 +128,16 @@ class TensorShards:
             return np.arange(self.num_samples, dtype=np.int64)
         return np.random.default_rng([seed, epoch]).permutation(self.num_samples).astype(np.int64)
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Images and tokens of the given global rows, in that order (numpy, copied out of the maps)."""
+    def gather(
+        self, rows: np.ndarray, *, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Images (uint8) and tokens of the given global rows, in that order, copied out of the
+        maps (into ``out``, when given: e.g. views of pinned tensors)."""
         rows = np.asarray(rows, dtype=np.int64)
         b, r = len(rows), self.resolution
-        images = np.empty((b, 3, r, r), dtype=np.uint8)
-        tokens = np.empty((b, self.context_length), dtype=np.int32)
+        if out is None:
+            out = (np.empty((b, 3, r, r), dtype=np.uint8), np.empty((b, self.context_length), dtype=np.int32))
+        images, tokens = out
         if b == 0:
             return images, tokens
         # reading each shard's rows in ascending order keeps page-cache access sequential
@@ -177,15 +181,21 @@ class TensorShards:
             rows = order[start : start + batch_size]
             if drop_last and len(rows) < batch_size:
                 break
-            images, tokens = self.gather(rows)
-            tensors = [
-                torch.from_numpy(images),
-                torch.from_numpy(tokens).long(),
-                torch.from_numpy(self.labels[rows]),
-                torch.from_numpy(rows.copy()),
-            ]
+            b, r = len(rows), self.resolution
             if pin:
-                tensors = [t.pin_memory() for t in tensors]
+                # gather straight into page-locked memory: no extra copy before the async transfer
+                images = torch.empty((b, 3, r, r), dtype=torch.uint8, pin_memory=True)
+                tokens = torch.empty((b, self.context_length), dtype=torch.long, pin_memory=True)
+                tokens_np = np.empty((b, self.context_length), dtype=np.int32)
+                self.gather(rows, out=(images.numpy(), tokens_np))
+                tokens.copy_(torch.from_numpy(tokens_np))
+                labels = torch.from_numpy(self.labels[rows]).pin_memory()
+                index = torch.from_numpy(rows.copy()).pin_memory()
+            else:
+                images_np, tokens_np = self.gather(rows)
+                images, tokens = torch.from_numpy(images_np), torch.from_numpy(tokens_np).long()
+                labels, index = torch.from_numpy(self.labels[rows]), torch.from_numpy(rows.copy())
+            tensors = [images, tokens, labels, index]
             if device.type != "cpu":
                 tensors = [t.to(device, non_blocking=pin) for t in tensors]
             yield Batch(*tensors)

@@ -86,8 +86,12 @@ def shards(
         )
         return
     for d in downloads:
-        table = Table(title=f"download {d.split}: {d.succeeded}/{d.rows} images ({d.success_rate:.1%})")
-        table.add_column("failure reason")
+        head = f"download {d.split}: {d.succeeded}/{d.rows} images ({d.success_rate:.1%}) -> {d.output}"
+        if not d.failed:
+            ui.console.print(head, highlight=False, soft_wrap=True)
+            continue
+        table = Table(title=head, title_justify="left")
+        table.add_column("failure reason", overflow="fold")
         table.add_column("rows", justify="right")
         for reason, n in d.failed.items():
             table.add_row(reason, str(n))
@@ -96,5 +100,7 @@ def shards(
         kept = ", ".join(f"{r}: {n}" for r, n in t.skipped.items()) or "none"
         ui.console.print(
             f"tensorize {t.split}: {t.num_samples} samples in {t.shards} shards "
-            f"({t.shards_done_before} already done); skipped: {kept} -> {t.index}"
+            f"({t.shards_done_before} already done); skipped: {kept} -> {t.index}",
+            highlight=False,
+            soft_wrap=True,
         )
