@@ -1,3 +1,181 @@
-"""CLI commands for `build` (filled in by its issue)."""
+"""``curate build``, ``curate run`` and ``curate export``: controlled subsets as manifest folders."""
 
-from curate.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from curate.cli import app
+
+SCALE_OPTIONS = {"max_per_class", "total", "fraction"}
+_SOURCE_HELP = "Caption source: 'demo', a file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or a URL."
+
+
+def _report(result) -> None:
+    from curate import ui
+
+    s = result.stats
+    ratio = "n/a" if s["max_min_ratio"] is None else f"{s['max_min_ratio']:.2f}"
+    ui.console.print(
+        f"{result.out}: {s['total']:,} training rows over {s['classes']} classes "
+        f"(max {s['max']:,}, min {int(result.classes['count'].min()):,}, max/min {ratio}, Gini {s['gini']:.3f})"
+        + (f", {s['eval_total']:,} eval rows" if s["eval_total"] else "")
+        + (f"; {s['short_classes']} class(es) short (--allow-shortfall)" if s["short_classes"] else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_shortfall(err) -> None:
+    from rich.table import Table
+
+    from curate import ui
+
+    table = Table(title="classes that fall short", title_justify="left")
+    for col in ("class", "pool", "eval", "target", "needed", "short by"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in err.table.head(40).iter_rows(named=True):
+        table.add_row(row["name"], str(row["pool"]), str(row["eval_target"]), str(row["target"]), str(row["needed"]), str(row["short"]))
+    if err.table.height > 40:
+        table.add_row(f"... {err.table.height - 40} more", "", "", "", "", "")
+    ui.err_console.print(table)
+
+
+def _run_build(recipe, *, dry_run: bool = False):
+    from curate.manifest import build
+    from curate.sample import ShortfallError
+
+    try:
+        result = build(recipe, write=not dry_run)
+    except ShortfallError as e:
+        _print_shortfall(e)
+        raise
+    if dry_run:
+        from curate import ui
+
+        ui.console.print(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
+        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows; nothing written", highlight=False)
+    else:
+        _report(result)
+    return result
+
+
+@app.command("build")
+def build_command(
+    source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " [default: demo]"),
+    recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
+    name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root [default: a readable slug of the options]."),
+    preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) [default: detected]."),
+    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file [default: the source's own; imagenet1k for web sources]."),
+    classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line [default: all]."),
+    class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
+    labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) [default: match]."),
+    label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first) [default: all]."),
+    match_mode: str | None = typer.Option(None, "--match-mode", help="Matching: curate (normalised whole words, plurals, negative context) or reference (the reference study's counting) [default: curate]."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE (a name<TAB>count reference, scaled), metaclip:T (min(count, T) per class) [default: exp]."),
+    imbalance: float | None = typer.Option(None, "--imbalance", "-r", help="R, the max/min class-count ratio for exp, pareto and step [default: 1, balanced]."),
+    head_fraction: float | None = typer.Option(None, "--head-fraction", help="step: the share of classes at the head level [default: 0.5]."),
+    order: str | None = typer.Option(None, "--order", help="Which classes are head: natural (the source's ranking), random (seeded) or a file listing every class head first [default: natural]."),
+    max_per_class: int | None = typer.Option(None, "--max-per-class", help="n_max: the head class's count [default: the largest the pool allows]."),
+    total: int | None = typer.Option(None, "--total", help="Total training rows; the profile's shape, scaled to sum to exactly this."),
+    fraction: float | None = typer.Option(None, "--fraction", help="Scale the largest feasible build by F in (0, 1] (scale ablations: 1, 1/2, ... 1/32)."),
+    trim_tail: str | None = typer.Option(None, "--trim-tail", help="K:C — cap the K tail-most classes (by --order) at C training samples; C may be 0."),
+    captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, openai80, synset, original, title, tags, description, full, or MODE+cname for the source text modes [default: template]."),
+    eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) [default: 0, none]."),
+    allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms [default: 0]."),
+    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders [default: manifests]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
+) -> None:
+    """Build a controlled subset of a caption source (class distribution, captions, scale exactly
+    as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv,
+    classes.parquet, recipe.yaml, card.md, freq.png.
+
+    When the pool cannot meet the targets, nothing is written: the classes that fall short are
+    listed and the command exits 2 (or pass --allow-shortfall)."""
+    from curate.errors import CurateError
+    from curate.recipe import Recipe
+
+    if classes is not None and class_list is not None:
+        raise CurateError("give --classes or --class-list, not both")
+    given = {
+        "source": source, "name": name, "preset": preset, "vocab": vocab,
+        "classes": str(class_list) if class_list is not None else classes,
+        "labels_from": labels_from, "label_policy": label_policy, "match_mode": match_mode, "profile": profile,
+        "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
+        "total": total, "fraction": fraction, "trim_tail": trim_tail, "captions": captions,
+        "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "seed": seed, "out_root": out_root,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
+    merged = base.to_dict()
+    if given.keys() & SCALE_OPTIONS:  # a scale given here replaces the recipe's, whichever kind it was
+        merged.update(dict.fromkeys(SCALE_OPTIONS))
+    if given.keys() - {"name", "out_root", "allow_shortfall"} and "name" not in given:
+        merged["name"] = None  # another dataset than the recipe's: do not reuse (and overwrite) its folder
+    merged.update(given)
+    recipe = Recipe.from_dict(merged, where="options")
+    _run_build(recipe, dry_run=dry_run)
+
+
+@app.command("run")
+def run_command(
+    pipeline: Path = typer.Argument(..., help="A pipeline file (pipelines/*.yaml): one recipe, or base + variants."),
+    source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " Replaces every variant's source."),
+    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Replaces every variant's vocabulary."),
+    only: str | None = typer.Option(None, "--only", help="Run only the variants whose resolved name contains this text."),
+    seed: int | None = typer.Option(None, "--seed", help="Replaces every variant's seed."),
+    allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="Replaces every variant's shortfall setting."),
+    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders [default: manifests]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compute every variant's targets and draw; write nothing."),
+    stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first variant that fails [default: build the others, then exit 2 naming the failures]."),
+) -> None:
+    """Build every variant of a pipeline file in order (e.g. the imbalance sweep), each into its own
+    manifest folder. A failing variant is reported and the others still run; the command then
+    exits 2 naming the failures."""
+    from curate.errors import CurateError
+    from curate.manifest import say
+    from curate.recipe import load_pipeline
+
+    recipes = load_pipeline(pipeline)
+    chosen = []
+    for r in recipes:
+        r = r.replace(source=source, vocab=vocab, seed=seed, allow_shortfall=allow_shortfall, out_root=out_root)
+        if source is not None and r.name is not None:
+            # a named variant run on another source must not overwrite the original's folder
+            from curate.recipe import _slug_text
+
+            r = r.replace(name=f"{r.name}-{_slug_text(Path(source).stem)}")
+        if only is None or only in (r.name or r.slug()):
+            chosen.append(r)
+    if not chosen:
+        raise CurateError(f"{pipeline}: no variant matches --only {only!r}")
+    failed: list[str] = []
+    for i, r in enumerate(chosen, 1):
+        label = r.name or r.slug()
+        say(f"[{i}/{len(chosen)}] {label}")
+        try:
+            _run_build(r, dry_run=dry_run)
+        except CurateError as e:
+            if stop_on_error:
+                raise
+            # one impossible variant (say K=500 trimmed on a 100-class source) does not stop a sweep
+            say(f"[{i}/{len(chosen)}] {label} failed: {e}")
+            failed.append(label)
+    if failed:
+        raise CurateError(f"{pipeline}: {len(failed)} of {len(chosen)} variant(s) failed: {', '.join(failed)}")
+
+
+@app.command("export")
+def export_command(
+    name: str = typer.Argument(..., help="A manifest: NAME under --out-root, or a folder path."),
+    format: str = typer.Option(..., "--format", "-f", help="openclip-csv (tab-separated filepath/title for open_clip --train-data), img2dataset (parquet with url, caption, uid, label), or jsonl (every column)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into [default: NAME/export/]."),
+    out_root: str = typer.Option("manifests", "--out-root", help="Folder holding manifest folders."),
+) -> None:
+    """Write a manifest's splits in a format other tools read (one file per split)."""
+    from curate.manifest import export, manifest_dir
+
+    for path in export(manifest_dir(name, out_root), format, out=out):
+        typer.echo(str(path))

@@ -1,0 +1,551 @@
+"""The manifest folder: building it from a recipe, writing it atomically, reading and exporting it.
+
+Owns ``manifests/NAME/``: ``manifest.parquet`` (training rows), ``eval.parquet`` (the balanced
+held-out rows, when asked), ``classes.tsv`` / ``classes.parquet`` (target vs achieved per class),
+``stats.json``, ``freq.png``, ``recipe.yaml`` (resolved, loads back) and ``card.md``. The schema is
+documented in ``manifests/README.md``.
+
+:func:`build` is the ``curate build`` stage. It reads the source twice and never holds it whole:
+pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only;
+the targets and the draw work on that; pass two streams the source again and keeps the drawn rows.
+Nothing is written until the draw has succeeded, and then the whole folder appears at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from curate.captions import caption_mode, has_text, render_captions
+from curate.errors import CurateError
+from curate.recipe import Recipe
+from curate.sample import (
+    ShortfallError,
+    check_target_options,
+    clip_to_pool,
+    draw,
+    shortfall,
+    single_labels,
+    split_profile,
+    stable_keys,
+    target_counts,
+)
+from curate.util import atomic_path, file_sha256
+
+MANIFEST_SCHEMA = {
+    "uid": pl.Utf8,
+    "label": pl.Int32,
+    "wnid": pl.Utf8,
+    "class_name": pl.Utf8,
+    "caption": pl.Utf8,
+    "source_caption": pl.Utf8,
+    "url": pl.Utf8,
+    "path": pl.Utf8,
+    "source": pl.Utf8,
+    "split": pl.Utf8,
+}
+TEXT_COLUMNS = ("title", "tags", "description")
+# folders other stages add to a manifest folder; a rebuild carries them over (they check the
+# manifest's sha256 themselves and start over when it changed)
+DERIVED_FOLDERS = ("images", "shards")
+
+
+@dataclass
+class BuildResult:
+    """What a build produced (``out`` is None for a dry run)."""
+
+    recipe: Recipe  # resolved: name and vocab filled in
+    train: pl.DataFrame
+    eval: pl.DataFrame
+    classes: pl.DataFrame
+    stats: dict
+    reasons: dict[str, int]
+    shortfall: pl.DataFrame
+    out: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+def say(message: str) -> None:
+    """A status line on stderr, never wrapped (paths stay whole for whoever greps the log)."""
+    from curate import ui
+
+    ui.err_console.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# class selection
+
+
+def select_classes(vocab: pl.DataFrame, classes: str | None, *, seed: int) -> pl.DataFrame:
+    """The vocabulary rows the build uses, in vocabulary order, with ``vocab_label`` (the
+    vocabulary's own index) and ``label`` renumbered 0..k-1.
+
+    ``classes``: None (all), a number K (a seeded random K), a file of names or wnids one a line,
+    or a vocabulary spec (``imagenet100``) whose wnids select.
+    """
+    vocab = vocab.with_columns(pl.col("label").cast(pl.Int32).alias("vocab_label"))
+    if classes is None or str(classes).strip() == "":
+        chosen = vocab
+    elif str(classes).strip().isdigit():
+        k = int(classes)
+        if not 1 <= k <= vocab.height:
+            raise CurateError(f"--classes {k}: the vocabulary has {vocab.height} classes")
+        keys = stable_keys(vocab["wnid"].fill_null("").cast(pl.Utf8) + "\x1f" + vocab["name"], seed, "classes")
+        keep = np.sort(np.argsort(keys, kind="stable")[:k])
+        chosen = vocab[keep]
+    else:
+        spec = str(classes)
+        path = Path(spec)
+        if path.is_file() and path.suffix.lower() in ("", ".txt", ".list"):
+            items = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+            where = f"--classes {path}"
+        else:
+            from curate.vocab import load_vocab
+
+            other = load_vocab(spec)
+            items = [w for w in other["wnid"].to_list() if w]
+            where = f"--classes {spec}"
+            if not items:
+                raise CurateError(f"{where}: that vocabulary has no wnids to select by")
+        names, wnids = vocab["name"].to_list(), vocab["wnid"].to_list()
+        index = {n: i for i, n in enumerate(names)} | {w: i for i, w in enumerate(wnids) if w}
+        missing = [it for it in items if it not in index]
+        if missing:
+            raise CurateError(f"{where}: {len(missing)} class(es) not in the vocabulary (e.g. {missing[0]!r})")
+        chosen = vocab[sorted({index[it] for it in items})]
+    return chosen.sort("vocab_label").with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("label"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the two passes
+
+
+def _labels_expr(recipe: Recipe, vocab: pl.DataFrame, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``lf`` plus ``labels`` (vocabulary indices) from matching or the ground-truth wnid column."""
+    if recipe.labels_from == "wnid":
+        mapping = dict(zip(vocab["wnid"].to_list(), vocab["label"].to_list()))
+        label = pl.col("wnid").replace_strict(mapping, default=None, return_dtype=pl.Int32)
+        return lf.with_columns(
+            pl.when(label.is_null()).then(pl.lit([], dtype=pl.List(pl.Int32))).otherwise(pl.concat_list(label)).alias("labels")
+        )
+    from curate.match import match_captions
+
+    return match_captions(lf, vocab, policy=recipe.label_policy, mode=recipe.match_mode)
+
+
+def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Stream the source once: ``row, labels, key`` for rows with the caption mode's text and at
+    least one selected class (``labels`` renumbered to the build's classes), and the reasons rows
+    left the pool, counted."""
+    from curate import ui
+
+    lf = source.lazy.with_row_index("row")
+    names = lf.collect_schema().names()
+    mode = caption_mode(recipe.captions)
+    if recipe.labels_from == "wnid" and "wnid" not in names:
+        raise CurateError(f"--labels-from wnid: source {recipe.source} has no wnid column")
+    keep = ["row", "uid", "caption", *[c for c in (*mode.needs, "wnid") if c in names and c != "caption"]]
+    try:
+        counts = lf.select(pl.len().alias("rows"), has_text(recipe.captions).sum().alias("text")).collect(engine="streaming")
+    except pl.exceptions.ColumnNotFoundError as e:
+        raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from None
+    n_rows = int(counts["rows"][0])
+    n_text = int(counts["text"][0]) if mode.needs else n_rows  # a literal True sums to 1, not to the rows
+    if n_text == 0 and n_rows:
+        raise CurateError(f"--captions {recipe.captions}: no row of source {recipe.source} has {' / '.join(mode.needs)} text")
+
+    remap = dict(zip(chosen["vocab_label"].to_list(), chosen["label"].to_list()))
+    with ui.make_progress(transient=True) as progress:
+        task = progress.add_task("matching", total=n_rows)
+
+        def keys(uids: pl.Series) -> pl.Series:
+            progress.advance(task, len(uids))
+            return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
+
+        plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+        plan = (
+            plan.select(
+                "row",
+                pl.col("labels").list.len().alias("n_any"),
+                pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
+                pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
+            )
+            .filter(pl.col("n_any") > 0)
+        )
+        try:
+            pool = plan.collect(engine="streaming")
+        except pl.exceptions.PolarsError as e:
+            raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from None
+    matched = pool.height
+    pool = pool.filter(pl.col("labels").list.len() > 0).drop("n_any")
+    no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
+    reasons = {
+        f"no {'/'.join(mode.needs) or 'caption'} text (--captions {recipe.captions})": n_rows - n_text,
+        no_class if recipe.labels_from == "match" else "wnid not in the vocabulary": n_text - matched,
+        "its classes are not selected (--classes)": matched - pool.height,
+    }
+    return pool, {"rows": n_rows, **reasons}
+
+
+def fetch_rows(source, rows: pl.Series) -> pl.DataFrame:
+    """Stream the source again and keep the rows at these positions (with their text columns)."""
+    lf = source.lazy.with_row_index("row")
+    names = lf.collect_schema().names()
+    cols = ["row", "uid", "caption", "url", "path", "wnid", *[c for c in TEXT_COLUMNS if c in names]]
+    try:
+        return lf.filter(pl.col("row").is_in(rows.implode())).select([c for c in cols if c in names]).collect(engine="streaming")
+    except pl.exceptions.PolarsError as e:
+        raise CurateError(f"reading source {source.location} failed: {str(e).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+
+def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
+    """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
+    is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
+    meet the targets and ``allow_shortfall`` is off."""
+    from curate.freq import distribution_stats, read_reference
+    from curate.sources import open_source
+    from curate.vocab import load_vocab
+
+    caption_mode(recipe.captions)
+    check_target_options(
+        profile=recipe.profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
+        max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
+        trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
+    )
+    profile_name, profile_arg = split_profile(recipe.profile)
+    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True)
+    vocab_spec = recipe.vocab or source.vocab
+    vocab = load_vocab(vocab_spec)
+    # the slug names the vocabulary only when it is not the source's own
+    resolved = recipe.replace(name=recipe.name or recipe.slug(), vocab=vocab_spec)
+    chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
+
+    say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
+    pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
+    pool = single_labels(pool_multi)
+    del pool_multi
+    pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
+    classes = (
+        chosen.select("label", "vocab_label", "wnid", "name", "lemmas")
+        .join(pool_counts, on="label", how="left")
+        .with_columns(pl.col("pool").fill_null(0).cast(pl.Int64))
+        .sort("label")
+    )
+    targets = target_counts(
+        classes,
+        profile=recipe.profile,
+        imbalance=recipe.imbalance,
+        head_fraction=recipe.head_fraction,
+        order=recipe.order,
+        seed=recipe.seed,
+        max_per_class=recipe.max_per_class,
+        total=recipe.total,
+        fraction=recipe.fraction,
+        trim_tail=recipe.trim_tail,
+        eval_per_class=recipe.eval_per_class,
+    )
+    if int(targets["target"].sum()) == 0:
+        raise CurateError(
+            f"the targets add up to no training rows ({recipe.profile}, {targets.height} classes"
+            + (f", --trim-tail {recipe.trim_tail}" if recipe.trim_tail else "")
+            + "); nothing to build"
+        )
+    if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and recipe.total is None:
+        tmin = int(targets["target"].min())
+        ratio = int(targets["target"].max()) / tmin if tmin else float("inf")
+        if tmin == 0 or abs(ratio - recipe.imbalance) > 0.5 * recipe.imbalance / max(tmin, 1):
+            say(
+                f"note: this pool cannot hold max/min = {recipe.imbalance:g} with whole samples in every class; "
+                f"the targets span {int(targets['target'].max())}..{tmin}"
+            )
+    short = shortfall(targets)
+    if short.height and not recipe.allow_shortfall:
+        raise ShortfallError(short)
+    targets = clip_to_pool(targets) if short.height else targets.with_columns(pl.col("target").alias("asked"))
+
+    picked = draw(pool, targets)
+    reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
+    del pool
+    rows = fetch_rows(source, picked["row"])
+    df = picked.join(rows, on="row", how="left").join(
+        classes.select("label", pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name"), "lemmas"),
+        on="label",
+        how="left",
+    )
+    df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
+    df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
+    manifest = df.select(
+        pl.col("uid").cast(pl.Utf8),
+        pl.col("label").cast(pl.Int32),
+        pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
+        pl.col("class_name").cast(pl.Utf8),
+        pl.col("_caption").cast(pl.Utf8).alias("caption"),
+        pl.col("caption").cast(pl.Utf8).alias("source_caption"),
+        pl.col("url").cast(pl.Utf8) if "url" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("url"),
+        pl.col("path").cast(pl.Utf8) if "path" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("path"),
+        pl.lit(source.name, dtype=pl.Utf8).alias("source"),
+        pl.col("split").cast(pl.Utf8),
+    )
+    train = manifest.filter(pl.col("split") == "train")
+    evals = manifest.filter(pl.col("split") == "eval")
+
+    achieved = train.group_by("label").agg(pl.len().alias("count"))
+    achieved_eval = evals.group_by("label").agg(pl.len().alias("eval_count"))
+    table = (
+        targets.join(achieved, on="label", how="left")
+        .join(achieved_eval, on="label", how="left")
+        .with_columns(pl.col("count").fill_null(0).cast(pl.Int64), pl.col("eval_count").fill_null(0).cast(pl.Int64))
+        .with_columns((pl.col("asked") - pl.col("count")).alias("short"))
+        .sort("label")
+        .select(
+            "label", "wnid", "name", "vocab_label", "head_rank", "pool",
+            pl.col("asked").alias("target"), "count", "short", "eval_target", "eval_count",
+        )
+    )
+    reference = read_reference(profile_arg) if profile_name == "match" and profile_arg else None
+    stats = distribution_stats(table["count"], reference, names=table["name"].to_list())
+    tmax, tmin = int(table["target"].max()), int(table["target"].min())
+    stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
+    stats["eval_total"] = int(table["eval_count"].sum())
+    stats["short_classes"] = int((table["short"] > 0).sum())
+    result = BuildResult(resolved, train, evals, table, stats, reasons, short)
+    if write:
+        write_manifest(result, reference=reference)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# writing and reading
+
+
+def _write_parquet(df: pl.DataFrame, dest: Path) -> None:
+    # zstd, no statistics that depend on anything but the rows; same rows -> same bytes
+    df.select(list(MANIFEST_SCHEMA)).cast(MANIFEST_SCHEMA).write_parquet(dest, compression="zstd", compression_level=9)
+
+
+def manifest_dir(name: str, out_root: str | os.PathLike[str] = "manifests") -> Path:
+    """``NAME`` as a folder: an existing path as given, else ``OUT_ROOT/NAME``."""
+    p = Path(name)
+    return p if p.is_dir() or p.parent != Path(".") else Path(out_root) / name
+
+
+def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None) -> Path:
+    """Write the whole manifest folder under a temporary name and rename it into place."""
+    from curate.freq import classes_tsv, plot_freq
+
+    recipe = result.recipe
+    dest = Path(recipe.out_root) / str(recipe.name)
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        _write_parquet(result.train, tmp / "manifest.parquet")
+        if recipe.eval_per_class:
+            _write_parquet(result.eval, tmp / "eval.parquet")
+        (tmp / "classes.tsv").write_text(classes_tsv(result.classes), encoding="utf-8")
+        result.classes.write_parquet(tmp / "classes.parquet", compression="zstd")
+        (tmp / "stats.json").write_text(json.dumps({"stats": result.stats, "dropped": result.reasons}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        plot_freq(result.classes, tmp / "freq.png", reference=reference, title=f"{recipe.name}: training counts, sorted")
+        (tmp / "recipe.yaml").write_text(
+            "# the resolved recipe of this manifest; rebuild with: curate build --recipe recipe.yaml\n" + recipe.dump(),
+            encoding="utf-8",
+        )
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "card.md").write_text(render_card(result, files), encoding="utf-8")
+        for sub in DERIVED_FOLDERS:
+            if (dest / sub).is_dir():
+                os.replace(dest / sub, tmp / sub)
+    result.out = dest
+    result.files = files
+    return dest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    folder: Path
+    train: pl.DataFrame
+    eval: pl.DataFrame | None
+    classes: pl.DataFrame
+    recipe: Recipe
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
+    """A built manifest folder: its tables and its recipe."""
+    root = Path(folder)
+    main = root / "manifest.parquet"
+    if not main.is_file():
+        raise CurateError(f"{root}: no manifest.parquet here; build one with curate build")
+    try:
+        train = pl.read_parquet(main)
+        evals = pl.read_parquet(root / "eval.parquet") if (root / "eval.parquet").is_file() else None
+        classes = pl.read_parquet(root / "classes.parquet")
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise CurateError(f"{root}: unreadable manifest file ({str(e).splitlines()[0]})") from None
+    missing = [c for c in MANIFEST_SCHEMA if c not in train.columns]
+    if missing:
+        raise CurateError(f"{main}: missing column(s) {', '.join(missing)}")
+    recipe = Recipe.load(root / "recipe.yaml")
+    return Manifest(root, train, evals, classes, recipe)
+
+
+# ---------------------------------------------------------------------------------------------
+# the card
+
+
+def _md_table(header: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _f(x: object, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def render_card(result: BuildResult, files: dict[str, str]) -> str:
+    """``card.md``: what was asked, what was achieved, the statistics, what was left out and why."""
+    r, s, t = result.recipe, result.stats, result.classes
+    asked = [[k, f"`{v}`"] for k, v in r.to_dict().items() if v is not None]
+    by_rank = t.sort("head_rank")
+    show = by_rank if by_rank.height <= 12 else pl.concat([by_rank.head(6), by_rank.tail(6)])
+    class_rows = [
+        [row["head_rank"], row["name"], row["pool"], row["target"], row["count"], row["eval_count"]]
+        for row in show.iter_rows(named=True)
+    ]
+    nz = t.filter(pl.col("count") > 0)["count"]
+    lines = [
+        f"# {r.name}",
+        "",
+        f"A controlled subset of `{r.source}` built by `curate build` (vocabulary `{r.vocab}`, "
+        f"{t.height} classes, captions `{r.captions}`). Rebuild it with `curate build --recipe recipe.yaml`.",
+        "",
+        "## Asked",
+        "",
+        _md_table(["option", "value"], asked),
+        "",
+        "## Achieved",
+        "",
+        _md_table(
+            ["", "asked", "achieved"],
+            [
+                ["training rows", _f(s["targets"]["total"]), _f(s["total"])],
+                ["largest class", _f(s["targets"]["max"]), _f(s["max"])],
+                ["smallest class", _f(s["targets"]["min"]), _f(int(t["count"].min()))],
+                ["max/min (classes with rows)", _f(s["targets"]["max_min_ratio"], 2), _f(s["max_min_ratio"], 2)],
+                ["eval rows (balanced, disjoint)", _f(int(t["eval_target"].sum())), _f(s["eval_total"])],
+            ],
+        ),
+        "",
+        "Statistics of the achieved training counts (curate.freq): "
+        f"Gini {_f(s['gini'])}, normalised entropy {_f(s['normalised_entropy'])}, Zipf exponent {_f(s['zipf_exponent'])}, "
+        f"top-10% classes' share {_f(s['top10pct_share'])}, median {_f(s['median'], 1)}, "
+        f"classes without rows {s['zero_count_classes']}"
+        + (f", smallest non-zero {int(nz.min())}" if len(nz) else "")
+        + ".",
+    ]
+    if "reference" in s:
+        ref = s["reference"]
+        lines += ["", f"Against the reference: Spearman {_f(ref['spearman'])}, Pearson (log) {_f(ref['pearson_log'])}, KL {_f(ref['kl_divergence'])}."]
+    if result.shortfall.height:
+        sh = result.shortfall
+        lines += [
+            "",
+            f"**Shortfall**: {sh.height} class(es) had fewer rows than asked; built with `--allow-shortfall`, "
+            "each keeps what the pool has (eval rows first).",
+            "",
+            _md_table(["class", "pool", "needed (eval + train)", "short by"], [[n, p, d, x] for n, p, d, x in sh.select("name", "pool", "needed", "short").head(20).iter_rows()]),
+        ]
+    else:
+        lines += ["", "Every class got exactly its target."]
+    lines += [
+        "",
+        "## Classes (head first; the full table is classes.parquet)",
+        "",
+        _md_table(["rank", "class", "pool", "target", "train", "eval"], class_rows),
+        "",
+        "![sorted class counts](freq.png)",
+        "",
+        "## Rows left out, by reason",
+        "",
+        _md_table(["reason", "rows"], [[k, _f(v)] for k, v in result.reasons.items() if k != "rows"]),
+        "",
+        f"Source rows read: {_f(result.reasons.get('rows', 0))}.",
+        "",
+        "## Files",
+        "",
+        _md_table(["file", "sha256"], [[k, f"`{v[:16]}…`"] for k, v in files.items()]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _image_ref(df: pl.DataFrame, base: Path) -> pl.Series:
+    urls = df["url"].to_list()
+    paths = df["path"].to_list()
+    out = []
+    for u, p in zip(urls, paths):
+        if u:
+            out.append(u)
+        elif p:
+            q = Path(p) if Path(p).is_absolute() else (base / p)
+            out.append(q.resolve().as_uri())
+        else:
+            out.append(None)
+    return pl.Series(out, dtype=pl.Utf8)
+
+
+def _export_openclip(df: pl.DataFrame, dest: Path, base: Path) -> None:
+    # open_clip's CsvDataset defaults: tab separator, columns filepath and title
+    paths = [p if p else u for p, u in zip(df["path"].to_list(), df["url"].to_list())]
+    pl.DataFrame({"filepath": pl.Series(paths, dtype=pl.Utf8), "title": df["caption"]}).write_csv(dest, separator="\t")
+
+
+def _export_img2dataset(df: pl.DataFrame, dest: Path, base: Path) -> None:
+    df.select("uid", "label", "caption").with_columns(_image_ref(df, base).alias("url")).select(
+        "url", "caption", "uid", "label"
+    ).write_parquet(dest, compression="zstd")
+
+
+def _export_jsonl(df: pl.DataFrame, dest: Path, base: Path) -> None:
+    df.write_ndjson(dest)
+
+
+EXPORTERS = {
+    "openclip-csv": ("csv", _export_openclip, "tab-separated filepath/title, open_clip's --train-data CSV layout"),
+    "img2dataset": ("parquet", _export_img2dataset, "url, caption, uid, label: img2dataset --input_format parquet"),
+    "jsonl": ("jsonl", _export_jsonl, "every manifest column, one JSON object a line"),
+}
+
+
+def export(folder: str | os.PathLike[str], fmt: str, *, out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write each split of the manifest in ``fmt`` to ``out`` (default ``FOLDER/export/``)."""
+    if fmt not in EXPORTERS:
+        raise CurateError(f"--format {fmt!r} is not one of {', '.join(EXPORTERS)}")
+    m = read_manifest(folder)
+    ext, fn, _ = EXPORTERS[fmt]
+    out_dir = Path(out) if out is not None else m.folder / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, df in (("train", m.train), ("eval", m.eval)):
+        if df is None:
+            continue
+        dest = out_dir / f"{split}.{fmt}.{ext}"
+        with atomic_path(dest) as tmp:
+            fn(df, tmp, m.folder)
+        written.append(dest)
+    return written

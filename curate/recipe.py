@@ -1,0 +1,244 @@
+"""Build recipes: every option of ``curate build`` as one dataclass, saved as YAML.
+
+Owns the ``Recipe`` dataclass (its defaults are the CLI's defaults), its YAML round-trip, the
+readable default name of a build, and pipeline files: a YAML mapping that is either one recipe or
+``base`` (shared options) plus ``variants`` (a list of option mappings, each one build). The
+resolved recipe saved beside a manifest (``recipe.yaml``) loads back with ``Recipe.load`` and
+rebuilds the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.errors import CurateError
+
+LABEL_POLICIES = ("all", "drop", "first")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without YAML 1.1's base-60 integers, so ``trim_tail: 5:0`` stays the text "5:0"
+    (PyYAML would read it as 300)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+LABEL_SOURCES = ("match", "wnid")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every option of one build. ``None`` means "not set": the build resolves it."""
+
+    name: str | None = None  # manifests/NAME; None: a slug of the options
+    source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
+    preset: str | None = None  # source column layout (laion, cc, yfcc, imagenet-captions, generic)
+    vocab: str | None = None  # None: the source's natural vocabulary
+    classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
+    labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
+    label_policy: str = "all"  # all / drop / first, for captions naming several classes
+    match_mode: str = "curate"  # curate.match mode: curate or reference
+    profile: str = "exp"  # see curate.sample.PROFILES
+    imbalance: float = 1.0  # R = max/min count (exp, pareto, step)
+    head_fraction: float = 0.5  # step: share of classes in the head
+    order: str = "natural"  # which classes are head: natural, random or a file
+    max_per_class: int | None = None
+    total: int | None = None
+    fraction: float | None = None
+    trim_tail: str | None = None  # K:C
+    captions: str = "template"  # see curate.captions.CAPTION_MODES
+    eval_per_class: int = 0
+    allow_shortfall: bool = False
+    seed: int = 0
+    out_root: str = "manifests"
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "recipe") -> Recipe:
+        if not isinstance(data, dict):
+            raise CurateError(f"{where}: expected a mapping of options, got {type(data).__name__}")
+        known = set(cls.option_names())
+        clean: dict[str, Any] = {}
+        for key, value in data.items():
+            k = str(key).replace("-", "_")
+            if k not in known:
+                raise CurateError(f"{where}: unknown option {key!r} (options: {', '.join(sorted(known))})")
+            clean[k] = value
+        return cls(**clean).validate(where=where)
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied where they are not None (how CLI options override)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given).validate()
+
+    def validate(self, *, where: str = "recipe") -> Recipe:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise CurateError(f"{where}: {message}")
+
+        ints = ("max_per_class", "total", "eval_per_class", "seed")
+        for name in ints:
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and not isinstance(v, bool)), f"{name} must be a whole number, got {v!r}")
+        for name in ("imbalance", "head_fraction", "fraction"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
+        for name in ("name", "source", "preset", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
+            v = getattr(self, name)
+            need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
+        need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")
+        need(self.label_policy in LABEL_POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}")
+        need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
+        if self.name is not None:
+            need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
+        # normalise numbers that YAML may hand over as ints
+        changes: dict[str, Any] = {}
+        if isinstance(self.imbalance, int):
+            changes["imbalance"] = float(self.imbalance)
+        if isinstance(self.head_fraction, int):
+            changes["head_fraction"] = float(self.head_fraction)
+        if isinstance(self.fraction, int):
+            changes["fraction"] = float(self.fraction)
+        for name in ("classes", "trim_tail"):
+            if isinstance(getattr(self, name), int):
+                changes[name] = str(getattr(self, name))
+        return dataclasses.replace(self, **changes) if changes else self
+
+    # -- YAML --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.option_names()}
+
+    def dump(self) -> str:
+        """YAML text, every option in declaration order (``Recipe.loads`` reads it back)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def loads(cls, text: str, *, where: str = "recipe") -> Recipe:
+        try:
+            data = _yaml_load(text)
+        except yaml.YAMLError as e:
+            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(data or {}, where=where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """A recipe file: one flat mapping of options (a manifest's ``recipe.yaml`` is one)."""
+        recipes = load_pipeline(path)
+        if len(recipes) != 1:
+            raise CurateError(f"--recipe {path}: holds {len(recipes)} variants; use `curate run {path}`")
+        return recipes[0]
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def slug(self) -> str:
+        """A readable name from the options that differ from the defaults."""
+        d = Recipe()
+        parts = [_slug_text(Path(self.source.rstrip("/")).stem.replace("*", "")) or "source"]
+        if self.vocab:
+            parts.append(_slug_text(_stem(self.vocab)))
+        if self.classes:
+            parts.append("k" + _slug_text(_stem(str(self.classes))))
+        if self.labels_from != d.labels_from:
+            parts.append("gt")
+        if self.label_policy != d.label_policy:
+            parts.append(self.label_policy)
+        if self.match_mode != d.match_mode:
+            parts.append(self.match_mode)
+        prof = self.profile.split(":", 1)
+        parts.append(prof[0] if len(prof) == 1 else prof[0] + "-" + _slug_text(Path(prof[1]).stem))
+        if prof[0] in ("exp", "pareto", "step"):
+            parts.append(f"r{_num(self.imbalance)}")
+        if prof[0] == "step" and self.head_fraction != d.head_fraction:
+            parts.append(f"head{_num(self.head_fraction)}")
+        if self.order != d.order:
+            parts.append("order-" + _slug_text(Path(self.order).stem))
+        if self.max_per_class is not None:
+            parts.append(f"max{self.max_per_class}")
+        if self.total is not None:
+            parts.append(f"n{self.total}")
+        if self.fraction is not None:
+            parts.append(f"f{_num(self.fraction)}")
+        if self.trim_tail:
+            parts.append("trim" + str(self.trim_tail).replace(":", "x"))
+        parts.append(_slug_text(self.captions))
+        if self.eval_per_class:
+            parts.append(f"eval{self.eval_per_class}")
+        if self.seed != d.seed:
+            parts.append(f"s{self.seed}")
+        return "-".join(p for p in parts if p)
+
+
+def _stem(spec: str) -> str:
+    """A file spec's stem (``/data/fruits.tsv`` -> ``fruits``); other specs as they are."""
+    p = Path(spec)
+    return p.stem if p.suffix.lower() in (".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".list") else spec
+
+
+def _num(x: float) -> str:
+    return f"{x:g}".replace(".", "p")
+
+
+def _slug_text(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text).replace("+", "-plus-")).strip("-").lower()[:40]
+
+
+def load_pipeline(path: str | Path) -> list[Recipe]:
+    """The recipes of a pipeline file: a flat mapping is one recipe; ``base`` + ``variants`` is one
+    recipe per variant (the variant's options over the base's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"recipe file {path} does not exist")
+    try:
+        data = _yaml_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise CurateError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        raise CurateError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise CurateError(f"{path}: expected a mapping of options (or base + variants), got {type(data).__name__}")
+    if "variants" not in data:
+        unknown = {"base", "description"} & set(data)
+        if unknown:
+            raise CurateError(f"{path}: has {sorted(unknown)[0]!r} but no 'variants' list")
+        return [Recipe.from_dict(data, where=str(path))]
+    extra = set(data) - {"base", "variants", "description"}
+    if extra:
+        raise CurateError(f"{path}: unknown top-level key {sorted(extra)[0]!r} (a pipeline has description, base, variants)")
+    base = data.get("base") or {}
+    variants = data["variants"]
+    if not isinstance(base, dict):
+        raise CurateError(f"{path}: 'base' must be a mapping of options")
+    if not isinstance(variants, list) or not variants:
+        raise CurateError(f"{path}: 'variants' must be a non-empty list of option mappings")
+    out = []
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict):
+            raise CurateError(f"{path}: variant {i + 1} must be a mapping of options")
+        out.append(Recipe.from_dict({**base, **v}, where=f"{path}, variant {i + 1}"))
+    return out

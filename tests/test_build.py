@@ -1,0 +1,301 @@
+"""``curate build`` / ``run`` / ``export`` end to end on sources the tests make, plus the demo
+acceptance build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curate.recipe import Recipe
+from curate.util import file_sha256
+
+FRUITS = ["apple", "banana", "cherry", "durian", "elderberry", "fig"]
+POOLS = [400, 200, 120, 60, 30, 20]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from curate.cli import main
+
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_source(folder: Path, *, pools: list[int] = POOLS, unmatched: int = 50, two_class: int = 10, seed: int = 0) -> tuple[Path, Path]:
+    """A web-like caption parquet (uid, caption, url, title, tags, description) and its vocab file."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, n in enumerate(pools):
+        for j in range(n):
+            rows.append((f"{FRUITS[c]}-{j}", f"a fresh {FRUITS[c]} on my table, shot {j}", c))
+    for j in range(unmatched):
+        rows.append((f"none-{j}", f"nothing to see here {j}", -1))
+    for j in range(two_class):
+        rows.append((f"two-{j}", f"an {FRUITS[0]} next to a {FRUITS[5]}", 5))
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+    df = pl.DataFrame(
+        {
+            "uid": [r[0] for r in rows],
+            "caption": [r[1] for r in rows],
+            "url": [f"http://example.invalid/{r[0]}.jpg" for r in rows],
+            "title": [f"My {FRUITS[r[2]]} photo" if r[2] >= 0 and i % 5 else None for i, r in enumerate(rows)],
+            "tags": [f"fruit, {FRUITS[r[2]]}, food" if r[2] >= 0 else "misc" for r in rows],
+            "description": [f"Bought at the market ({i})" for i in range(len(rows))],
+        }
+    )
+    src = folder / "pool.parquet"
+    df.write_parquet(src, row_group_size=97)
+    vocab = folder / "fruits.tsv"
+    vocab.write_text(
+        "wnid\tname\tlemmas\n" + "".join(f"n{i:08d}\t{f}\t{f}\n" for i, f in enumerate(FRUITS)), encoding="utf-8"
+    )
+    return src, vocab
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> tuple[Path, Path]:
+    return make_source(tmp_path_factory.mktemp("pool"))
+
+
+def build_args(pool, out: Path, *extra: str) -> list[str]:
+    src, vocab = pool
+    return ["build", "--source", str(src), "--vocab", str(vocab), "--out-root", str(out), *extra]
+
+
+def only_folder(root: Path) -> Path:
+    (folder,) = [p for p in root.iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+def test_build_writes_the_manifest_folder(pool, tmp_path, capsys):
+    code, out, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--max-per-class", "100", "--eval-per-class", "5"), capsys)
+    assert code == 0, err
+    folder = tmp_path / "pool-fruits-exp-r10-max100-template-eval5"
+    assert str(folder) in out
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["card.md", "classes.parquet", "classes.tsv", "eval.parquet", "freq.png", "manifest.parquet", "recipe.yaml", "stats.json"]
+    m = pl.read_parquet(folder / "manifest.parquet")
+    assert m.columns == ["uid", "label", "wnid", "class_name", "caption", "source_caption", "url", "path", "source", "split"]
+    counts = m.group_by("class_name").len().sort("len", descending=True)
+    want = [round(100 * 10 ** (-i / 5) + 1e-9) for i in range(6)]
+    assert counts["len"].to_list() == want
+    assert (m["caption"] == "a photo of a " + m["class_name"]).all()
+    assert m.select((pl.col("source_caption").str.contains(pl.col("class_name"))).all()).item()
+    ev = pl.read_parquet(folder / "eval.parquet")
+    assert ev.group_by("label").len()["len"].to_list() == [5] * 6
+    assert set(ev["uid"]).isdisjoint(m["uid"])
+    assert (ev["split"] == "eval").all() and (m["split"] == "train").all()
+    tsv = [line.split("\t") for line in (folder / "classes.tsv").read_text().splitlines()]
+    assert [n for n, _ in tsv] == FRUITS and sorted(int(c) for _, c in tsv) == sorted(want)
+    classes = pl.read_parquet(folder / "classes.parquet")
+    assert (classes["target"] == classes["count"]).all() and classes["label"].to_list() == list(range(6))
+    card = (folder / "card.md").read_text()
+    assert "Every class got exactly its target" in card and "freq.png" in card
+    assert Recipe.load(folder / "recipe.yaml").vocab == str(pool[1])
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["dropped"]["names no class of the vocabulary"] == 50
+
+
+def test_same_recipe_same_bytes_other_seed_other_rows(pool, tmp_path, capsys):
+    args = ("--imbalance", "5", "--captions", "openai80")
+    assert run_cli(build_args(pool, tmp_path / "a", *args), capsys)[0] == 0
+    assert run_cli(build_args(pool, tmp_path / "b", *args), capsys)[0] == 0
+    assert run_cli(build_args(pool, tmp_path / "c", *args, "--seed", "1"), capsys)[0] == 0
+    a, b, c = (only_folder(tmp_path / x) for x in "abc")
+    assert file_sha256(a / "manifest.parquet") == file_sha256(b / "manifest.parquet")
+    assert (a / "classes.tsv").read_text() == (c / "classes.tsv").read_text()
+    ma, mc = pl.read_parquet(a / "manifest.parquet"), pl.read_parquet(c / "manifest.parquet")
+    assert set(ma["uid"]) != set(mc["uid"])
+    # rebuilding from the saved recipe gives the same bytes again
+    code, _, err = run_cli(["build", "--recipe", str(a / "recipe.yaml"), "--out-root", str(tmp_path / "d")], capsys)
+    assert code == 0, err
+    assert file_sha256(only_folder(tmp_path / "d") / "manifest.parquet") == file_sha256(a / "manifest.parquet")
+
+
+def test_recipe_options_are_overridden_by_the_command_line(pool, tmp_path, capsys):
+    assert run_cli(build_args(pool, tmp_path, "--imbalance", "5", "--name", "base"), capsys)[0] == 0
+    code, _, err = run_cli(
+        ["build", "--recipe", str(tmp_path / "base" / "recipe.yaml"), "--captions", "cname", "--total", "300"], capsys
+    )
+    assert code == 0, err
+    folder = tmp_path / "pool-fruits-exp-r5-n300-cname"  # out_root came from the recipe, the name did not
+    m = pl.read_parquet(folder / "manifest.parquet")
+    assert m.height == 300 and (m["caption"] == m["class_name"]).all()
+    assert Recipe.load(folder / "recipe.yaml").imbalance == 5.0
+
+
+def test_shortfall_fails_before_writing_with_a_table(pool, tmp_path, capsys):
+    code, out, err = run_cli(build_args(pool, tmp_path, "--profile", "balanced", "--max-per-class", "100"), capsys)
+    assert code == 2
+    assert "3 class(es) fall short" in err and "nothing was written" in err
+    cells = [[c.strip() for c in ln.split("│")[1:-1]] for ln in err.splitlines() if ln.startswith("│")]
+    table = {c[0]: c[1:] for c in cells}
+    # fig has 20 rows of its own and wins the 10 apple-and-fig rows (the rarer class takes them)
+    assert table == {"elderberry": ["30", "0", "100", "100", "70"], "fig": ["30", "0", "100", "100", "70"], "durian": ["60", "0", "100", "100", "40"]}
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_allow_shortfall_keeps_what_exists_and_says_so(pool, tmp_path, capsys):
+    code, out, err = run_cli(build_args(pool, tmp_path, "--profile", "balanced", "--max-per-class", "100", "--allow-shortfall"), capsys)
+    assert code == 0, err
+    folder = only_folder(tmp_path)
+    classes = pl.read_parquet(folder / "classes.parquet").sort("label")
+    assert classes["target"].to_list() == [100] * 6
+    assert classes["count"].to_list() == [100, 100, 100, 60, 30, 30]
+    assert "**Shortfall**: 3 class(es)" in (folder / "card.md").read_text()
+
+
+def test_multi_class_captions_follow_the_label_policy(pool, tmp_path, capsys):
+    for policy in ("all", "drop", "first"):
+        assert run_cli(build_args(pool, tmp_path, "--profile", "natural", "--label-policy", policy), capsys)[0] == 0
+    pools = {
+        p: dict(pl.read_parquet(tmp_path / f"pool-fruits{'' if p == 'all' else '-' + p}-natural-template" / "classes.parquet").select("name", "pool").iter_rows())
+        for p in ("all", "drop", "first")
+    }
+    assert pools["all"]["fig"] == 30 and pools["all"]["apple"] == 400  # the rarer class wins the row
+    assert pools["drop"]["fig"] == 20 and pools["drop"]["apple"] == 400
+    assert pools["first"]["fig"] == 20 and pools["first"]["apple"] == 410
+
+
+def test_trim_tail_and_classes_subset(pool, tmp_path, capsys):
+    code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--trim-tail", "2:0", "--name", "t"), capsys)
+    assert code == 0, err
+    c = pl.read_parquet(tmp_path / "t" / "classes.parquet").sort("head_rank")
+    assert c["count"].to_list() == [400, 200, 120, 60, 0, 0]
+    assert c["name"].to_list()[-2:] == ["elderberry", "fig"]
+    lst = tmp_path / "two.txt"
+    lst.write_text("cherry\nn00000005\n", encoding="utf-8")
+    code, _, err = run_cli(build_args(pool, tmp_path, "--class-list", str(lst), "--profile", "balanced", "--name", "k2"), capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "k2" / "manifest.parquet")
+    assert sorted(set(zip(m["label"], m["class_name"]))) == [(0, "cherry"), (1, "fig")]
+    assert m.group_by("label").len()["len"].to_list() == [30, 30]
+
+
+def test_caption_modes_from_source_text(pool, tmp_path, capsys):
+    code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--captions", "title+cname", "--name", "t"), capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "t" / "manifest.parquet")
+    assert m.height < 840 and m["caption"].str.starts_with(m["class_name"] + ": My ").all()
+    stats = json.loads((tmp_path / "t" / "stats.json").read_text())
+    assert stats["dropped"]["no title text (--captions title+cname)"] > 100
+
+
+def test_bad_options_exit_2_with_one_line(pool, tmp_path, capsys):
+    cases = [
+        (["--profile", "zipf"], "--profile 'zipf'"),
+        (["--captions", "poem"], "--captions 'poem'"),
+        (["--trim-tail", "x"], "--trim-tail 'x'"),
+        (["--total", "10", "--fraction", "0.5"], "at most one"),
+        (["--classes", "99"], "--classes 99"),
+        (["--label-policy", "some"], "label_policy 'some'"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_cli(build_args(pool, tmp_path, *extra), capsys)
+        assert code == 2 and message in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1, err  # checked before any work: no status lines either
+    code, _, err = run_cli(["build", "--source", str(tmp_path / "nope.parquet"), "--out-root", str(tmp_path)], capsys)
+    assert code == 2 and "nope.parquet" in err
+    assert not any(p for p in tmp_path.iterdir() if not p.name.startswith("."))
+
+
+def test_interrupted_write_leaves_nothing_that_looks_finished(pool, tmp_path, capsys, monkeypatch):
+    import curate.manifest
+
+    def disk_full(*args, **kwargs):  # the last file of the folder fails to write
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(curate.manifest, "render_card", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)
+    assert list(tmp_path.iterdir()) == []  # neither x nor a temporary folder
+
+
+def test_rebuild_keeps_derived_folders(pool, tmp_path, capsys):
+    assert run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)[0] == 0
+    (tmp_path / "x" / "shards").mkdir()
+    (tmp_path / "x" / "shards" / "marker").write_text("kept")
+    assert run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "3"), capsys)[0] == 0
+    assert (tmp_path / "x" / "shards" / "marker").read_text() == "kept"
+
+
+def test_export_formats(pool, tmp_path, capsys):
+    assert run_cli(build_args(pool, tmp_path, "--name", "x", "--eval-per-class", "2"), capsys)[0] == 0
+    m = pl.read_parquet(tmp_path / "x" / "manifest.parquet")
+    for fmt, suffix in (("openclip-csv", "csv"), ("img2dataset", "parquet"), ("jsonl", "jsonl")):
+        code, out, err = run_cli(["export", "x", "--format", fmt, "--out-root", str(tmp_path)], capsys)
+        assert code == 0, err
+        train = tmp_path / "x" / "export" / f"train.{fmt}.{suffix}"
+        assert str(train) in out and (tmp_path / "x" / "export" / f"eval.{fmt}.{suffix}").is_file()
+    csv = pl.read_csv(tmp_path / "x" / "export" / "train.openclip-csv.csv", separator="\t")
+    assert csv.columns == ["filepath", "title"] and csv["title"].to_list() == m["caption"].to_list()
+    i2d = pl.read_parquet(tmp_path / "x" / "export" / "train.img2dataset.parquet")
+    assert i2d.columns == ["url", "caption", "uid", "label"] and i2d["url"].to_list() == m["url"].to_list()
+    lines = (tmp_path / "x" / "export" / "train.jsonl.jsonl").read_text().splitlines()
+    assert len(lines) == m.height and json.loads(lines[0])["uid"] == m["uid"][0]
+    code, _, err = run_cli(["export", "x", "--format", "tfrecord", "--out-root", str(tmp_path)], capsys)
+    assert code == 2 and "tfrecord" in err
+
+
+def test_run_builds_every_variant_and_reports_failures(pool, tmp_path, capsys):
+    src, vocab = pool
+    pipe = tmp_path / "sweep.yaml"
+    pipe.write_text(
+        f"base: {{vocab: {vocab}, out_root: {tmp_path / 'm'}, captions: cname}}\n"
+        "variants:\n  - {imbalance: 1}\n  - {imbalance: 10}\n  - {profile: natural, trim_tail: 50:0}\n",
+        encoding="utf-8",
+    )
+    code, out, err = run_cli(["run", str(pipe), "--source", str(src)], capsys)
+    assert code == 2 and "1 of 3 variant(s) failed" in err and "no training rows" in err
+    built = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert built == ["pool-fruits-exp-r1-cname", "pool-fruits-exp-r10-cname"]
+    r1 = pl.read_parquet(tmp_path / "m" / built[0] / "classes.parquet")
+    assert r1["count"].unique().to_list() == [30]  # elderberry and fig (with the shared rows) have 30
+
+
+def test_the_pool_pass_streams_in_batches(pool, tmp_path, monkeypatch):
+    """The first pass hands the matcher and the key function batches, never the whole source, and
+    keeps three small columns per matched row."""
+    import curate.manifest
+    from curate.sources import open_source
+    from curate.vocab import load_vocab
+
+    src = make_source(tmp_path, pools=[20_000, 15_000, 5000, 3000, 1000, 500], unmatched=5000)[0]
+    seen: list[int] = []
+    real = curate.manifest.stable_keys
+
+    def recording(values, seed, salt=""):
+        seen.append(len(values))
+        return real(values, seed, salt)
+
+    monkeypatch.setattr(curate.manifest, "stable_keys", recording)
+    monkeypatch.setenv("POLARS_IDEAL_MORSEL_SIZE", "5000")
+    source = open_source(str(src))
+    vocab = load_vocab(str(pool[1]))
+    chosen = curate.manifest.select_classes(vocab, None, seed=0)
+    table, reasons = curate.manifest.pool_pass(source, vocab, chosen, Recipe(source=str(src)))
+    assert sum(seen) == 49_510 and len(seen) > 1 and max(seen) < 49_510
+    assert table.columns == ["row", "labels", "key"] and table.height == 44_510
+    assert reasons["names no class of the vocabulary"] == 5000
+
+
+def test_demo_acceptance(tmp_path, capsys):
+    code, out, err = run_cli(["build", "--imbalance", "100", "--captions", "template", "--out-root", str(tmp_path)], capsys)
+    assert code == 0, err
+    folder = tmp_path / "demo-exp-r100-template"
+    counts = [int(line.split("\t")[1]) for line in (folder / "classes.tsv").read_text().splitlines()]
+    assert max(counts) / min(counts) == 100
+    m = pl.read_parquet(folder / "manifest.parquet")
+    assert (m["caption"] == "a photo of a " + m["class_name"]).all()
+    assert m["uid"].n_unique() == m.height == sum(counts)
+    assert Recipe.load(folder / "recipe.yaml") == Recipe(name="demo-exp-r100-template", vocab="demo", imbalance=100.0, out_root=str(tmp_path))
