@@ -7,6 +7,7 @@ webdataset folders themselves, so they run without img2dataset.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import tarfile
@@ -342,6 +343,55 @@ def test_tensorize_resumes_per_shard(wds_manifest) -> None:
     assert json.loads((out / "index.json").read_text())["resolution"] == 12
 
 
+@pytest.mark.slow  # the killed child imports open_clip (torch): seconds
+def test_killed_tensorize_resumes_to_the_same_shards(tmp_path: Path) -> None:
+    """SIGKILL a real `curate shards --skip-download` midway; the re-run ends where a clean run does."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    m = tmp_path / "many"
+    m.mkdir()
+    shards, rows = [], []
+    for sid in range(40):
+        samples = []
+        for k in range(4):
+            i = sid * 4 + k
+            s: dict[str, object] = {
+                "uid": f"k{i}",
+                "label": i % 3,
+                "caption": f"c {i}",
+                "image": image_bytes(i % 3, i),
+            }
+            samples.append(s)
+            rows.append({**s, "url": f"http://example.invalid/{i}"})
+        shards.append(samples)
+    manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+    write_classes(m)
+    write_wds_split(m, "train", shards)
+    clean = tmp_path / "clean"
+    shutil.copytree(m, clean)
+    tensorize(clean, split="train", resolution=16, workers=1)
+
+    out = m / "shards" / "train"
+    cmd = [sys.executable, "-m", "curate", "shards", str(m), "-r", "16", "-w", "1", "--skip-download"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and len(list(out.glob("*.json"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    records = list(out.glob("0*.json"))
+    assert 0 < len(records) < 40 and not (out / "index.json").exists(), "the run was not caught midway"
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.shards_done_before >= len(records) - 1 and rep.shards == 40
+    assert (out / "index.json").read_bytes() == (clean / "shards" / "train" / "index.json").read_bytes()
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]  # no temporaries left behind
+
+
 def test_verify_shards_catches_changed_file(wds_manifest) -> None:
     m, _ = wds_manifest
     tensorize(m, split="train", resolution=16, workers=1)
@@ -443,6 +493,11 @@ def test_cli_rejects_corrupt_manifest_and_bad_options(
         (["--resolution", "4"], "--resolution 4: must be at least 8"),
         (["--processes", "-1"], "--processes -1: must be 0 or more"),
         (["--timeout", "0"], "--timeout 0: must be at least 1"),
+        *[
+            (["--distributor", name], f"--distributor {name}: {name} is not installed; pip install {name}")
+            for name in ("pyspark", "ray")
+            if importlib.util.find_spec(name) is None
+        ],
     ]:
         code, _, err = run_cli(["shards", str(good), *args], capsys)
         assert code == 2 and message in err, (args, err)
