@@ -145,6 +145,27 @@ def time_metaclip(captions: list[str], vocab: pl.DataFrame) -> tuple[float, floa
     return build, time.perf_counter() - t0, time.process_time() - c0, hits
 
 
+def demo_quality() -> list[tuple[str, float, float, int, int, int]]:
+    """Micro-averaged precision and recall over (caption, class) pairs on the demo corpus, whose
+    ground truth is ``wnid`` (and ``wnid2`` for two-class captions)."""
+    from curate.match import match_captions
+    from curate.sources import open_source
+    from curate.vocab import load_vocab
+
+    src, vocab = open_source("demo"), load_vocab("demo")
+    wnid_to_label = dict(zip(vocab["wnid"].to_list(), vocab["label"].to_list()))
+    out = []
+    for mode in ("curate", "reference"):
+        df = match_captions(src.lazy, vocab, mode=mode).select("wnid", "wnid2", "labels").collect()
+        tp = fp = fn = 0
+        for w1, w2, labels in df.iter_rows():
+            truth = {wnid_to_label[w] for w in (w1, w2) if w is not None and w in wnid_to_label}
+            pred = set(labels)
+            tp, fp, fn = tp + len(truth & pred), fp + len(pred - truth), fn + len(truth - pred)
+        out.append((mode, tp / max(tp + fp, 1), tp / max(tp + fn, 1), tp, fp, fn))
+    return out
+
+
 STREAM_SCRIPT = """
 import resource, sys, time, polars as pl
 from curate.vocab import load_vocab
@@ -175,7 +196,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="captions to generate")
     ap.add_argument("--reference-subset", type=int, default=2_000, help="captions for the reference method")
     ap.add_argument("--metaclip-subset", type=int, default=200_000, help="captions for the pyahocorasick loop")
-    ap.add_argument("--quick", action="store_true", help="skip imagenet21k and the RSS runs")
+    ap.add_argument("--quick", action="store_true", help="skip imagenet21k, the RSS runs and the demo corpus")
     args = ap.parse_args()
 
     from curate.vocab import load_vocab
@@ -227,6 +248,11 @@ def main() -> None:
         print(f"  {args.n:>10,d} captions: {r1:7.0f} MB  ({args.n / t1:,.0f} captions/s incl. parquet I/O)")
         print(f"  {4 * args.n:>10,d} captions: {r4:7.0f} MB  ({4 * args.n / t4:,.0f} captions/s incl. parquet I/O)")
         print(f"  ratio 4M/1M: {r4 / r1:.2f}")
+
+        print()
+        print("demo corpus (ground truth wnid/wnid2), micro-averaged over (caption, class) pairs:")
+        for mode, p, r, tp, fp, fn in demo_quality():
+            print(f"  mode {mode:9s} precision {p:.4f}  recall {r:.4f}  (tp {tp:,}, fp {fp:,}, fn {fn:,})")
 
 
 if __name__ == "__main__":
