@@ -31,7 +31,8 @@ How a caption is matched (``mode="curate"``):
    lemmas) when any of its context words occurs anywhere in the caption as a whole word (crane the
    bird is vetoed by "construction", crane the machine by "bird"). Built-in rules live in
    ``NEGATIVE_RULES``; the vocabulary's ``negatives`` column adds more (vetoing every lemma of that
-   class). Context words sit in a second automaton that only runs over the captions holding a
+   class). Single characters and English function words (``STOP_FORMS``: "a", "it", "who", "may",
+   all lemmas somewhere in WordNet) are never matched. Context words sit in a second automaton that only runs over the captions holding a
    mention some rule could veto. ``BLOCKED_LEMMAS`` lists lemmas too generic to be evidence on
    their own ("light" for the lighter class).
 5. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
@@ -398,6 +399,20 @@ BLOCKED_LEMMAS: dict[str, tuple[str, ...]] = {
     # harmonica's "harp" (a mouth harp) is nearly always the harp
     "n03494278": ("harp",),
 }
+
+# Surface forms never matched in curate mode: single characters and English function words. Large
+# WordNet vocabularies hold them as lemmas ("A" for vitamin A, "who" for the World Health
+# Organization, "it", "may"), and as words they are almost never the concept.
+STOP_FORMS = frozenset(
+    """a an the and or but nor if then than so as at by for from in into of off on onto out over to up
+    upon with within without about above after against along among around before behind below
+    beneath beside between beyond during except inside near past since through till toward under
+    until via i me my mine we us our ours you your yours he him his she her hers it its they them
+    their theirs this that these those who whom whose which what when where why how all any both
+    each few more most other some such no not only own same too very can will just do does did done
+    be am is are was were been being have has had having may might must shall should would could
+    one ones s t d ll m o re ve y""".split()
+)
 
 # ---------------------------------------------------------------------------------------------
 # normalisation
@@ -900,6 +915,8 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
             if norm not in forms_of:
                 forms_of[norm] = surface_forms(norm, irregular)
             for form in forms_of[norm]:
+                if len(form) < 2 or form in STOP_FORMS:
+                    continue
                 p = pid_of(form)
                 if any(sense_label[s] == label for s in pat_senses[p]):
                     continue  # two lemmas of one class sharing a form: one sense

@@ -386,3 +386,11 @@ def test_each_negative_rule_vetoes_only_in_context(in1k, wnid, rule):
     alone, vetoed, far = m.labels(pl.Series([f"look: {lemma}!", f"{lemma} {context}", f"{context.upper()}, and then the {lemma}"])).to_list()
     assert label in alone
     assert label not in vetoed and label not in far
+
+
+def test_single_letters_and_function_words_never_match(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("name,lemmas\nvitamin A,A|vitamin A\nWHO,who|World Health Organization\nox,ox\n", encoding="utf-8")
+    m = compile_matcher(load_vocab(str(path)))
+    got = m.labels(pl.Series(["a photo of a dog", "who is it", "Vitamin A tablets", "the World Health Organization", "an ox"])).to_list()
+    assert got == [[], [], [0], [1], [2]]
