@@ -454,13 +454,16 @@ def _unicode_path(s: pl.Expr) -> pl.Expr:
 def _prepared(captions: pl.Series) -> pl.Series:
     """Captions with HTML decoded and non-ASCII rows Unicode-normalised (polars kernels, applied
     only to the rows that need them)."""
-    s = captions.cast(pl.Utf8).fill_null("")
+    s = captions if captions.dtype == pl.Utf8 else captions.cast(pl.Utf8)
+    if s.null_count():
+        s = s.fill_null("")
     html = s.str.contains_any(["<", "&"]).arg_true()
     if len(html):
+        s = s.clone()  # scatter writes in place: never into the caller's series
         s = s.scatter(html, s[html].to_frame("c").select(_html(pl.col("c"))).to_series())
     non_ascii = (s.str.len_bytes() != s.str.len_chars()).arg_true()
     if len(non_ascii):
-        s = s.scatter(non_ascii, s[non_ascii].to_frame("c").select(_unicode_path(pl.col("c"))).to_series())
+        s = s.clone().scatter(non_ascii, s[non_ascii].to_frame("c").select(_unicode_path(pl.col("c"))).to_series())
     return s
 
 

@@ -394,3 +394,10 @@ def test_single_letters_and_function_words_never_match(tmp_path):
     m = compile_matcher(load_vocab(str(path)))
     got = m.labels(pl.Series(["a photo of a dog", "who is it", "Vitamin A tablets", "the World Health Organization", "an ox"])).to_list()
     assert got == [[], [], [0], [1], [2]]
+
+
+def test_matching_leaves_the_input_series_alone(in1k):
+    caps = pl.Series(["a <b>tiger</b> &amp; cub", "Ｔｉｇｅｒ café", "plain tiger"])
+    before = caps.to_list()
+    assert compile_matcher(in1k).labels(caps).to_list() == [[292], [292], [292]]
+    assert caps.to_list() == before
