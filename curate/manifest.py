@@ -139,9 +139,10 @@ def _labels_expr(recipe: Recipe, vocab: pl.DataFrame, lf: pl.LazyFrame) -> pl.La
 
 
 def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Stream the source once: ``row, labels, key`` for rows with the caption mode's text and at
-    least one selected class (``labels`` renumbered to the build's classes), and the reasons rows
-    left the pool, counted."""
+    """Stream the source once: ``row, key, label, labels`` for rows with the caption mode's text
+    and at least one selected class (classes renumbered to the build's; ``label`` when the row has
+    one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
+    rows left the pool, counted."""
     from curate import ui
 
     lf = source.lazy.with_row_index("row")
@@ -149,7 +150,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     mode = caption_mode(recipe.captions)
     if recipe.labels_from == "wnid" and "wnid" not in names:
         raise CurateError(f"--labels-from wnid: source {recipe.source} has no wnid column")
-    keep = ["row", "uid", "caption", *[c for c in (*mode.needs, "wnid") if c in names and c != "caption"]]
+    wanted = (*mode.needs, "wnid") if recipe.labels_from == "wnid" else mode.needs
+    keep = ["row", "uid", "caption", *[c for c in wanted if c in names and c != "caption"]]
     try:
         counts = lf.select(pl.len().alias("rows"), has_text(recipe.captions).sum().alias("text")).collect(engine="streaming")
     except pl.exceptions.ColumnNotFoundError as e:
@@ -176,13 +178,22 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
             )
             .filter(pl.col("n_any") > 0)
+            .with_columns(pl.col("labels").list.len().alias("n"))
+            .select(
+                "row",
+                "key",
+                "n_any",
+                # compact: most rows name one class; only the others keep a list
+                pl.when(pl.col("n") == 1).then(pl.col("labels").list.first()).alias("label"),
+                pl.when(pl.col("n") > 1).then(pl.col("labels")).alias("labels"),
+            )
         )
         try:
             pool = plan.collect(engine="streaming")
         except pl.exceptions.PolarsError as e:
             raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from None
     matched = pool.height
-    pool = pool.filter(pl.col("labels").list.len() > 0).drop("n_any")
+    pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
     no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
     reasons = {
         f"no {'/'.join(mode.needs) or 'caption'} text (--captions {recipe.captions})": n_rows - n_text,
@@ -192,11 +203,11 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     return pool, {"rows": n_rows, **reasons}
 
 
-def fetch_rows(source, rows: pl.Series) -> pl.DataFrame:
-    """Stream the source again and keep the rows at these positions (with their text columns)."""
+def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS) -> pl.DataFrame:
+    """Stream the source again and keep the rows at these positions (with the ``text`` columns)."""
     lf = source.lazy.with_row_index("row")
     names = lf.collect_schema().names()
-    cols = ["row", "uid", "caption", "url", "path", "wnid", *[c for c in TEXT_COLUMNS if c in names]]
+    cols = ["row", "uid", "caption", "url", "path", *[c for c in text if c in names and c != "caption"]]
     try:
         return lf.filter(pl.col("row").is_in(rows.implode())).select([c for c in cols if c in names]).collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
@@ -275,12 +286,12 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     picked = draw(pool, targets)
     reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
     del pool
-    rows = fetch_rows(source, picked["row"])
-    df = picked.join(rows, on="row", how="left").join(
-        classes.select("label", pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name"), "lemmas"),
-        on="label",
-        how="left",
-    )
+    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).needs)
+    class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
+    if recipe.captions == "synset":
+        class_cols.append(pl.col("lemmas"))
+    df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
+    del rows
     df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
     manifest = df.select(

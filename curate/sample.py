@@ -357,7 +357,9 @@ def target_counts(
             frac = exact - target
             target[np.lexsort((np.arange(len(frac)), -frac))[:rest]] += 1
     else:
-        positive = shape > 0
+        # classes the pool has nothing for do not drag every target to zero: they fall short
+        # (and say so) unless --allow-shortfall leaves them empty
+        positive = (shape > 0) & (available > 0)
         n_max = float(np.min(available[positive] / shape[positive])) if positive.any() else 0.0
         s_min = float(shape[positive].min()) if positive.any() else 1.0
         tail = math.floor(n_max * s_min + 1e-9)
@@ -420,29 +422,40 @@ def clip_to_pool(targets: pl.DataFrame) -> pl.DataFrame:
 
 
 def single_labels(pool: pl.DataFrame) -> pl.DataFrame:
-    """``row, labels, key`` -> ``row, label, key``: one class per row.
+    """``row, key`` + ``labels`` (a list per row) -> ``row, label, key``: one class per row.
 
-    A row naming several classes (label policy ``all``) goes to the rarest of them in this pool
-    (ties: lower label), so tail classes keep every caption they have; rows without a class leave.
+    The pool may also come compact, as the build's first pass writes it: ``label`` for rows with
+    exactly one class and ``labels`` only for rows with several (null elsewhere), so ten million
+    rows do not carry ten million lists. A row naming several classes (label policy ``all``) goes
+    to the rarest of them in this pool (ties: lower label), so tail classes keep every caption they
+    have; rows without a class leave.
     """
-    pool = pool.filter(pl.col("labels").list.len() > 0)
-    single = pool.filter(pl.col("labels").list.len() == 1).select(
-        "row", pl.col("labels").list.first().alias("label"), "key"
-    )
-    multi = pool.filter(pl.col("labels").list.len() > 1)
+    if "label" not in pool.columns:
+        n = pl.col("labels").list.len()
+        pool = pool.select(
+            "row",
+            "key",
+            pl.when(n == 1).then(pl.col("labels").list.first()).alias("label"),
+            pl.when(n > 1).then(pl.col("labels")).alias("labels"),
+        )
+    single = pool.filter(pl.col("label").is_not_null()).select("row", pl.col("label").cast(pl.Int32), "key")
+    multi = pool.filter(pl.col("labels").is_not_null()).select("row", "key", "labels")
     if multi.height == 0:
         return single
-    counts = pool.select(pl.col("labels").explode().alias("label")).group_by("label").agg(pl.len().alias("n"))
+    pairs = multi.explode("labels").rename({"labels": "label"}).with_columns(pl.col("label").cast(pl.Int32))
+    counts = (
+        pl.concat([single.select("label"), pairs.select("label")])
+        .group_by("label")
+        .agg(pl.len().alias("n"))
+    )
     chosen = (
-        multi.explode("labels")
-        .rename({"labels": "label"})
-        .join(counts, on="label", how="left")
+        pairs.join(counts, on="label", how="left")
         .sort(["row", "n", "label"])
         .group_by("row", maintain_order=True)
         .first()
         .select("row", "label", "key")
     )
-    return pl.concat([single, chosen]).sort("row")
+    return pl.concat([single, chosen])
 
 
 def draw(pool: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:

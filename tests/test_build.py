@@ -285,7 +285,9 @@ def test_the_pool_pass_streams_in_batches(pool, tmp_path, monkeypatch):
     chosen = curate.manifest.select_classes(vocab, None, seed=0)
     table, reasons = curate.manifest.pool_pass(source, vocab, chosen, Recipe(source=str(src)))
     assert sum(seen) == 49_510 and len(seen) > 1 and max(seen) < 49_510
-    assert table.columns == ["row", "labels", "key"] and table.height == 44_510
+    assert table.columns == ["row", "key", "label", "labels"] and table.height == 44_510
+    # ten rows name apple and fig; only they carry a list
+    assert table["labels"].drop_nulls().to_list() == [[0, 5]] * 10
     assert reasons["names no class of the vocabulary"] == 5000
 
 

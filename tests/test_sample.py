@@ -246,8 +246,15 @@ def test_single_labels_send_multi_class_rows_to_the_rarest():
         },
         schema_overrides={"labels": pl.List(pl.Int32)},
     )
-    out = single_labels(pool)
+    out = single_labels(pool).sort("row")
     assert out.select("row", "label").rows() == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]
+    assert out["key"].to_list() == [5, 4, 3, 2, 1]
+    compact = pool.select(
+        "row", "key",
+        pl.when(pl.col("labels").list.len() == 1).then(pl.col("labels").list.first()).alias("label"),
+        pl.when(pl.col("labels").list.len() > 1).then(pl.col("labels")).alias("labels"),
+    )
+    assert single_labels(compact).sort("row").equals(out)
 
 
 def test_draw_takes_smallest_keys_eval_first_and_nests():
