@@ -388,7 +388,7 @@ def write_plots(run_dir: Path, m: dict) -> None:
 # --------------------------------------------------------------------------- comparing runs
 
 COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    # (key, header, format: pct | num | int | text)
+    # (key, header, format: pct | num (signed) | frac | num1 | int | text)
     ("objective", "objective", "text"),
     ("model", "model", "text"),
     ("train_imbalance", "imbalance", "num1"),
@@ -399,7 +399,7 @@ COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("tail_accuracy", "tail", "pct"),
     ("pearson_log_freq", "pearson", "num"),
     ("spearman_log_freq", "spearman", "num"),
-    ("prediction_entropy_norm", "pred. entropy", "num"),
+    ("prediction_entropy_norm", "pred. entropy", "frac"),
     ("images_per_s", "images/s", "int"),
 )
 
@@ -425,6 +425,8 @@ def format_cell(value: object, kind: str) -> str:
         return f"{100 * float(value):.1f}"
     if kind == "num":
         return f"{float(value):+.3f}"
+    if kind == "frac":
+        return f"{float(value):.3f}"
     if kind == "num1":
         return f"{float(value):.1f}"
     if kind == "int":

@@ -209,19 +209,19 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
 
 
 def subsample_mask(labels: torch.Tensor, num_classes: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A ``[num_classes]`` bool mask: every class in the batch plus random others, ``size`` in all.
+    """A ``[num_classes]`` bool mask on ``labels``' device: every class in the batch plus random
+    others, ``size`` in all (more when the batch alone holds more classes).
 
     The study's fix for supervised learning on long-tailed data: each softmax competes against
     a random subset of classes (as CLIP's does against the captions in its batch), so head
-    classes stop dominating every tail class's logit.
+    classes stop dominating every tail class's logit. Drawn from a CPU ``generator`` and
+    selected on the device, with no host sync.
     """
-    mask = torch.zeros(num_classes, dtype=torch.bool)
-    mask[labels.cpu()] = True
-    extra = size - int(mask.sum())
-    if extra > 0:
-        others = (~mask).nonzero().squeeze(1)
-        pick = others[torch.randperm(len(others), generator=generator)[:extra]]
-        mask[pick] = True
+    scores = torch.rand(num_classes, generator=generator).to(labels.device)
+    scores[labels] = -1.0  # batch classes rank first
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
+    mask[scores.topk(min(size, num_classes), largest=False).indices] = True
+    mask[labels] = True
     return mask
 
 
@@ -413,18 +413,64 @@ def train(
 
     subsample_size = min(num_classes, cfg.subsample_classes or default_subsample(num_classes))
     log_rows: list[dict] = []
-    last_loss = float("nan")
-    window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
-    # the first step pays for allocation (and compilation): keep it out of the throughput
-    steady_images, steady_time = 0, 0.0
     from curate.ui import info, make_progress
+
+    # Losses stay on the device between log steps: reading one forces a sync, which would stall
+    # a GPU every step. Time is wall-clock between syncs and includes loading and augmentation
+    # (as open_clip_train's "Batch (t)"), but not checkpoint writes.
+    clock = {"mark": 0.0, "steady_from": None, "steady_images": 0, "steady_time": 0.0, "pending": 0, "last_loss": float("nan")}
+    window = {"loss": torch.zeros((), device=device), "n": 0, "images": 0, "time": 0.0}
+
+    def sync_window(*, lr: float, write: bool) -> None:
+        nonlocal train_time
+        if window["n"] == 0:
+            return
+        mean_loss = float(window["loss"]) / window["n"]  # the sync
+        now = time.perf_counter()
+        dt = now - clock["mark"]
+        clock["mark"] = now
+        train_time += dt
+        window["time"] += dt
+        if not math.isfinite(mean_loss):
+            raise CurateError(f"training diverged by step {step} (loss {mean_loss}); lower --lr (now {cfg.lr})")
+        if clock["steady_from"] is None:
+            # the first step pays for allocation, autotuning and compilation: not throughput
+            clock["steady_from"] = step
+        else:
+            clock["steady_images"] += clock["pending"]
+            clock["steady_time"] += dt
+        clock["pending"] = 0
+        clock["last_loss"] = mean_loss
+        if write:
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "loss": mean_loss,
+                "lr": lr,
+                "images_per_s": window["images"] / window["time"] if window["time"] else None,
+                "images_seen": images_seen,
+                "train_time_s": train_time,
+            }
+            log_rows.append(row)
+            log_file.write(json.dumps(row) + "\n")
+            log_file.flush()
+            progress.update(task, description=f"train {cfg.objective}/{cfg.model} loss {mean_loss:.3f}")
+            window["loss"].zero_()
+            window.update(n=0, images=0, time=0.0)
+
+    def checkpoint(lr: float) -> None:
+        sync_window(lr=lr, write=False)
+        save_checkpoint(ckpt_path, snapshot())
+        clock["mark"] = time.perf_counter()
 
     log_file = open(run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 -- closed in finally
     progress = make_progress()
     task = progress.add_task(f"train {cfg.objective}/{cfg.model}", total=total_steps, completed=step)
     model.train()
+    lr = cfg.lr
     try:
         with progress:
+            clock["mark"] = time.perf_counter()
             while step < total_steps:
                 gen = _epoch_generator(cfg.seed, epoch, device)
                 cpu_gen = _epoch_generator(cfg.seed, epoch, torch.device("cpu"))
@@ -446,10 +492,10 @@ def train(
                         gpu_augment(b.images, train=True, out_size=image_size, generator=gen)
                         if cfg.objective == "sl-subsample":
                             subsample_mask(b.labels, num_classes, subsample_size, cpu_gen)
+                    clock["mark"] = time.perf_counter()
                 for batch in batches:
                     if step >= total_steps:
                         break
-                    t0 = time.perf_counter()
                     lr = lr_at(step, base=cfg.lr, total=total_steps, warmup=warmup, schedule=cfg.schedule)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -463,7 +509,7 @@ def train(
                         else:
                             logits = forward_model(images).float()
                             if cfg.objective == "sl-subsample":
-                                mask = subsample_mask(labels, num_classes, subsample_size, cpu_gen).to(device)
+                                mask = subsample_mask(labels, num_classes, subsample_size, cpu_gen)
                                 logits = logits.masked_fill(~mask, float("-inf"))
                             loss = F.cross_entropy(logits, labels)
                     optimizer.zero_grad(set_to_none=True)
@@ -472,46 +518,24 @@ def train(
                     if hasattr(model, "logit_scale"):
                         with torch.no_grad():  # as open_clip: a temperature above 100 destabilises
                             model.logit_scale.clamp_(0, math.log(100))
-                    loss_value = float(loss.detach())  # syncs the device: the timing below is honest
-                    if not math.isfinite(loss_value):
-                        raise CurateError(
-                            f"training diverged at step {step} (loss {loss_value}); lower --lr (now {cfg.lr})"
-                        )
-                    dt = time.perf_counter() - t0
                     bs = int(batch.labels.shape[0])
                     step += 1
                     batch_in_epoch += 1
                     images_seen += bs
-                    train_time += dt
-                    if step > 1 or resume:
-                        steady_images += bs
-                        steady_time += dt
-                    last_loss = loss_value
-                    window_loss += loss_value
-                    window_n += 1
-                    window_images += bs
-                    window_time += dt
-                    progress.update(task, advance=1, description=f"train {cfg.objective}/{cfg.model} loss {loss_value:.3f}")
-                    if step % cfg.log_every == 0 or step == total_steps:
-                        row = {
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": window_loss / window_n,
-                            "lr": lr,
-                            "images_per_s": window_images / window_time if window_time else None,
-                            "images_seen": images_seen,
-                            "train_time_s": train_time,
-                        }
-                        log_rows.append(row)
-                        log_file.write(json.dumps(row) + "\n")
-                        log_file.flush()
-                        window_loss, window_n, window_images, window_time = 0.0, 0, 0, 0.0
+                    window["loss"] += loss.detach().float()
+                    window["n"] += 1
+                    window["images"] += bs
+                    clock["pending"] += bs
+                    progress.advance(task)
+                    logged = step % cfg.log_every == 0 or step == total_steps
+                    if logged or clock["steady_from"] is None:
+                        sync_window(lr=lr, write=logged)
                     if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                        save_checkpoint(ckpt_path, snapshot())
+                        checkpoint(lr)
                 else:  # the epoch ran out (rather than the step budget)
                     epoch += 1
                     batch_in_epoch = 0
-                save_checkpoint(ckpt_path, snapshot())
+                checkpoint(lr)
     except KeyboardInterrupt:
         save_checkpoint(ckpt_path, snapshot())
         info(f"interrupted at step {step}: checkpoint saved; continue with --resume --out {run_dir}")
@@ -519,7 +543,11 @@ def train(
     finally:
         log_file.close()
 
-    images_per_s = steady_images / steady_time if steady_time else (images_seen / train_time if train_time else 0.0)
+    last_loss = clock["last_loss"]
+    if clock["steady_time"]:
+        images_per_s = clock["steady_images"] / clock["steady_time"]
+    else:
+        images_per_s = images_seen / train_time if train_time else 0.0
     summary = {
         "steps": step,
         "epochs_done": epoch,

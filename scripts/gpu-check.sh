@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# GPU validation (make gpu-check), sized for one H200 in under 10 minutes:
+#   1. build the demo at imbalance 100 (template captions, balanced eval split)
+#   2. images + tensor shards (32 px: the demo's own size; the model resizes on the GPU)
+#   3. train CLIP and SL with ViT-S-32 from scratch, bf16 autocast, then evaluate both
+#   4. the same model under open_clip_train, fed a CSV export of the same manifest
+#   5. print both reports' key numbers, throughput, and the throughput ratio
+# Every knob is an environment variable (GPU_CHECK_*); outputs land under $GPU_CHECK_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+CURATE=${CURATE:-.venv/bin/curate}
+[ -x "$PY" ] || PY=python3
+[ -x "$CURATE" ] || CURATE=curate
+WORK=${GPU_CHECK_DIR:-gpu-check-out}
+MODEL=${GPU_CHECK_MODEL:-ViT-S-32}
+IMBALANCE=${GPU_CHECK_IMBALANCE:-100}
+MAX_PER_CLASS=${GPU_CHECK_MAX_PER_CLASS:-1000}
+EVAL_PER_CLASS=${GPU_CHECK_EVAL_PER_CLASS:-10}
+RESOLUTION=${GPU_CHECK_RESOLUTION:-32}
+EPOCHS=${GPU_CHECK_EPOCHS:-10}
+BATCH=${GPU_CHECK_BATCH:-256}
+LR=${GPU_CHECK_LR:-1e-3}
+WORKERS=${GPU_CHECK_WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
+COMPILE=${GPU_CHECK_COMPILE:-0}            # 1: torch.compile in both trainers
+OPENCLIP_TIMEOUT=${GPU_CHECK_OPENCLIP_TIMEOUT:-240}
+NAME=gpucheck-r${IMBALANCE}
+
+export CURATE_CACHE=${CURATE_CACHE:-$PWD/$WORK/cache}
+export NO_ALBUMENTATIONS_UPDATE=1
+export CURATE_NO_PROGRESS=${CURATE_NO_PROGRESS:-1}   # logs, not bars, when captured
+mkdir -p "$WORK"
+LOG="$WORK/gpu-check.log"
+exec > >(tee -a "$LOG") 2>&1
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+
+stamp "gpu-check: $MODEL, imbalance $IMBALANCE, $EPOCHS epochs of batch $BATCH, bf16; outputs in $WORK"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" - <<'EOF'
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit("gpu-check: torch sees no CUDA device; this check needs a GPU (run the CPU tests with make test)")
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
+EOF
+
+MANIFESTS="$WORK/manifests"
+M="$MANIFESTS/$NAME"
+RUNS="$WORK/runs"
+if [ -f "$M/manifest.parquet" ]; then
+    stamp "1/5 manifest $M exists: reused"
+else
+    stamp "1/5 build the demo at imbalance $IMBALANCE"
+    "$CURATE" build --imbalance "$IMBALANCE" --captions template --name "$NAME" \
+        --max-per-class "$MAX_PER_CLASS" --eval-per-class "$EVAL_PER_CLASS" --allow-shortfall \
+        --out-root "$MANIFESTS"
+fi
+
+stamp "2/5 images and tensor shards ($RESOLUTION px)"
+"$CURATE" shards "$M" --resolution "$RESOLUTION"   # resumes: finished shards are kept
+
+COMPILE_FLAG=()
+[ "$COMPILE" = 1 ] && COMPILE_FLAG=(--compile)
+for OBJ in clip sl; do
+    RUN="$RUNS/$NAME-$OBJ-$MODEL"
+    rm -rf "$RUN"   # a fresh run each time: the throughput must be this run's
+    stamp "3/5 train $OBJ ($MODEL, bf16)"
+    "$CURATE" train "$M" --objective "$OBJ" --model "$MODEL" --epochs "$EPOCHS" --batch-size "$BATCH" \
+        --lr "$LR" --precision bf16 --device cuda "${COMPILE_FLAG[@]}" --log-every 20 --out "$RUN"
+done
+
+stamp "4/5 open_clip_train on the same manifest ($MODEL, amp_bf16, 1 epoch)"
+OC_LOG="$WORK/open_clip_train.log"
+: > "$OC_LOG"
+if ! "$PY" -c "import open_clip_train.main" 2>/dev/null; then
+    echo "open_clip_train is not importable here (it ships in open_clip_torch >= 2.23)" | tee "$OC_LOG"
+else
+    "$CURATE" export "$M" --format openclip-csv --out "$WORK/export" >/dev/null
+    CSV=$(ls "$WORK"/export/train.openclip-csv.* | head -n 1)
+    OC_COMPILE=()
+    [ "$COMPILE" = 1 ] && OC_COMPILE=(--torchcompile)
+    # bounded: its throughput is read from its log lines, so a cut-short epoch still counts
+    timeout "$OPENCLIP_TIMEOUT" "$PY" -m open_clip_train.main \
+        --train-data "$CSV" --dataset-type csv --csv-separator $'\t' \
+        --csv-img-key filepath --csv-caption-key title \
+        --model "$MODEL" --precision amp_bf16 --batch-size "$BATCH" --epochs 1 \
+        --workers "$WORKERS" --lr "$LR" --wd 0.1 --warmup 50 --seed 0 "${OC_COMPILE[@]}" \
+        --log-every-n-steps 10 --save-frequency 0 --zeroshot-frequency 0 --val-frequency 0 \
+        --logs "$WORK/open_clip_logs" --name "gpucheck-$(date +%s)" >"$OC_LOG" 2>&1 \
+        || echo "open_clip_train exited with status $? (its throughput lines so far still count; see $OC_LOG)"
+fi
+
+stamp "5/5 reports"
+"$CURATE" compare "$RUNS/$NAME-clip-$MODEL" "$RUNS/$NAME-sl-$MODEL"
+"$PY" scripts/gpu_check.py "$RUNS/$NAME-clip-$MODEL" "$RUNS/$NAME-sl-$MODEL" \
+    --openclip-log "$OC_LOG" --json "$WORK/gpu-check.json"
+stamp "done in $(( $(date +%s) - T0 )) s; log: $LOG, summary: $WORK/gpu-check.json"
