@@ -213,15 +213,21 @@ def plot_freq(table: pl.DataFrame, dest: Path, *, reference: pl.DataFrame | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    counts = np.sort(table["count"].to_numpy())[::-1]
+    def curve(counts: np.ndarray, label: str, **style) -> None:
+        # a log axis has no zero: classes at zero are named in the legend, not drawn
+        counts = np.sort(counts)[::-1]
+        zeros = int((counts == 0).sum())
+        nz = counts[counts > 0]
+        note = f"{label} ({int(counts.sum()):,} class mentions" + (f"; {zeros} classes at 0)" if zeros else ")")
+        ax.plot(np.arange(1, len(nz) + 1), nz, label=note, **style)
+
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(np.arange(1, len(counts) + 1), np.maximum(counts, 0.8), label=f"this ({int(counts.sum()):,} mentions)", lw=1.8)
+    curve(table["count"].to_numpy(), "this", lw=1.8)
     if reference is not None:
-        ref = np.sort(reference["count"].to_numpy())[::-1]
-        ax.plot(np.arange(1, len(ref) + 1), np.maximum(ref, 0.8), label=f"reference ({int(ref.sum()):,})", lw=1.2, ls="--")
+        curve(reference["count"].to_numpy(), "reference", lw=1.2, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("class rank")
-    ax.set_ylabel("captions (log scale)")
+    ax.set_ylabel("captions per class (log scale)")
     ax.set_title(title or "class frequency, sorted")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
