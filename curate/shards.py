@@ -215,6 +215,7 @@ class DownloadReport:
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_INCOMPLETE = re.compile(r"IncompleteRead\(\d+ bytes read(, \d+ more expected)?\)")
 _ERRNO_PATH = re.compile(r"(\[Errno \d+\] [^:>]+):[^>]*")
 
 
@@ -222,6 +223,7 @@ def failure_reason(status: str, error_message: str | None) -> str:
     """A short reason shared by rows that failed the same way (paths and quoted names removed)."""
     msg = (error_message or "unknown error").strip()
     msg = _ERRNO_PATH.sub(r"\1", msg)
+    msg = _INCOMPLETE.sub("IncompleteRead (connection closed before the body ended)", msg)
     msg = _QUOTED.sub("…", msg)
     msg = " ".join(msg.split())[:120]
     return f"{status}: {msg}"

@@ -114,6 +114,10 @@ def test_shards_end_to_end_over_http(
             (served / f"{uid}.jpg").write_bytes(image_bytes(label, i))
             loopback_server.fail(f"{uid}.jpg", 500)
             row["url"] = loopback_server.url(f"{uid}.jpg")
+        elif i == 13:  # the connection drops midway through the body
+            (served / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+            loopback_server.drop_after(f"{uid}.jpg", 100)
+            row["url"] = loopback_server.url(f"{uid}.jpg")
         elif i == 18:  # a local file named by path only
             (local / f"{uid}.png").write_bytes(image_bytes(label, i, fmt="PNG"))
             row["path"] = str(local / f"{uid}.png")
@@ -166,12 +170,13 @@ def test_shards_end_to_end_over_http(
     assert code == 0, err
     report = json.loads(out)
     dl = {d["split"]: d for d in report["download"]}
-    assert dl["train"]["rows"] == 22 and dl["train"]["succeeded"] == len(expected) == 17
-    assert dl["train"]["success_rate"] == pytest.approx(17 / 22)
+    assert dl["train"]["rows"] == 22 and dl["train"]["succeeded"] == len(expected) == 16
+    assert dl["train"]["success_rate"] == pytest.approx(16 / 22)
     reasons = dl["train"]["failed"]
     assert reasons == {
         "failed_to_download: HTTP Error 404: Not Found": 2,
         "failed_to_download: HTTP Error 500: Internal Server Error": 1,
+        "failed_to_download: IncompleteRead (connection closed before the body ended)": 1,
         "failed_to_resize: Image decoding error": 1,
         "skipped: no url or path in the manifest": 1,
     }
@@ -187,7 +192,7 @@ def test_shards_end_to_end_over_http(
     assert sorted(ds.uids.tolist()) == sorted(expected)
     assert ds.num_classes == 3 and ds.class_names == CLASSES and ds.resolution == 32
     index = ds.index
-    assert index["num_samples"] == 17 and index["manifest"]["sha256"] == manifest_splits(m)[0].sha256
+    assert index["num_samples"] == 16 and index["manifest"]["sha256"] == manifest_splits(m)[0].sha256
     by_uid = {u: i for i, u in enumerate(ds.uids.tolist())}
     images, tokens = ds.gather(np.arange(len(ds)))
     want_tokens = tokenize([str(expected[u]["caption"]) for u in ds.uids.tolist()])
@@ -211,7 +216,7 @@ def test_shards_end_to_end_over_http(
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     again = {d["split"]: d for d in json.loads(out)["download"]}
-    assert again["train"]["succeeded"] == 17 and again["train"]["failed"] == reasons
+    assert again["train"]["succeeded"] == 16 and again["train"]["failed"] == reasons
     asked = {p for p, _ in loopback_server.requests[served_before:]}
     first_rows = {f"/{r['uid']}.jpg" for r in train[:8] if r.get("url", "").startswith("http")}  # type: ignore[union-attr]
     asked_uids = {p.rsplit("/", 1)[-1] for p in asked}
@@ -514,6 +519,11 @@ def test_failure_reasons_group_rows() -> None:
     )
     assert a == b == "failed_to_download: <urlopen error [Errno 2] No such file or directory>"
     assert failure_reason("failed_to_resize", None) == "failed_to_resize: unknown error"
+    cut = [
+        failure_reason("failed_to_download", f"IncompleteRead({n} bytes read, {9000 - n} more expected)")
+        for n in (1, 77)
+    ]
+    assert cut[0] == cut[1] == "failed_to_download: IncompleteRead (connection closed before the body ended)"
 
 
 def test_local_paths_become_file_urls(tmp_path: Path) -> None:
