@@ -114,7 +114,9 @@ def _prepare(df: pl.DataFrame, base: Path) -> pl.DataFrame:
     url = df["url"].cast(pl.Utf8) if "url" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
     path = df["path"].cast(pl.Utf8) if "path" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
     caption = (
-        df["caption"].cast(pl.Utf8).fill_null("") if "caption" in df.columns else pl.Series([""] * len(df))
+        df["caption"].cast(pl.Utf8).fill_null("")
+        if "caption" in df.columns
+        else pl.Series([""] * len(df), dtype=pl.Utf8)
     )
     urls = [_to_url(u, p, base) for u, p in zip(url.to_list(), path.to_list())]
     return pl.DataFrame(
@@ -144,9 +146,11 @@ def manifest_splits(manifest_dir: str | os.PathLike[str]) -> list[SplitInput]:
     in_split_eval = (
         (df["split"].cast(pl.Utf8) == "eval").fill_null(False)
         if "split" in df.columns
-        else pl.Series([False] * len(df))
+        else pl.Series([False] * len(df), dtype=pl.Boolean)
     )
     out = [SplitInput("train", main, file_sha256(main), _prepare(df.filter(~in_split_eval), root))]
+    if out[0].rows.is_empty():
+        raise CurateError(f"{main}: no training rows; nothing to download")
     if eval_file.is_file():
         out.append(
             SplitInput("eval", eval_file, file_sha256(eval_file), _prepare(_read_table(eval_file), root))

@@ -441,6 +441,12 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
         (lambda t: t / "nowhere", "no such manifest folder"),
         (lambda t: (t / "empty").mkdir() or t / "empty", "no manifest.parquet here"),
         (
+            lambda t: _manifest_with(
+                t, pl.DataFrame(schema={"uid": pl.Utf8, "label": pl.Int32, "url": pl.Utf8})
+            ),
+            "manifest.parquet: no training rows",
+        ),
+        (
             lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "url": ["http://x/a.jpg"]})),
             "manifest.parquet: missing column(s) label",
         ),
