@@ -607,6 +607,8 @@ def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
         "num_samples": len(labels),
         "source": Path(job.tar).name,
         "source_stat": _stat(Path(job.tar)),
+        "resolution": job.resolution,
+        "num_classes": job.num_classes,
         "skipped": dict(sorted(skipped.items())),
         "files": {k: _save_npy(out / f"{job.name}.{k}.npy", a) for k, a in arrays.items()} if labels else {},
     }
@@ -633,7 +635,10 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _finished(out: Path, name: str, tar: Path) -> dict[str, object] | None:
+def _finished(
+    out: Path, name: str, tar: Path, *, resolution: int, num_classes: int
+) -> dict[str, object] | None:
+    """The record of a shard finished from this very tar with these settings, else None."""
     marker = out / f"{name}.json"
     if not marker.is_file():
         return None
@@ -642,6 +647,8 @@ def _finished(out: Path, name: str, tar: Path) -> dict[str, object] | None:
     except ValueError:
         return None
     if record.get("source_stat") != _stat(tar):  # the tar was fetched again since
+        return None
+    if record.get("resolution") != resolution or record.get("num_classes") != num_classes:
         return None
     files = record.get("files") or {}
     if any(not (out / f["file"]).is_file() for f in files.values()):
@@ -676,16 +683,12 @@ def tensorize(
     out = root / "shards" / split
     index_file = out / "index.json"
     out.mkdir(parents=True, exist_ok=True)
-    prev = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else None
-    if prev is not None and prev.get("resolution") != resolution:
-        shutil.rmtree(out)  # another resolution: nothing here can be reused
-        out.mkdir(parents=True)
     index_file.unlink(missing_ok=True)  # the index describes a finished set only
     records: dict[str, dict[str, object]] = {}
     jobs = []
     for tar in tars:
         name = tar.stem
-        done = _finished(out, name, tar)
+        done = _finished(out, name, tar, resolution=resolution, num_classes=len(classes))
         if done is not None:
             records[name] = done
         else:

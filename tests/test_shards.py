@@ -327,6 +327,8 @@ def test_tensorize_is_deterministic_and_parallel_equals_serial(wds_manifest, tmp
 
 
 def test_tensorize_resumes_per_shard(wds_manifest) -> None:
+    from curate.loader import open_shards
+
     m, _ = wds_manifest
     out = m / "shards" / "train"
     tensorize(m, split="train", resolution=16, workers=1)
@@ -342,10 +344,12 @@ def test_tensorize_resumes_per_shard(wds_manifest) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("0000[02].*")} == before
     assert (out / "index.json").read_bytes() == full
     verify_shards(out)
-    # another resolution cannot reuse anything
+    # another resolution cannot reuse anything, even when the last run died before its index
+    (out / "index.json").unlink()
     rep = tensorize(m, split="train", resolution=12, workers=1)
     assert rep.shards_done_before == 0
     assert json.loads((out / "index.json").read_text())["resolution"] == 12
+    assert open_shards(m).gather(np.arange(14))[0].shape == (14, 3, 12, 12)
 
 
 @pytest.mark.slow  # the killed child imports open_clip (torch): seconds
