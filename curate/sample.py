@@ -438,39 +438,61 @@ def single_labels(pool: pl.DataFrame) -> pl.DataFrame:
             pl.when(n == 1).then(pl.col("labels").list.first()).alias("label"),
             pl.when(n > 1).then(pl.col("labels")).alias("labels"),
         )
-    single = pool.filter(pl.col("label").is_not_null()).select("row", pl.col("label").cast(pl.Int32), "key")
-    multi = pool.filter(pl.col("labels").is_not_null()).select("row", "key", "labels")
-    if multi.height == 0:
-        return single
-    pairs = multi.explode("labels").rename({"labels": "label"}).with_columns(pl.col("label").cast(pl.Int32))
-    counts = (
-        pl.concat([single.select("label"), pairs.select("label")])
-        .group_by("label")
-        .agg(pl.len().alias("n"))
-    )
-    chosen = (
-        pairs.join(counts, on="label", how="left")
-        .sort(["row", "n", "label"])
-        .group_by("row", maintain_order=True)
-        .first()
-        .select("row", "label", "key")
-    )
-    return pl.concat([single, chosen])
+    pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null())
+    label = pool["label"].cast(pl.Int32).fill_null(-1).to_numpy().copy()
+    is_multi = pool["labels"].is_not_null().to_numpy()
+    if is_multi.any():
+        pos = np.flatnonzero(is_multi)
+        pairs = (
+            pl.DataFrame({"pos": pos, "labels": pool["labels"].filter(pl.Series(is_multi))})
+            .explode("labels")
+            .rename({"labels": "label"})
+            .with_columns(pl.col("label").cast(pl.Int32))
+        )
+        counts = (
+            pl.concat([pl.DataFrame({"label": label[label >= 0]}, schema={"label": pl.Int32}), pairs.select("label")])
+            .group_by("label")
+            .agg(pl.len().alias("n"))
+        )
+        chosen = (
+            pairs.join(counts, on="label", how="left")
+            .sort(["pos", "n", "label"])
+            .group_by("pos", maintain_order=True)
+            .first()
+        )
+        label[chosen["pos"].to_numpy()] = chosen["label"].to_numpy()
+    # row and key are shared with the pool, not copied: only the label column is new
+    return pl.DataFrame({"row": pool["row"], "label": pl.Series(label, dtype=pl.Int32), "key": pool["key"]})
 
 
 def draw(pool: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
     """``row, label, key`` + per-label ``eval_target, target`` -> the chosen ``row, label, key, split``.
 
     Per class, rows in key order (ties: row): the first ``eval_target`` are ``eval``, the next
-    ``target`` are ``train``.
+    ``target`` are ``train``. One ``lexsort`` over three numpy columns: the pool can be tens of
+    millions of rows, and this keeps the draw to a few bytes per row.
     """
-    want = targets.select(pl.col("label").cast(pl.Int32), "eval_target", "target")
-    return (
-        pool.with_columns(pl.col("label").cast(pl.Int32))
-        .join(want, on="label", how="inner")
-        .sort(["label", "key", "row"])
-        .with_columns(pl.int_range(pl.len()).over("label").alias("_i"))
-        .filter(pl.col("_i") < pl.col("eval_target") + pl.col("target"))
-        .with_columns(pl.when(pl.col("_i") < pl.col("eval_target")).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"))
-        .select("row", "label", "key", "split")
+    label = pool["label"].cast(pl.Int64).to_numpy()
+    key = pool["key"].to_numpy()
+    row = pool["row"].to_numpy()
+    size = int(max(label.max(initial=-1), targets["label"].max() or 0)) + 1
+    want_eval = np.zeros(size, dtype=np.int64)
+    want_all = np.zeros(size, dtype=np.int64)
+    t_label = targets["label"].cast(pl.Int64).to_numpy()
+    want_eval[t_label] = targets["eval_target"].to_numpy()
+    want_all[t_label] = want_eval[t_label] + targets["target"].to_numpy()
+    order = np.lexsort((row, key, label))
+    sorted_label = label[order]
+    first = np.searchsorted(sorted_label, np.arange(size), side="left")
+    rank = np.arange(len(order)) - first[sorted_label]
+    keep = rank < want_all[sorted_label]
+    chosen = order[keep]
+    is_eval = rank[keep] < want_eval[sorted_label[keep]]
+    return pl.DataFrame(
+        {
+            "row": pl.Series(row[chosen], dtype=pool.schema["row"]),
+            "label": pl.Series(label[chosen], dtype=pl.Int32),
+            "key": pl.Series(key[chosen], dtype=pl.UInt64),
+            "split": pl.Series(np.where(is_eval, "eval", "train"), dtype=pl.Utf8),
+        }
     )
