@@ -238,3 +238,36 @@ def test_cli_errors_name_the_folder(manifest: Path, tmp_path: Path, capsys: pyte
         assert exc.value.code == 2, argv
         err = capsys.readouterr().err
         assert needle in err, (argv, err)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _curate(*args: str, cwd: Path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CURATE_NO_PROGRESS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "curate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (args, proc.stderr[-3000:])
+    return proc.stdout
+
+
+@pytest.mark.slow  # the real chain: demo build, img2dataset + tensor shards, two trainings (~1-2 min)
+def test_demo_build_shards_train_eval_compare(tmp_path: Path) -> None:
+    _curate("build", "--imbalance", "10", "--captions", "template", "--classes", "10", "--max-per-class", "80",
+            "--eval-per-class", "8", "--allow-shortfall", "--name", "e2e", "--out-root", "manifests", cwd=tmp_path)
+    _curate("shards", "manifests/e2e", "--resolution", "32", "--processes", "1", "--workers", "1", cwd=tmp_path)
+    _curate("train", "manifests/e2e", "--epochs", "5", "--batch-size", "32", "--lr", "2e-3", "--out", "runs/clip", cwd=tmp_path)
+    _curate("train", "manifests/e2e", "--objective", "sl", "--epochs", "5", "--batch-size", "32", "--lr", "2e-3",
+            "--out", "runs/sl", "--no-eval", cwd=tmp_path)
+    _curate("eval", "runs/sl", cwd=tmp_path)
+    m = json.loads((tmp_path / "runs/clip/metrics.json").read_text())
+    assert m["num_classes"] == 10 and m["eval_samples"] == 80
+    assert m["top1"] >= 2 * m["chance_top1"], m["top1"]  # zero-shot, from scratch
+    # the training distribution the report reads is the build's
+    classes = [line.split("\t") for line in (tmp_path / "manifests/e2e/classes.tsv").read_text().splitlines()]
+    assert sorted(m["train_counts"]) == sorted(int(c[1]) for c in classes if c[1].isdigit())
+    table = _curate("compare", "--tsv", "runs/clip", "runs/sl", cwd=tmp_path).splitlines()
+    assert [row.split("\t")[:2] for row in table[1:]] == [["clip", "clip"], ["sl", "sl"]]
