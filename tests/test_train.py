@@ -177,6 +177,14 @@ def test_resume_ends_with_the_same_weights(manifest: Path, tmp_path: Path) -> No
     assert steps_logged == [2, 3, 4, 6, 7, 8, 9]
 
 
+def test_bf16_autocast_runs_every_objective_on_cpu(manifest: Path, tmp_path: Path) -> None:
+    for objective in ("clip", "sl-frozen-text"):
+        cfg = TrainConfig(objective=objective, steps=2, batch_size=32, precision="bf16", log_every=1)
+        r = train(manifest, cfg, out=tmp_path / objective, evaluate=False)
+        assert r.steps == 2 and np.isfinite(r.final_loss)
+        assert json.loads((r.run_dir / "train_summary.json").read_text())["precision"] == "bf16"
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
