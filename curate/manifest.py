@@ -197,7 +197,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
     reasons = {
         f"no {'/'.join(mode.needs) or 'caption'} text (--captions {recipe.captions})": n_rows - n_text,
-        no_class if recipe.labels_from == "match" else "wnid not in the vocabulary": n_text - matched,
+        no_class if recipe.labels_from == "match" else "wnid missing or not in the vocabulary": n_text - matched,
         "its classes are not selected (--classes)": matched - pool.height,
     }
     return pool, {"rows": n_rows, **reasons}
@@ -242,6 +242,10 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
 
     say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
+    if pool_multi.height == 0:
+        how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
+        left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
+        raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
     pool = single_labels(pool_multi)
     del pool_multi
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))

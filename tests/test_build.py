@@ -301,3 +301,41 @@ def test_demo_acceptance(tmp_path, capsys):
     assert (m["caption"] == "a photo of a " + m["class_name"]).all()
     assert m["uid"].n_unique() == m.height == sum(counts)
     assert Recipe.load(folder / "recipe.yaml") == Recipe(name="demo-exp-r100-template", vocab="demo", imbalance=100.0, out_root=str(tmp_path))
+
+
+def test_dry_run_writes_nothing(pool, tmp_path, capsys):
+    code, out, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--dry-run"), capsys)
+    assert code == 0, err
+    assert "dry run: pool-fruits-exp-r10-template would hold" in out and "elderberry" in out
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_labels_from_the_ground_truth_wnid_column(pool, tmp_path, capsys):
+    n = [40, 30, 0, 0, 0, 12]
+    df = pl.DataFrame(
+        {
+            "uid": [f"gt-{c}-{j}" for c in range(6) for j in range(n[c])] + ["gt-x"],
+            "caption": ["a picture" for c in range(6) for _ in range(n[c])] + ["a picture"],
+            "url": [f"http://x.invalid/{c}/{j}.jpg" for c in range(6) for j in range(n[c])] + ["http://x.invalid/x.jpg"],
+            "wnid": [f"n{c:08d}" for c in range(6) for _ in range(n[c])] + ["n99999999"],
+        }
+    )
+    src = tmp_path / "gt.parquet"
+    df.write_parquet(src)
+    code, out, err = run_cli(
+        ["build", "--source", str(src), "--vocab", str(pool[1]), "--out-root", str(tmp_path / "m"), "--labels-from", "wnid",
+         "--profile", "natural", "--classes", str(_write(tmp_path / "k.txt", "apple\nbanana\nfig\n")), "--name", "gt"],
+        capsys,
+    )
+    assert code == 0, err
+    c = pl.read_parquet(tmp_path / "m" / "gt" / "classes.parquet")
+    assert dict(zip(c["name"], c["count"])) == {"apple": 40, "banana": 30, "fig": 12}
+    stats = json.loads((tmp_path / "m" / "gt" / "stats.json").read_text())
+    assert stats["dropped"]["wnid missing or not in the vocabulary"] == 1
+    code, _, err = run_cli(["build", "--source", str(pool[0]), "--labels-from", "wnid", "--out-root", str(tmp_path)], capsys)
+    assert code == 2 and "no row of source" in err and "has a wnid" in err and "890 wnid missing or not in the vocabulary" in err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -63,37 +63,35 @@ def _run_build(recipe, *, dry_run: bool = False):
 
 @app.command("build")
 def build_command(
-    source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " [default: demo]"),
+    source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " (default: demo)"),
     recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
-    name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root [default: a readable slug of the options]."),
-    preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) [default: detected]."),
-    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file [default: the source's own; imagenet1k for web sources]."),
-    classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line [default: all]."),
+    name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
+    preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) (default: detected)."),
+    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
+    classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
     class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
-    labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) [default: match]."),
-    label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first) [default: all]."),
-    match_mode: str | None = typer.Option(None, "--match-mode", help="Matching: curate (normalised whole words, plurals, negative context) or reference (the reference study's counting) [default: curate]."),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE (a name<TAB>count reference, scaled), metaclip:T (min(count, T) per class) [default: exp]."),
-    imbalance: float | None = typer.Option(None, "--imbalance", "-r", help="R, the max/min class-count ratio for exp, pareto and step [default: 1, balanced]."),
-    head_fraction: float | None = typer.Option(None, "--head-fraction", help="step: the share of classes at the head level [default: 0.5]."),
-    order: str | None = typer.Option(None, "--order", help="Which classes are head: natural (the source's ranking), random (seeded) or a file listing every class head first [default: natural]."),
-    max_per_class: int | None = typer.Option(None, "--max-per-class", help="n_max: the head class's count [default: the largest the pool allows]."),
+    labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) (default: match)."),
+    label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first) (default: all)."),
+    match_mode: str | None = typer.Option(None, "--match-mode", help="Matching: curate (normalised whole words, plurals, negative context) or reference (the reference study's counting) (default: curate)."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE (a name<TAB>count reference, scaled), metaclip:T (min(count, T) per class) (default: exp)."),
+    imbalance: float | None = typer.Option(None, "--imbalance", "-r", help="R, the max/min class-count ratio for exp, pareto and step (default: 1, balanced)."),
+    head_fraction: float | None = typer.Option(None, "--head-fraction", help="step: the share of classes at the head level (default: 0.5)."),
+    order: str | None = typer.Option(None, "--order", help="Which classes are head: natural (the source's ranking), random (seeded) or a file listing every class head first (default: natural)."),
+    max_per_class: int | None = typer.Option(None, "--max-per-class", help="n_max: the head class's count (default: the largest the pool allows)."),
     total: int | None = typer.Option(None, "--total", help="Total training rows; the profile's shape, scaled to sum to exactly this."),
     fraction: float | None = typer.Option(None, "--fraction", help="Scale the largest feasible build by F in (0, 1] (scale ablations: 1, 1/2, ... 1/32)."),
     trim_tail: str | None = typer.Option(None, "--trim-tail", help="K:C — cap the K tail-most classes (by --order) at C training samples; C may be 0."),
-    captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, openai80, synset, original, title, tags, description, full, or MODE+cname for the source text modes [default: template]."),
-    eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) [default: 0, none]."),
+    captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, openai80, synset, original, title, tags, description, full, or MODE+cname for the source text modes (default: template)."),
+    eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) (default: 0, none)."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms [default: 0]."),
-    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders [default: manifests]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
+    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
 ) -> None:
-    """Build a controlled subset of a caption source (class distribution, captions, scale exactly
-    as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv,
-    classes.parquet, recipe.yaml, card.md, freq.png.
+    """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 
-    When the pool cannot meet the targets, nothing is written: the classes that fall short are
-    listed and the command exits 2 (or pass --allow-shortfall)."""
+    When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall).
+    """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
     from curate.errors import CurateError
     from curate.recipe import Recipe
 
@@ -127,13 +125,11 @@ def run_command(
     only: str | None = typer.Option(None, "--only", help="Run only the variants whose resolved name contains this text."),
     seed: int | None = typer.Option(None, "--seed", help="Replaces every variant's seed."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="Replaces every variant's shortfall setting."),
-    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders [default: manifests]."),
+    out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute every variant's targets and draw; write nothing."),
-    stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first variant that fails [default: build the others, then exit 2 naming the failures]."),
+    stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first variant that fails (default: build the others, then exit 2 naming the failures)."),
 ) -> None:
-    """Build every variant of a pipeline file in order (e.g. the imbalance sweep), each into its own
-    manifest folder. A failing variant is reported and the others still run; the command then
-    exits 2 naming the failures."""
+    """Build every variant of a pipeline file in order (e.g. the imbalance sweep), each into its own manifest folder. A failing variant is reported and the others still run; the command then exits 2 naming the failures."""  # noqa: E501
     from curate.errors import CurateError
     from curate.manifest import say
     from curate.recipe import load_pipeline
@@ -171,7 +167,7 @@ def run_command(
 def export_command(
     name: str = typer.Argument(..., help="A manifest: NAME under --out-root, or a folder path."),
     format: str = typer.Option(..., "--format", "-f", help="openclip-csv (tab-separated filepath/title for open_clip --train-data), img2dataset (parquet with url, caption, uid, label), or jsonl (every column)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into [default: NAME/export/]."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into (default: NAME/export/)."),
     out_root: str = typer.Option("manifests", "--out-root", help="Folder holding manifest folders."),
 ) -> None:
     """Write a manifest's splits in a format other tools read (one file per split)."""
