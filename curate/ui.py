@@ -57,4 +57,4 @@ def track(items: Iterable[T], *, description: str, total: float | None = None) -
 
 def info(message: str) -> None:
     """A status line on stderr."""
-    err_console.print(message, highlight=False)
+    err_console.print(message, highlight=False, soft_wrap=True)  # never split paths across lines

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="curate", standalone_mode=False)
+        rv = command.main(args=argv, prog_name="curate", standalone_mode=False)
     except CurateError as e:
         if _state["debug"]:
             raise
@@ -73,3 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    # without standalone mode click returns (not raises) the exit code of an aborted command (Ctrl-C: 130)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)
