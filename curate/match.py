@@ -437,6 +437,10 @@ _BYTE_TABLE[ord("a") : ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
 _BYTE_TABLE[ord("A") : ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
 _SPACE = np.uint8(32)
 _BYTE_TABLE_BYTES = _BYTE_TABLE.tobytes()
+# bytes that only polars' HTML and Unicode kernels handle: '<', '&' and every non-ASCII byte
+_SPECIAL_BYTES = np.zeros(256, dtype=np.uint8)
+_SPECIAL_BYTES[128:] = 1
+_SPECIAL_BYTES[[ord("<"), ord("&")]] = 1
 
 
 def _html(s: pl.Expr) -> pl.Expr:
@@ -473,9 +477,102 @@ def normalised_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     pad each side (an empty caption is a single space), so neighbouring rows meet in two spaces
     and no pattern can span two rows.
 
-    ASCII work is a byte table (lower case, separators) and one vectorised squeeze of repeated
-    spaces over the whole batch at once.
+    With numba installed, two compiled loops do the work without the GIL: one flags the rows that
+    need polars' HTML and Unicode kernels, one applies the byte table and squeezes spaces in a
+    single pass. Without numba, the same result comes from :func:`_normalised_buffer_numpy`.
     """
+    kernels = _kernels()
+    if kernels is None:
+        return _normalised_buffer_numpy(captions)
+    squeeze_rows, splice_rows = kernels
+    s = captions if captions.dtype == pl.Utf8 else captions.cast(pl.Utf8)
+    if s.null_count():
+        s = s.fill_null("")
+    out, out_offsets, flags = _squeeze(squeeze_rows, s)
+    special = np.flatnonzero(flags)
+    if len(special) == 0:
+        return out, out_offsets
+    # the few rows with HTML or non-ASCII text: polars' kernels, the same loop, then spliced in
+    sub = s.gather(special).to_frame("c").select(_html(pl.col("c"))).to_series()
+    non_ascii = (sub.str.len_bytes() != sub.str.len_chars()).arg_true()
+    if len(non_ascii):
+        sub = sub.scatter(non_ascii, sub[non_ascii].to_frame("c").select(_unicode_path(pl.col("c"))).to_series())
+    sub_out, sub_offsets, _ = _squeeze(squeeze_rows, sub)
+    final = np.empty(len(out) + len(sub_out), dtype=np.uint8)
+    final_offsets = np.empty_like(out_offsets)
+    splice_rows(out, out_offsets, special, sub_out, sub_offsets, final, final_offsets)
+    return final[: final_offsets[-1]], final_offsets
+
+
+def _squeeze(squeeze_rows, s: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data, offsets = _buffer(s)
+    n = len(offsets) - 1
+    out = np.empty(int(offsets[-1] - offsets[0]) + 2 * n + 1, dtype=np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    flags = np.empty(n, dtype=np.uint8)
+    squeeze_rows(data, offsets, _BYTE_TABLE, _SPECIAL_BYTES, out, out_offsets, flags)
+    return out[: out_offsets[-1]], out_offsets, flags
+
+
+def _squeeze_rows(data, offsets, table, special, out, out_offsets, flags):
+    """Byte table and space squeeze in one pass, row by row (`` word word ``, see
+    :func:`normalised_buffer`), flagging rows that hold a byte marked in ``special``.
+
+    Branch-free: every byte is written, and the write position advances unless the byte is a
+    space after a space."""
+    k = 0
+    for i in range(len(offsets) - 1):
+        out_offsets[i] = k
+        out[k] = 32
+        k += 1
+        last = 32
+        f = 0
+        for j in range(offsets[i], offsets[i + 1]):
+            b = data[j]
+            c = table[b]
+            f |= special[b]
+            out[k] = c
+            k += (c != 32) | (last != 32)
+            last = c
+        if last != 32:
+            out[k] = 32
+            k += 1
+        flags[i] = f
+    out_offsets[len(offsets) - 1] = k
+
+
+def _splice_rows(out, out_offsets, rows, sub, sub_offsets, final, final_offsets):
+    """``final``: the rows of ``out``, except rows[t] (ascending), which come from ``sub``'s row t."""
+    k = 0
+    t = 0
+    for i in range(len(out_offsets) - 1):
+        final_offsets[i] = k
+        if t < len(rows) and rows[t] == i:
+            a, b = sub_offsets[t], sub_offsets[t + 1]
+            final[k : k + b - a] = sub[a:b]
+            t += 1
+        else:
+            a, b = out_offsets[i], out_offsets[i + 1]
+            final[k : k + b - a] = out[a:b]
+        k += b - a
+    final_offsets[len(out_offsets) - 1] = k
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    """The compiled loops of :func:`normalised_buffer`, or None without numba (an optional
+    speed-up: the numpy path gives the same bytes)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+    return jit(_squeeze_rows), jit(_splice_rows)
+
+
+def _normalised_buffer_numpy(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normalised_buffer` in numpy: a byte table (lower case, separators) and one vectorised
+    squeeze of repeated spaces over the whole batch at once."""
     data, offsets = _buffer(_prepared(captions))
     n = len(offsets) - 1
     # bytes.translate: a byte table at memory speed, several times faster than numpy's fancy index

@@ -191,6 +191,27 @@ def test_normalisation_is_idempotent_and_padded(texts):
         assert s.startswith(" ") and s.endswith(" ") and "  " not in s.strip(" ") and s.strip(" ") == s[1:-1]
 
 
+_PIECES = ["Tiger", "cat", "<b>", "</i>", "&amp;", "&#39;", "&bogus;", "&", "<", "\x00", "ＣＡＴ", "Straße", "—", "“", "é",
+           "e\u0301", "ﬁ", "  ", "-", "'s", "_", "\t", "\n", "#hash", "2024", "ǅ", "İ", "ς"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(st.sampled_from(_PIECES), max_size=10).map("".join), st.text(max_size=20)),
+                min_size=0, max_size=12))
+def test_compiled_and_numpy_normalisation_agree(texts):
+    # the numba loops (when installed) and the numpy path must lay out identical bytes
+    from curate.match import _kernels, _normalised_buffer_numpy, normalised_buffer
+
+    if _kernels() is None:
+        pytest.skip("numba is not installed: only the numpy path runs")
+    s = pl.Series(texts, dtype=pl.Utf8)
+    data, offsets = normalised_buffer(s)
+    ref_data, ref_offsets = _normalised_buffer_numpy(s)
+    assert len(offsets) == len(texts) + 1
+    assert np.array_equal(offsets - offsets[0], ref_offsets - ref_offsets[0])
+    assert data[offsets[0] : offsets[-1]].tobytes() == ref_data[ref_offsets[0] : ref_offsets[-1]].tobytes()
+
+
 def test_surface_forms():
     irregular = {"mouse": ["mice"], "loaf": ["loaves"]}
     assert surface_forms("german shepherd", irregular) == ["german shepherd", "german shepherds", "germanshepherd", "germanshepherds"]
