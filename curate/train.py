@@ -70,6 +70,7 @@ class TrainConfig:
     templates: str = "simple"  # prompt templates for zero-shot and frozen-text classifiers
     log_every: int = 10
     save_every: int | None = None  # steps between mid-epoch checkpoints; None = epoch ends only
+    checkpoint_epochs: int = 1  # checkpoint every N epoch ends (and always at the last step)
 
     def validate(self) -> TrainConfig:
         choices = {
@@ -84,7 +85,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise CurateError(f"--{name.replace('_', '-')} {value!r} is not valid; choose one of {', '.join(allowed)}")
-        positive = {"batch_size": self.batch_size, "log_every": self.log_every}
+        positive = {"batch_size": self.batch_size, "log_every": self.log_every, "checkpoint_epochs": self.checkpoint_epochs}
         for name, value in positive.items():
             if value < 1:
                 raise CurateError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
@@ -535,7 +536,8 @@ def train(
                 else:  # the epoch ran out (rather than the step budget)
                     epoch += 1
                     batch_in_epoch = 0
-                checkpoint(lr)
+                if step >= total_steps or epoch % cfg.checkpoint_epochs == 0:
+                    checkpoint(lr)
     except KeyboardInterrupt:
         save_checkpoint(ckpt_path, snapshot())
         info(f"interrupted at step {step}: checkpoint saved; continue with --resume --out {run_dir}")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # GPU validation (make gpu-check), sized for one H200 in under 10 minutes:
-#   1. build the demo at imbalance 100 (template captions, balanced eval split)
+#   1. build the demo at imbalance 100 exactly (template captions, balanced eval split; the demo
+#      pool allows ~2.6k training rows at that ratio, so training runs a fixed number of steps)
 #   2. images + tensor shards (32 px: the demo's own size; the model resizes on the GPU)
 #   3. train CLIP and SL with ViT-S-32 from scratch, bf16 autocast, then evaluate both
-#   4. the same model under open_clip_train, fed a CSV export of the same manifest
+#   4. the same model under open_clip_train, fed a CSV export of the same manifest (its rows
+#      repeated so that one open_clip epoch is as many steps as our runs)
 #   5. print both reports' key numbers, throughput, and the throughput ratio
 # Every knob is an environment variable (GPU_CHECK_*); outputs land under $GPU_CHECK_DIR.
 set -euo pipefail
@@ -16,14 +18,17 @@ CURATE=${CURATE:-.venv/bin/curate}
 WORK=${GPU_CHECK_DIR:-gpu-check-out}
 MODEL=${GPU_CHECK_MODEL:-ViT-S-32}
 IMBALANCE=${GPU_CHECK_IMBALANCE:-100}
-MAX_PER_CLASS=${GPU_CHECK_MAX_PER_CLASS:-1000}
-EVAL_PER_CLASS=${GPU_CHECK_EVAL_PER_CLASS:-10}
+MAX_PER_CLASS=${GPU_CHECK_MAX_PER_CLASS:-}   # empty: the largest the demo pool allows at that ratio
+EVAL_PER_CLASS=${GPU_CHECK_EVAL_PER_CLASS:-5}
 RESOLUTION=${GPU_CHECK_RESOLUTION:-32}
-EPOCHS=${GPU_CHECK_EPOCHS:-10}
+STEPS=${GPU_CHECK_STEPS:-400}
 BATCH=${GPU_CHECK_BATCH:-256}
-LR=${GPU_CHECK_LR:-1e-3}
+LR=${GPU_CHECK_LR:-5e-4}
 WORKERS=${GPU_CHECK_WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}
 COMPILE=${GPU_CHECK_COMPILE:-0}            # 1: torch.compile in both trainers
+DEVICE=${GPU_CHECK_DEVICE:-cuda}           # cpu: a smoke run of this script without a GPU
+PRECISION=${GPU_CHECK_PRECISION:-bf16}
+IMAGE_SIZE=${GPU_CHECK_IMAGE_SIZE:-}       # empty: the model's own (224 for ViT-S-32)
 OPENCLIP_TIMEOUT=${GPU_CHECK_OPENCLIP_TIMEOUT:-240}
 NAME=gpucheck-r${IMBALANCE}
 
@@ -36,9 +41,9 @@ exec > >(tee -a "$LOG") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 
-stamp "gpu-check: $MODEL, imbalance $IMBALANCE, $EPOCHS epochs of batch $BATCH, bf16; outputs in $WORK"
+stamp "gpu-check: $MODEL, imbalance $IMBALANCE, $STEPS steps of batch $BATCH, bf16; outputs in $WORK"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" - <<'EOF'
+[ "$DEVICE" = cuda ] && "$PY" - <<'EOF'
 import sys, torch
 if not torch.cuda.is_available():
     sys.exit("gpu-check: torch sees no CUDA device; this check needs a GPU (run the CPU tests with make test)")
@@ -52,40 +57,56 @@ if [ -f "$M/manifest.parquet" ]; then
     stamp "1/5 manifest $M exists: reused"
 else
     stamp "1/5 build the demo at imbalance $IMBALANCE"
-    "$CURATE" build --imbalance "$IMBALANCE" --captions template --name "$NAME" \
-        --max-per-class "$MAX_PER_CLASS" --eval-per-class "$EVAL_PER_CLASS" --allow-shortfall \
-        --out-root "$MANIFESTS"
+    MPC=()
+    [ -n "$MAX_PER_CLASS" ] && MPC=(--max-per-class "$MAX_PER_CLASS")
+    "$CURATE" build --imbalance "$IMBALANCE" --captions template --name "$NAME" ${MPC[@]+"${MPC[@]}"} \
+        --eval-per-class "$EVAL_PER_CLASS" --allow-shortfall --out-root "$MANIFESTS"
 fi
 
 stamp "2/5 images and tensor shards ($RESOLUTION px)"
 "$CURATE" shards "$M" --resolution "$RESOLUTION"   # resumes: finished shards are kept
 
-COMPILE_FLAG=()
-[ "$COMPILE" = 1 ] && COMPILE_FLAG=(--compile)
+EXTRA=()
+[ "$COMPILE" = 1 ] && EXTRA+=(--compile)
+[ -n "$IMAGE_SIZE" ] && EXTRA+=(--image-size "$IMAGE_SIZE")
 for OBJ in clip sl; do
     RUN="$RUNS/$NAME-$OBJ-$MODEL"
     rm -rf "$RUN"   # a fresh run each time: the throughput must be this run's
-    stamp "3/5 train $OBJ ($MODEL, bf16)"
-    "$CURATE" train "$M" --objective "$OBJ" --model "$MODEL" --epochs "$EPOCHS" --batch-size "$BATCH" \
-        --lr "$LR" --precision bf16 --device cuda "${COMPILE_FLAG[@]}" --log-every 20 --out "$RUN"
+    stamp "3/5 train $OBJ ($MODEL, $PRECISION, $DEVICE)"
+    "$CURATE" train "$M" --objective "$OBJ" --model "$MODEL" --steps "$STEPS" --batch-size "$BATCH" \
+        --lr "$LR" --precision "$PRECISION" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"} --log-every 20 \
+        --checkpoint-epochs 1000 --out "$RUN"   # one checkpoint at the end: a ViT's is ~0.7 GB
 done
 
-stamp "4/5 open_clip_train on the same manifest ($MODEL, amp_bf16, 1 epoch)"
+stamp "4/5 open_clip_train on the same manifest ($MODEL, 1 epoch of the repeated rows)"
 OC_LOG="$WORK/open_clip_train.log"
 : > "$OC_LOG"
 if ! "$PY" -c "import open_clip_train.main" 2>/dev/null; then
     echo "open_clip_train is not importable here (it ships in open_clip_torch >= 2.23)" | tee "$OC_LOG"
 else
     "$CURATE" export "$M" --format openclip-csv --out "$WORK/export" >/dev/null
-    CSV=$(ls "$WORK"/export/train.openclip-csv.* | head -n 1)
-    OC_COMPILE=()
-    [ "$COMPILE" = 1 ] && OC_COMPILE=(--torchcompile)
+    ONE=$(ls "$WORK"/export/train.openclip-csv.* | head -n 1)
+    CSV="$WORK/export/train-repeated.tsv"
+    "$PY" - "$ONE" "$CSV" "$(( STEPS * BATCH ))" <<'EOF'
+import sys
+src, dest, want = sys.argv[1], sys.argv[2], int(sys.argv[3])
+header, *rows = open(src, encoding="utf-8").read().splitlines()
+reps = max(1, -(-want // max(1, len(rows))))
+with open(dest, "w", encoding="utf-8") as f:
+    f.write("\n".join([header] + rows * reps) + "\n")
+print(f"open_clip_train input: {len(rows)} rows x {reps} = {len(rows) * reps}")
+EOF
+    OC_EXTRA=()
+    [ "$COMPILE" = 1 ] && OC_EXTRA+=(--torchcompile)
+    [ -n "$IMAGE_SIZE" ] && OC_EXTRA+=(--force-image-size "$IMAGE_SIZE")
+    OC_PRECISION=amp_bf16
+    [ "$PRECISION" = fp32 ] && OC_PRECISION=fp32
     # bounded: its throughput is read from its log lines, so a cut-short epoch still counts
     timeout "$OPENCLIP_TIMEOUT" "$PY" -m open_clip_train.main \
         --train-data "$CSV" --dataset-type csv --csv-separator $'\t' \
         --csv-img-key filepath --csv-caption-key title \
-        --model "$MODEL" --precision amp_bf16 --batch-size "$BATCH" --epochs 1 \
-        --workers "$WORKERS" --lr "$LR" --wd 0.1 --warmup 50 --seed 0 "${OC_COMPILE[@]}" \
+        --model "$MODEL" --precision "$OC_PRECISION" --batch-size "$BATCH" --epochs 1 \
+        --workers "$WORKERS" --lr "$LR" --wd 0.1 --warmup 50 --seed 0 ${OC_EXTRA[@]+"${OC_EXTRA[@]}"} \
         --log-every-n-steps 10 --save-frequency 0 --zeroshot-frequency 0 --val-frequency 0 \
         --logs "$WORK/open_clip_logs" --name "gpucheck-$(date +%s)" >"$OC_LOG" 2>&1 \
         || echo "open_clip_train exited with status $? (its throughput lines so far still count; see $OC_LOG)"

@@ -218,6 +218,7 @@ def test_cli_train_eval_compare(manifest: Path, tmp_path: Path) -> None:
         (["--model", "ViT-H-99"], "--model 'ViT-H-99' is not valid"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--lr", "-1"], "--lr must be a positive number"),
+        (["--checkpoint-epochs", "0"], "--checkpoint-epochs must be at least 1"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
         (["--text-from", "runs/x"], "--text-from only applies"),
     ],

@@ -45,6 +45,9 @@ def train_command(
     templates: str | None = typer.Option(None, "--templates", help="Prompt templates for class names: simple (2) | openai (80). [default: simple]"),
     log_every: int | None = typer.Option(None, "--log-every", help="Steps between lines of train_log.jsonl. [default: 10]"),
     save_every: int | None = typer.Option(None, "--save-every", help="Also checkpoint every N steps (always at each epoch end and on Ctrl-C)."),
+    checkpoint_epochs: int | None = typer.Option(
+        None, "--checkpoint-epochs", help="Checkpoint every N epoch ends (always after the last step). [default: 1]"
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder. [default: runs/MANIFEST-OBJECTIVE-MODEL]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (its saved options apply; --epochs/--steps may extend it)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the evaluation that follows training."),
@@ -73,6 +76,7 @@ def train_command(
         "templates": templates,
         "log_every": log_every,
         "save_every": save_every,
+        "checkpoint_epochs": checkpoint_epochs,
     }
     cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     if steps is not None:
