@@ -570,6 +570,133 @@ def _kernels():
     return jit(_squeeze_rows), jit(_splice_rows)
 
 
+@functools.lru_cache(maxsize=1)
+def _word_kernels():
+    """The compiled word-table build and search of :class:`WordTable`, or None without numba."""
+    if _kernels() is None:
+        return None
+    import numba
+
+    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+    return jit(_build_table), jit(_word_find)
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_EMPTY, _NO_FORM = -2, -1
+
+
+def _build_table(forms, form_offsets, keys, pids, prefix):
+    """Open addressing on a 64-bit FNV-1a hash: every form's hash -> its index, and the hash of
+    each of its leading word runs ("german" of "german shepherd") marked as a prefix. False when
+    two different forms share a hash (the caller then falls back to the automaton)."""
+    mask = np.uint64(len(keys) - 1)
+    for i in range(len(form_offsets) - 1):
+        h = _FNV_OFFSET
+        end = form_offsets[i + 1]
+        for j in range(form_offsets[i], end + 1):
+            is_prefix = j < end and forms[j] == 32
+            if j == end or is_prefix:
+                slot = (h ^ (h >> np.uint64(29))) & mask
+                while pids[slot] != _EMPTY and keys[slot] != h:
+                    slot = (slot + np.uint64(1)) & mask
+                if pids[slot] == _EMPTY:
+                    keys[slot] = h
+                    pids[slot] = _NO_FORM
+                if is_prefix:
+                    prefix[slot] = 1
+                elif pids[slot] >= 0 and pids[slot] != i:
+                    return False
+                else:
+                    pids[slot] = i
+            if j < end:
+                h = (h ^ np.uint64(forms[j])) * _FNV_PRIME
+    return True
+
+
+def _word_find(data, offsets, keys, pids, prefix, forms, form_offsets, out_pid, out_start, out_end, out_row):
+    """Every occurrence of every form as whole words in the normalised buffer (laid out as
+    :func:`normalised_buffer` does): what the padded-pattern automaton reports with overlapping
+    matches, as (form, start, end, row) with start/end on the padding spaces. Hashes each word
+    once, and the words after it only while they extend some form's leading words; every hit is
+    checked byte for byte. Returns the number of hits (written up to the arrays' length)."""
+    mask = np.uint64(len(keys) - 1)
+    imask = len(keys) - 1
+    cap = len(out_pid)
+    m = 0
+    for r in range(len(offsets) - 1):
+        b = offsets[r + 1]
+        p = offsets[r] + 1
+        while p < b:
+            h = _FNV_OFFSET
+            q = p
+            first_end = -1
+            while True:
+                while data[q] != 32:
+                    h = (h ^ np.uint64(data[q])) * _FNV_PRIME
+                    q += 1
+                if first_end < 0:
+                    first_end = q
+                slot = np.int64((h ^ (h >> np.uint64(29))) & mask)
+                found = -1
+                while pids[slot] != _EMPTY:
+                    if keys[slot] == h:
+                        found = slot
+                        break
+                    slot = (slot + 1) & imask
+                if found < 0:
+                    break
+                pid = pids[found]
+                if pid >= 0:
+                    fa = form_offsets[pid]
+                    same = form_offsets[pid + 1] - fa == q - p
+                    if same:
+                        for t in range(q - p):
+                            if forms[fa + t] != data[p + t]:
+                                same = False
+                                break
+                    if same:
+                        if m < cap:
+                            out_pid[m] = pid
+                            out_start[m] = p - 1
+                            out_end[m] = q + 1
+                            out_row[m] = r
+                        m += 1
+                if prefix[found] == 0 or q + 1 >= b:
+                    break
+                h = (h ^ np.uint64(32)) * _FNV_PRIME
+                q += 1
+            p = first_end + 1
+    return m
+
+
+class WordTable:
+    """The surface forms as a hash table of whole-word sequences (numba): the fast equivalent of
+    the padded-pattern automaton on buffers laid out by :func:`normalised_buffer`."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        build, self._find = _word_kernels()
+        cores = [p.strip().encode("utf-8") for p in patterns]
+        self.forms = np.frombuffer(b"".join(cores), dtype=np.uint8) if cores else np.zeros(0, dtype=np.uint8)
+        self.form_offsets = np.zeros(len(cores) + 1, dtype=np.int64)
+        np.cumsum([len(c) for c in cores], out=self.form_offsets[1:])
+        entries = len(cores) + int((self.forms == 32).sum())
+        size = 1 << max(4, int(4 * entries).bit_length())
+        self.keys = np.zeros(size, dtype=np.uint64)
+        self.pids = np.full(size, _EMPTY, dtype=np.int64)
+        self.prefix = np.zeros(size, dtype=np.uint8)
+        self.ok = bool(build(self.forms, self.form_offsets, self.keys, self.pids, self.prefix))
+
+    def find(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cap = len(offsets) + 1024
+        while True:
+            out = [np.empty(cap, dtype=np.int64) for _ in range(4)]
+            m = self._find(data, offsets, self.keys, self.pids, self.prefix, self.forms, self.form_offsets, *out)
+            if m <= cap:
+                return tuple(a[:m] for a in out)  # pid, start, end, row
+            cap = m
+
+
 def _normalised_buffer_numpy(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """:func:`normalised_buffer` in numpy: a byte table (lower case, separators) and one vectorised
     squeeze of repeated spaces over the whole batch at once."""
@@ -789,9 +916,19 @@ class Matcher:
 
     @property
     def automaton(self):
+        """The surface-form matcher: a :class:`WordTable` with numba, else the Aho–Corasick
+        automaton of the padded patterns (the context automaton is built alongside)."""
         if not self._automata:
-            self._automata.extend([_automaton(self.patterns), _automaton(self.context) if self.context else None])
+            table = WordTable(self.patterns) if _word_kernels() is not None else None
+            forms = table if table is not None and table.ok else _automaton(self.patterns)
+            self._automata.extend([forms, _automaton(self.context) if self.context else None])
         return self._automata[0]
+
+    def _find_forms(self, data: np.ndarray, offsets: np.ndarray):
+        forms = self.automaton
+        if isinstance(forms, WordTable):
+            return forms.find(data, offsets)
+        return _find(forms, data, offsets)
 
     def __post_init__(self) -> None:
         self._vetoable = np.zeros(len(self.sense_label), dtype=bool)
@@ -803,7 +940,7 @@ class Matcher:
         return self._mentions(data, offsets)
 
     def _mentions(self, data: np.ndarray, offsets: np.ndarray) -> Mentions:
-        pid, start, end, row = _find(self.automaton, data, offsets)
+        pid, start, end, row = self._find_forms(data, offsets)
         keep = _longest(start, end)
         pid, start, end, row = pid[keep], start[keep], end[keep], row[keep]
         w, sense = _expand(self.pat_sense_ptr, self.pat_sense, pid)

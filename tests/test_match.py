@@ -212,6 +212,28 @@ def test_compiled_and_numpy_normalisation_agree(texts):
     assert data[offsets[0] : offsets[-1]].tobytes() == ref_data[ref_offsets[0] : ref_offsets[-1]].tobytes()
 
 
+_FORMS = ["tiger", "tiger shark", "shark", "great white shark", "white", "white shark", "german shepherd",
+          "shepherd", "shepherd dog", "dog", "hot dog", "a b", "ab", "sea lion", "lion", "sea"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([w for f in _FORMS for w in f.split()] + ["x", "tigers", "seal", "!"]), max_size=9)
+                .map(" ".join), min_size=1, max_size=10))
+def test_word_table_finds_what_the_automaton_finds(captions):
+    # every whole-word occurrence, overlapping and nested, across row boundaries that must not join
+    from curate.match import WordTable, _automaton, _find, _word_kernels, normalised_buffer
+
+    if _word_kernels() is None:
+        pytest.skip("numba is not installed: the automaton is the only matcher")
+    patterns = [f" {f} " for f in _FORMS]
+    data, offsets = normalised_buffer(pl.Series(captions, dtype=pl.Utf8))
+    table = WordTable(patterns)
+    assert table.ok
+    got = sorted(zip(*(a.tolist() for a in table.find(data, offsets))))
+    want = sorted(zip(*(a.tolist() for a in _find(_automaton(patterns), data, offsets))))
+    assert got == want
+
+
 def test_surface_forms():
     irregular = {"mouse": ["mice"], "loaf": ["loaves"]}
     assert surface_forms("german shepherd", irregular) == ["german shepherd", "german shepherds", "germanshepherd", "germanshepherds"]
