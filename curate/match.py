@@ -583,45 +583,49 @@ def _word_kernels():
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_EMPTY, _NO_FORM = -2, -1
+# a slot is (hash, value): value 0 is an empty slot, else bits 0-39 hold the form's index + 2 (1: no
+# form has this hash, only a prefix does) and bit 40 marks the hash of some form's leading words;
+# key and value side by side, so a lookup touches one cache line
+_PID_MASK = np.uint64((1 << 40) - 1)
+_PREFIX_BIT = np.uint64(1 << 40)
 
 
-def _build_table(forms, form_offsets, keys, pids, prefix):
+def _build_table(forms, form_offsets, table):
     """Open addressing on a 64-bit FNV-1a hash: every form's hash -> its index, and the hash of
     each of its leading word runs ("german" of "german shepherd") marked as a prefix. False when
     two different forms share a hash (the caller then falls back to the automaton)."""
-    mask = np.uint64(len(keys) - 1)
+    mask = len(table) - 1
     for i in range(len(form_offsets) - 1):
         h = _FNV_OFFSET
         end = form_offsets[i + 1]
         for j in range(form_offsets[i], end + 1):
             is_prefix = j < end and forms[j] == 32
             if j == end or is_prefix:
-                slot = (h ^ (h >> np.uint64(29))) & mask
-                while pids[slot] != _EMPTY and keys[slot] != h:
-                    slot = (slot + np.uint64(1)) & mask
-                if pids[slot] == _EMPTY:
-                    keys[slot] = h
-                    pids[slot] = _NO_FORM
+                slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+                while table[slot, 1] != 0 and table[slot, 0] != h:
+                    slot = (slot + 1) & mask
+                if table[slot, 1] == 0:
+                    table[slot, 0] = h
+                    table[slot, 1] = 1
                 if is_prefix:
-                    prefix[slot] = 1
-                elif pids[slot] >= 0 and pids[slot] != i:
-                    return False
+                    table[slot, 1] |= _PREFIX_BIT
                 else:
-                    pids[slot] = i
+                    have = table[slot, 1] & _PID_MASK
+                    if have >= 2 and have != i + 2:
+                        return False
+                    table[slot, 1] = (table[slot, 1] & _PREFIX_BIT) | np.uint64(i + 2)
             if j < end:
                 h = (h ^ np.uint64(forms[j])) * _FNV_PRIME
     return True
 
 
-def _word_find(data, offsets, keys, pids, prefix, forms, form_offsets, out_pid, out_start, out_end, out_row):
+def _word_find(data, offsets, table, forms, form_offsets, out_pid, out_start, out_end, out_row):
     """Every occurrence of every form as whole words in the normalised buffer (laid out as
     :func:`normalised_buffer` does): what the padded-pattern automaton reports with overlapping
     matches, as (form, start, end, row) with start/end on the padding spaces. Hashes each word
     once, and the words after it only while they extend some form's leading words; every hit is
     checked byte for byte. Returns the number of hits (written up to the arrays' length)."""
-    mask = np.uint64(len(keys) - 1)
-    imask = len(keys) - 1
+    mask = len(table) - 1
     cap = len(out_pid)
     m = 0
     for r in range(len(offsets) - 1):
@@ -637,16 +641,13 @@ def _word_find(data, offsets, keys, pids, prefix, forms, form_offsets, out_pid, 
                     q += 1
                 if first_end < 0:
                     first_end = q
-                slot = np.int64((h ^ (h >> np.uint64(29))) & mask)
-                found = -1
-                while pids[slot] != _EMPTY:
-                    if keys[slot] == h:
-                        found = slot
-                        break
-                    slot = (slot + 1) & imask
-                if found < 0:
+                slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+                while table[slot, 1] != 0 and table[slot, 0] != h:
+                    slot = (slot + 1) & mask
+                value = table[slot, 1]
+                if value == 0:
                     break
-                pid = pids[found]
+                pid = np.int64(value & _PID_MASK) - 2
                 if pid >= 0:
                     fa = form_offsets[pid]
                     same = form_offsets[pid + 1] - fa == q - p
@@ -662,7 +663,7 @@ def _word_find(data, offsets, keys, pids, prefix, forms, form_offsets, out_pid, 
                             out_end[m] = q + 1
                             out_row[m] = r
                         m += 1
-                if prefix[found] == 0 or q + 1 >= b:
+                if (value & _PREFIX_BIT) == 0 or q + 1 >= b:
                     break
                 h = (h ^ np.uint64(32)) * _FNV_PRIME
                 q += 1
@@ -681,20 +682,19 @@ class WordTable:
         self.form_offsets = np.zeros(len(cores) + 1, dtype=np.int64)
         np.cumsum([len(c) for c in cores], out=self.form_offsets[1:])
         entries = len(cores) + int((self.forms == 32).sum())
-        size = 1 << max(4, int(4 * entries).bit_length())
-        self.keys = np.zeros(size, dtype=np.uint64)
-        self.pids = np.full(size, _EMPTY, dtype=np.int64)
-        self.prefix = np.zeros(size, dtype=np.uint8)
-        self.ok = bool(build(self.forms, self.form_offsets, self.keys, self.pids, self.prefix))
+        self.table = np.zeros((1 << max(4, int(2 * entries).bit_length()), 2), dtype=np.uint64)
+        self.ok = bool(build(self.forms, self.form_offsets, self.table))
+        self._cap = 1024  # hits per row seen so far, to size the output once
 
     def find(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        cap = len(offsets) + 1024
+        cap = int(len(offsets) * max(1.0, self._cap / 1024)) + 1024
         while True:
             out = [np.empty(cap, dtype=np.int64) for _ in range(4)]
-            m = self._find(data, offsets, self.keys, self.pids, self.prefix, self.forms, self.form_offsets, *out)
+            m = self._find(data, offsets, self.table, self.forms, self.form_offsets, *out)
             if m <= cap:
+                self._cap = max(self._cap, int(1024 * 1.25 * m / len(offsets)))
                 return tuple(a[:m] for a in out)  # pid, start, end, row
-            cap = m
+            cap = int(m * 1.25) + 1024
 
 
 def _normalised_buffer_numpy(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
