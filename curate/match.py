@@ -481,7 +481,7 @@ def normalised_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     need polars' HTML and Unicode kernels, one applies the byte table and squeezes spaces in a
     single pass. Without numba, the same result comes from :func:`_normalised_buffer_numpy`.
     """
-    kernels = _kernels()
+    kernels = _kernels() if COMPILED else None
     if kernels is None:
         return _normalised_buffer_numpy(captions)
     squeeze_rows, splice_rows = kernels
@@ -556,6 +556,11 @@ def _splice_rows(out, out_offsets, rows, sub, sub_offsets, final, final_offsets)
             final[k : k + b - a] = out[a:b]
         k += b - a
     final_offsets[len(out_offsets) - 1] = k
+
+
+# False forces the numpy and Aho–Corasick paths even where numba is installed (the benchmark's
+# side-by-side row; the results are the same)
+COMPILED = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -877,7 +882,7 @@ def _find(automaton, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray,
 
 
 def _sorted_unique(keys: np.ndarray) -> np.ndarray:
-    keys = np.sort(keys, kind="stable")
+    keys = np.sort(keys)  # unique keys: no order among equals to keep
     if len(keys) < 2:
         return keys
     return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
@@ -926,9 +931,13 @@ class Matcher:
 
     def _find_forms(self, data: np.ndarray, offsets: np.ndarray):
         forms = self.automaton
-        if isinstance(forms, WordTable):
+        if not isinstance(forms, WordTable):
+            return _find(forms, data, offsets)
+        if COMPILED:
             return forms.find(data, offsets)
-        return _find(forms, data, offsets)
+        if len(self._automata) < 3:
+            self._automata.append(_automaton(self.patterns))
+        return _find(self._automata[2], data, offsets)
 
     def __post_init__(self) -> None:
         self._vetoable = np.zeros(len(self.sense_label), dtype=bool)
