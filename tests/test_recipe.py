@@ -78,7 +78,8 @@ def test_shipped_pipelines_load():
         "match-reference.yaml": 5,
     }
     demo = Recipe.load(PIPELINES / "demo.yaml")
-    assert demo == Recipe(imbalance=100.0, captions="template")  # = curate build --imbalance 100 --captions template
+    # = curate build --imbalance 100 --captions template, plus a balanced eval split for curate eval
+    assert demo == Recipe(imbalance=100.0, captions="template", eval_per_class=3)
     fractions = [r.fraction for r in load_pipeline(PIPELINES / "scale-ablation.yaml")]
     assert fractions == [1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32]
     trims = {r.trim_tail for r in load_pipeline(PIPELINES / "tail-trimming.yaml")}
