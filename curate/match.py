@@ -13,7 +13,9 @@ How a caption is matched (``mode="curate"``):
    separates words; runs collapse to one space and the text is padded with one space each side.
    A possessive ``tiger's`` thus reads ``tiger s`` (the word "tiger" is there), ``bow-tie`` reads
    ``bow tie``. Pure-ASCII rows (most web text) skip NFKC and take a byte-table path over the whole
-   batch with the same result.
+   batch with the same result: with numba installed, one compiled pass (no GIL) that also flags the
+   rows holding HTML or non-ASCII text, which alone go through polars' kernels and are spliced
+   back; without numba, vectorised numpy over the batch.
 2. **Surface forms** per lemma (:func:`surface_forms`): the normalised lemma, its regular plural,
    WordNet's irregular plurals (``noun.exc``: geese, mice, oxen, loaves) applied to
    the last word (so multi-word lemmas get plurals: "german shepherds"), and the joined spelling of
@@ -21,10 +23,13 @@ How a caption is matched (``mode="curate"``):
    spellings need no variant: hyphens normalise to spaces on both sides; a possessive lemma also
    gets its run-together spelling ("potter's wheel" -> "potters wheel"). Parenthesised qualifiers
    in display names ("ram (adult male sheep)") are dropped.
-3. **One pass** of an Aho–Corasick automaton (``ahocorasick-rs``, compiled once per vocabulary)
-   over the whole batch of normalised captions laid end to end in one buffer. Patterns are
-   `` form `` with a space each side, so only whole words match ("cat" never matches "catalog").
-   The search reports overlapping matches; overlaps are then resolved so the **longest match wins**
+3. **One pass** over the whole batch of normalised captions laid end to end in one buffer, finding
+   every occurrence of every form as whole words ("cat" never matches "catalog"), overlapping ones
+   included. With numba this is :class:`WordTable`: a hash table of the forms and of their leading
+   words, probed once per word of the text (and for the next words only while they extend some
+   form), every hit checked byte for byte; without numba (or on a 64-bit hash clash between two
+   forms) it is an Aho–Corasick automaton (``ahocorasick-rs``) of the patterns `` form `` padded
+   with a space each side: the same hits. Overlaps are then resolved so the **longest match wins**
    ("tiger shark" is not also "tiger"; when two mentions cross, the longer one is kept, the earlier
    one on a tie).
 4. **Negative context**: a rule vetoes one class's match (optionally only through some of its
@@ -568,11 +573,21 @@ def _kernels():
     """The compiled loops of :func:`normalised_buffer`, or None without numba (an optional
     speed-up: the numpy path gives the same bytes)."""
     try:
-        import numba
+        import numba  # noqa: F401
     except ImportError:
         return None
-    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
-    return jit(_squeeze_rows), jit(_splice_rows)
+    return _jit(_squeeze_rows), _jit(_splice_rows)
+
+
+def _jit(func):
+    """``func`` compiled without the GIL (polars runs batches on several threads), cached on disk
+    where the package directory or numba's user cache can be written, else compiled per process."""
+    import numba
+
+    try:
+        return numba.njit(nogil=True, cache=True, boundscheck=False)(func)
+    except RuntimeError:  # no writable cache location
+        return numba.njit(nogil=True, boundscheck=False)(func)
 
 
 @functools.lru_cache(maxsize=1)
@@ -580,10 +595,7 @@ def _word_kernels():
     """The compiled word-table build and search of :class:`WordTable`, or None without numba."""
     if _kernels() is None:
         return None
-    import numba
-
-    jit = numba.njit(nogil=True, cache=True, boundscheck=False)
-    return jit(_build_table), jit(_word_find)
+    return _jit(_build_table), _jit(_word_find)
 
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -928,6 +940,12 @@ class Matcher:
             forms = table if table is not None and table.ok else _automaton(self.patterns)
             self._automata.extend([forms, _automaton(self.context) if self.context else None])
         return self._automata[0]
+
+    def warm_up(self) -> None:
+        """Build the automata and run every compiled loop once on a tiny batch (numba compiles,
+        or loads its cache, on the first call)."""
+        _ = self.automaton
+        self.mentions(pl.Series(["Warm-up: a café &amp; <b>crane</b>", "", None], dtype=pl.Utf8))
 
     def _find_forms(self, data: np.ndarray, offsets: np.ndarray):
         forms = self.automaton
@@ -1375,7 +1393,7 @@ def match_captions(
             .alias("labels")
         )
     matcher = compile_matcher(vocab)
-    _ = matcher.automaton  # build now, not inside the first batch of every worker
+    matcher.warm_up()  # build and compile now, not inside the first batch of every worker
     if not spans:
         return lf.with_columns(
             pl.col(caption_col)
