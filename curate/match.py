@@ -607,7 +607,7 @@ _PID_MASK = np.uint64((1 << 40) - 1)
 _PREFIX_BIT = np.uint64(1 << 40)
 
 
-def _build_table(forms, form_offsets, table):
+def _build_table(forms, form_offsets, table, bloom):
     """Open addressing on a 64-bit FNV-1a hash: every form's hash -> its index, and the hash of
     each of its leading word runs ("german" of "german shepherd") marked as a prefix. False when
     two different forms share a hash (the caller then falls back to the automaton)."""
@@ -624,6 +624,8 @@ def _build_table(forms, form_offsets, table):
                 if table[slot, 1] == 0:
                     table[slot, 0] = h
                     table[slot, 1] = 1
+                    bit = (h >> np.uint64(37)) & np.uint64(len(bloom) * 64 - 1)
+                    bloom[bit >> np.uint64(6)] |= np.uint64(1) << (bit & np.uint64(63))
                 if is_prefix:
                     table[slot, 1] |= _PREFIX_BIT
                 else:
@@ -636,13 +638,14 @@ def _build_table(forms, form_offsets, table):
     return True
 
 
-def _word_find(data, offsets, table, forms, form_offsets, out_pid, out_start, out_end, out_row):
+def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_start, out_end, out_row):
     """Every occurrence of every form as whole words in the normalised buffer (laid out as
     :func:`normalised_buffer` does): what the padded-pattern automaton reports with overlapping
     matches, as (form, start, end, row) with start/end on the padding spaces. Hashes each word
     once, and the words after it only while they extend some form's leading words; every hit is
     checked byte for byte. Returns the number of hits (written up to the arrays' length)."""
     mask = len(table) - 1
+    bloom_mask = np.uint64(len(bloom) * 64 - 1)
     cap = len(out_pid)
     m = 0
     for r in range(len(offsets) - 1):
@@ -658,6 +661,9 @@ def _word_find(data, offsets, table, forms, form_offsets, out_pid, out_start, ou
                     q += 1
                 if first_end < 0:
                     first_end = q
+                bit = (h >> np.uint64(37)) & bloom_mask
+                if (bloom[bit >> np.uint64(6)] >> (bit & np.uint64(63))) & np.uint64(1) == 0:
+                    break  # most words: no form or prefix has this hash, known from a small bitmap
                 slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
                 while table[slot, 1] != 0 and table[slot, 0] != h:
                     slot = (slot + 1) & mask
@@ -700,14 +706,16 @@ class WordTable:
         np.cumsum([len(c) for c in cores], out=self.form_offsets[1:])
         entries = len(cores) + int((self.forms == 32).sum())
         self.table = np.zeros((1 << max(4, int(2 * entries).bit_length()), 2), dtype=np.uint64)
-        self.ok = bool(build(self.forms, self.form_offsets, self.table))
+        # one bit per hash, 8+ bits per entry: small enough to stay in cache, where the table is not
+        self.bloom = np.zeros(1 << max(0, int(8 * entries).bit_length() - 6), dtype=np.uint64)
+        self.ok = bool(build(self.forms, self.form_offsets, self.table, self.bloom))
         self._cap = 1024  # hits per row seen so far, to size the output once
 
     def find(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cap = int(len(offsets) * max(1.0, self._cap / 1024)) + 1024
         while True:
             out = [np.empty(cap, dtype=np.int64) for _ in range(4)]
-            m = self._find(data, offsets, self.table, self.forms, self.form_offsets, *out)
+            m = self._find(data, offsets, self.table, self.bloom, self.forms, self.form_offsets, *out)
             if m <= cap:
                 self._cap = max(self._cap, int(1024 * 1.25 * m / len(offsets)))
                 return tuple(a[:m] for a in out)  # pid, start, end, row
