@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from curate.cli import app, main
+from curate.errors import CurateError
 from curate.models import EOT_TOKEN, create_clip, fit_tokens
 from curate.train import TrainConfig, load_trained, lr_at, subsample_mask, train
 
@@ -175,6 +176,22 @@ def test_resume_ends_with_the_same_weights(manifest: Path, tmp_path: Path) -> No
     steps_logged = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
     # every second step, plus the last step of each invocation; nothing logged twice
     assert steps_logged == [2, 3, 4, 6, 7, 8, 9]
+
+
+def test_frozen_text_classifier_comes_from_a_clip_run(manifest: Path, tmp_path: Path) -> None:
+    from curate.models import text_classifier
+    from curate.train import load_clip_from_run
+
+    train(manifest, TrainConfig(objective="clip", steps=3, batch_size=32), out=tmp_path / "clip", evaluate=False)
+    cfg = TrainConfig(objective="sl-frozen-text", steps=1, batch_size=32, text_from=str(tmp_path / "clip"))
+    train(manifest, cfg, out=tmp_path / "frozen", evaluate=False)
+    state = torch.load(tmp_path / "frozen" / "checkpoint.pt", weights_only=True)["model"]
+    expected = text_classifier(load_clip_from_run(tmp_path / "clip", device=torch.device("cpu")), NAMES)
+    assert torch.allclose(state["class_embeddings"], expected, atol=1e-6)
+    # an SL run is not a text source
+    bad = TrainConfig(objective="sl-frozen-text", steps=1, batch_size=32, text_from=str(tmp_path / "frozen"))
+    with pytest.raises(CurateError, match="not clip"):
+        train(manifest, bad, out=tmp_path / "bad", evaluate=False)
 
 
 def test_bf16_autocast_runs_every_objective_on_cpu(manifest: Path, tmp_path: Path) -> None:
