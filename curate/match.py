@@ -442,10 +442,10 @@ _BYTE_TABLE[ord("a") : ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
 _BYTE_TABLE[ord("A") : ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
 _SPACE = np.uint8(32)
 _BYTE_TABLE_BYTES = _BYTE_TABLE.tobytes()
-# bytes that only polars' HTML and Unicode kernels handle: '<', '&' and every non-ASCII byte
+# bytes that only polars' kernels handle: non-ASCII (bit 1: Unicode path), '<' and '&' (bit 2: HTML)
 _SPECIAL_BYTES = np.zeros(256, dtype=np.uint8)
 _SPECIAL_BYTES[128:] = 1
-_SPECIAL_BYTES[[ord("<"), ord("&")]] = 1
+_SPECIAL_BYTES[[ord("<"), ord("&")]] = 2
 
 
 def _html(s: pl.Expr) -> pl.Expr:
@@ -498,8 +498,12 @@ def normalised_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     if len(special) == 0:
         return out, out_offsets
     # the few rows with HTML or non-ASCII text: polars' kernels, the same loop, then spliced in
-    sub = s.gather(special).to_frame("c").select(_html(pl.col("c"))).to_series()
-    non_ascii = (sub.str.len_bytes() != sub.str.len_chars()).arg_true()
+    kinds = flags[special]
+    sub = s.gather(special)
+    html = np.flatnonzero(kinds & 2)
+    if len(html):
+        sub = sub.scatter(html, sub.gather(html).to_frame("c").select(_html(pl.col("c"))).to_series())
+    non_ascii = np.flatnonzero(kinds & 1)
     if len(non_ascii):
         sub = sub.scatter(non_ascii, sub[non_ascii].to_frame("c").select(_unicode_path(pl.col("c"))).to_series())
     sub_out, sub_offsets, _ = _squeeze(squeeze_rows, sub)
@@ -521,7 +525,7 @@ def _squeeze(squeeze_rows, s: pl.Series) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _squeeze_rows(data, offsets, table, special, out, out_offsets, flags):
     """Byte table and space squeeze in one pass, row by row (`` word word ``, see
-    :func:`normalised_buffer`), flagging rows that hold a byte marked in ``special``.
+    :func:`normalised_buffer`); ``flags[i]`` ORs the ``special`` marks of row i's bytes.
 
     Branch-free: every byte is written, and the write position advances unless the byte is a
     space after a space."""
@@ -553,13 +557,14 @@ def _splice_rows(out, out_offsets, rows, sub, sub_offsets, final, final_offsets)
     for i in range(len(out_offsets) - 1):
         final_offsets[i] = k
         if t < len(rows) and rows[t] == i:
-            a, b = sub_offsets[t], sub_offsets[t + 1]
-            final[k : k + b - a] = sub[a:b]
+            for j in range(sub_offsets[t], sub_offsets[t + 1]):
+                final[k] = sub[j]
+                k += 1
             t += 1
         else:
-            a, b = out_offsets[i], out_offsets[i + 1]
-            final[k : k + b - a] = out[a:b]
-        k += b - a
+            for j in range(out_offsets[i], out_offsets[i + 1]):
+                final[k] = out[j]
+                k += 1
     final_offsets[len(out_offsets) - 1] = k
 
 
