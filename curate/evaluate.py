@@ -222,7 +222,11 @@ def evaluate_run(
                 autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
             ).to(dev)
         tops, labels = [], []
-        for batch in eval_shards.batches(batch_size, shuffle=False, drop_last=False, device=str(dev)):
+        from curate.ui import track
+
+        batches = eval_shards.batches(batch_size, shuffle=False, drop_last=False, device=str(dev))
+        total = -(-int(eval_shards.num_samples) // batch_size)
+        for batch in track(batches, description=f"eval {run_dir.name}", total=total):
             images = gpu_augment(batch.images, train=False, out_size=image_size)
             with autocast(dev, precision):
                 if cfg.objective == "clip":
