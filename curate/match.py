@@ -646,7 +646,7 @@ def _build_table(forms, form_offsets, table, bloom):
 def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_start, out_end, out_row):
     """Every occurrence of every form as whole words in the normalised buffer (laid out as
     :func:`normalised_buffer` does): what the padded-pattern automaton reports with overlapping
-    matches, as (form, start, end, row) with start/end on the padding spaces. Hashes each word
+    matches, as (form, start, end, row) with start/end on the padding spaces, ordered by end. Hashes each word
     once, and the words after it only while they extend some form's leading words; every hit is
     checked byte for byte. Returns the number of hits (written up to the arrays' length)."""
     mask = len(table) - 1
@@ -656,6 +656,7 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
     for r in range(len(offsets) - 1):
         b = offsets[r + 1]
         p = offsets[r] + 1
+        row_first = m
         while p < b:
             h = _FNV_OFFSET
             q = p
@@ -686,10 +687,19 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
                                 break
                     if same:
                         if m < cap:
-                            out_pid[m] = pid
-                            out_start[m] = p - 1
-                            out_end[m] = q + 1
-                            out_row[m] = r
+                            # insert in end order (the automaton's order): a row's few hits only
+                            # ever move past the ones before them in the same row
+                            i = m
+                            while i > row_first and out_end[i - 1] > q + 1:
+                                out_pid[i] = out_pid[i - 1]
+                                out_start[i] = out_start[i - 1]
+                                out_end[i] = out_end[i - 1]
+                                out_row[i] = r
+                                i -= 1
+                            out_pid[i] = pid
+                            out_start[i] = p - 1
+                            out_end[i] = q + 1
+                            out_row[i] = r
                         m += 1
                 if (value & _PREFIX_BIT) == 0 or q + 1 >= b:
                     break
@@ -998,9 +1008,12 @@ class Matcher:
             if len(cw):
                 n_senses = np.int64(len(self.sense_label))
                 veto_keys = _sorted_unique(rows_v[crow[cw]] * n_senses + csense)
-                keys = row_w * n_senses + sense
+                # only vetoable senses can be vetoed: look up just those mentions
+                at = np.flatnonzero(vetoable)
+                keys = row_w[at] * n_senses + sense[at]
                 pos = np.minimum(np.searchsorted(veto_keys, keys), len(veto_keys) - 1)
-                ok = veto_keys[pos] != keys
+                ok = np.ones(len(sense), dtype=bool)
+                ok[at] = veto_keys[pos] != keys
                 w, sense, row_w = w[ok], sense[ok], row_w[ok]
         base = offsets[row_w] + 1  # the padding space
         return Mentions(
