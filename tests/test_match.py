@@ -164,6 +164,22 @@ def test_batch_equals_one_by_one(in1k):
     assert batch[-4:] == [[292], [], [], []]
 
 
+def test_numpy_and_automaton_path_gives_the_same_labels_and_spans(in1k, monkeypatch):
+    # without numba the stage runs numpy normalisation and the Aho-Corasick automaton: same output
+    import curate.match as cm
+
+    caps = pl.Series([c for c, _ in TRICKY] * 2 + ["tiger shark and a great white shark", "Hot-Dog", None], dtype=pl.Utf8)
+    lf = pl.LazyFrame({"caption": caps})
+    runs = []
+    for compiled in (True, False):
+        monkeypatch.setattr(cm, "COMPILED", compiled)
+        for policy in ("all", "drop", "first"):
+            runs.append(match_captions(lf, in1k, policy=policy, spans=True).collect())
+    assert all(r.height == len(caps) for r in runs)
+    for a, b in zip(runs[:3], runs[3:]):
+        assert a.equals(b)
+
+
 # ---------------------------------------------------------------------------------------------
 # normalisation and surface forms
 
