@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_helpers import run_cli
 
 from curate.recipe import Recipe
 from curate.util import file_sha256
@@ -16,18 +17,6 @@ from curate.util import file_sha256
 FRUITS = ["apple", "banana", "cherry", "durian", "elderberry", "fig"]
 POOLS = [400, 200, 120, 60, 30, 20]
 
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from curate.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def make_source(folder: Path, *, pools: list[int] = POOLS, unmatched: int = 50, two_class: int = 10, seed: int = 0) -> tuple[Path, Path]:

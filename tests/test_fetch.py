@@ -7,23 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 from curate import fetch as fetch_mod
 from curate.errors import CurateError
 from curate.fetch import FETCH_PRESETS, FetchPreset, Part, download, parse_parts
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from curate.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def serve_blob(server, name: str, size: int = 50_000, seed: int = 0) -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_helpers import run_cli
 from PIL import Image
 
 from curate.errors import CurateError
@@ -35,19 +36,6 @@ MANIFEST_COLUMNS = (
     "split",
 )
 
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the real entry point; return (exit code, stdout, stderr)."""
-    from curate.cli import main
-
-    capsys.readouterr()
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def image_bytes(label: int, i: int, *, size: tuple[int, int] = (40, 48), fmt: str = "JPEG") -> bytes:
