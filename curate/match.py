@@ -551,21 +551,30 @@ def _squeeze_rows(data, offsets, table, special, out, out_offsets, flags):
 
 
 def _splice_rows(out, out_offsets, rows, sub, sub_offsets, final, final_offsets):
-    """``final``: the rows of ``out``, except rows[t] (ascending), which come from ``sub``'s row t."""
+    """``final``: the rows of ``out``, except rows[t] (ascending), which come from ``sub``'s row t.
+
+    The untouched rows between two replaced ones are one contiguous block of ``out``: copied as a
+    slice (memcpy speed) and their offsets shifted by one constant, not byte by byte."""
+    n = len(out_offsets) - 1
     k = 0
-    t = 0
-    for i in range(len(out_offsets) - 1):
-        final_offsets[i] = k
-        if t < len(rows) and rows[t] == i:
-            for j in range(sub_offsets[t], sub_offsets[t + 1]):
-                final[k] = sub[j]
-                k += 1
-            t += 1
-        else:
-            for j in range(out_offsets[i], out_offsets[i + 1]):
-                final[k] = out[j]
-                k += 1
-    final_offsets[len(out_offsets) - 1] = k
+    i = 0
+    for t in range(len(rows) + 1):
+        stop = rows[t] if t < len(rows) else n
+        a = out_offsets[i]
+        b = out_offsets[stop]
+        shift = k - a
+        for r in range(i, stop):
+            final_offsets[r] = out_offsets[r] + shift
+        final[k : k + (b - a)] = out[a:b]
+        k += b - a
+        if t < len(rows):
+            final_offsets[stop] = k
+            c = sub_offsets[t]
+            d = sub_offsets[t + 1]
+            final[k : k + (d - c)] = sub[c:d]
+            k += d - c
+            i = stop + 1
+    final_offsets[n] = k
 
 
 # False forces the numpy and Aho–Corasick paths even where numba is installed (the benchmark's
