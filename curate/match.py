@@ -612,8 +612,15 @@ def _word_kernels():
     return _jit(_build_table), _jit(_word_find)
 
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+_HASH_SEED = np.uint64(0xCBF29CE484222325)
+# hashed 8 bytes at a time (one multiply per word of up to 7 bytes): an odd multiplier with every
+# byte of the product depending on every byte of the chunk
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+_SPACES8 = np.uint64(0x2020202020202020)
+_ONES8 = np.uint64(0x0101010101010101)
+_HIGHS8 = np.uint64(0x8080808080808080)
+# (1 << 8k) * _BYTE_INDEX >> 56 == k for k in 0..7: the index of the lowest marked byte
+_BYTE_INDEX = np.uint64(0x0001020304050607)
 # a slot is (hash, value): value 0 is an empty slot, else bits 0-39 hold the form's index + 2 (1: no
 # form has this hash, only a prefix does) and bit 40 marks the hash of some form's leading words;
 # key and value side by side, so a lookup touches one cache line
@@ -622,33 +629,51 @@ _PREFIX_BIT = np.uint64(1 << 40)
 
 
 def _build_table(forms, form_offsets, table, bloom):
-    """Open addressing on a 64-bit FNV-1a hash: every form's hash -> its index, and the hash of
-    each of its leading word runs ("german" of "german shepherd") marked as a prefix. False when
-    two different forms share a hash (the caller then falls back to the automaton)."""
+    """Open addressing on a 64-bit hash: every form's hash -> its index, and the hash of each of its
+    leading word runs ("german" of "german shepherd") marked as a prefix. False when two different
+    forms share a hash (the caller then falls back to the automaton).
+
+    A word hashes as :func:`_word_find` reads it: little-endian chunks of 8 bytes, the last one
+    holding the remaining 0-7 bytes (an empty chunk when the length is a multiple of 8)."""
     mask = len(table) - 1
     for i in range(len(form_offsets) - 1):
-        h = _FNV_OFFSET
+        h = _HASH_SEED
         end = form_offsets[i + 1]
-        for j in range(form_offsets[i], end + 1):
-            is_prefix = j < end and forms[j] == 32
-            if j == end or is_prefix:
-                slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
-                while table[slot, 1] != 0 and table[slot, 0] != h:
-                    slot = (slot + 1) & mask
-                if table[slot, 1] == 0:
-                    table[slot, 0] = h
-                    table[slot, 1] = 1
-                    bit = (h >> np.uint64(37)) & np.uint64(len(bloom) * 64 - 1)
-                    bloom[bit >> np.uint64(6)] |= np.uint64(1) << (bit & np.uint64(63))
-                if is_prefix:
-                    table[slot, 1] |= _PREFIX_BIT
-                else:
-                    have = table[slot, 1] & _PID_MASK
-                    if have >= 2 and have != i + 2:
-                        return False
-                    table[slot, 1] = (table[slot, 1] & _PREFIX_BIT) | np.uint64(i + 2)
-            if j < end:
-                h = (h ^ np.uint64(forms[j])) * _FNV_PRIME
+        j = form_offsets[i]
+        while True:
+            we = j
+            while we < end and forms[we] != 32:
+                we += 1
+            c = j
+            while True:
+                n = min(8, we - c)
+                w = np.uint64(0)
+                for t in range(n):
+                    w |= np.uint64(forms[c + t]) << np.uint64(8 * t)
+                h = (h ^ w) * _HASH_MUL
+                if n < 8:
+                    break
+                c += 8
+            h ^= h >> np.uint64(32)
+            is_prefix = we < end
+            slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+            while table[slot, 1] != 0 and table[slot, 0] != h:
+                slot = (slot + 1) & mask
+            if table[slot, 1] == 0:
+                table[slot, 0] = h
+                table[slot, 1] = 1
+                bit = (h >> np.uint64(37)) & np.uint64(len(bloom) * 64 - 1)
+                bloom[bit >> np.uint64(6)] |= np.uint64(1) << (bit & np.uint64(63))
+            if is_prefix:
+                table[slot, 1] |= _PREFIX_BIT
+            else:
+                have = table[slot, 1] & _PID_MASK
+                if have >= 2 and have != i + 2:
+                    return False
+                table[slot, 1] = (table[slot, 1] & _PREFIX_BIT) | np.uint64(i + 2)
+                break
+            h = (h ^ np.uint64(32)) * _HASH_MUL
+            j = we + 1
     return True
 
 
@@ -656,24 +681,42 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
     """Every occurrence of every form as whole words in the normalised buffer (laid out as
     :func:`normalised_buffer` does): what the padded-pattern automaton reports with overlapping
     matches, as (form, start, end, row) with start/end on the padding spaces, ordered by end. Hashes each word
-    once, and the words after it only while they extend some form's leading words; every hit is
+    once (8 bytes at a time), and the words after it only while they extend some form's leading words; every hit is
     checked byte for byte. Returns the number of hits (written up to the arrays' length)."""
     mask = len(table) - 1
     bloom_mask = np.uint64(len(bloom) * 64 - 1)
     cap = len(out_pid)
+    size = len(data)
     m = 0
     for r in range(len(offsets) - 1):
         b = offsets[r + 1]
         p = offsets[r] + 1
         row_first = m
         while p < b:
-            h = _FNV_OFFSET
+            h = _HASH_SEED
             q = p
             first_end = -1
             while True:
-                while data[q] != 32:
-                    h = (h ^ np.uint64(data[q])) * _FNV_PRIME
-                    q += 1
+                while True:  # the word at q, 8 bytes at a time (see _build_table)
+                    w = np.uint64(0)
+                    if q + 8 <= size:
+                        for t in range(8):
+                            w |= np.uint64(data[q + t]) << np.uint64(8 * t)
+                    else:  # the buffer's last bytes: pad with spaces, never read past it
+                        for t in range(8):
+                            c = data[q + t] if q + t < size else 32
+                            w |= np.uint64(c) << np.uint64(8 * t)
+                    x = w ^ _SPACES8
+                    marks = (x - _ONES8) & ~x & _HIGHS8  # exact for the lowest space byte
+                    if marks == 0:
+                        h = (h ^ w) * _HASH_MUL
+                        q += 8
+                        continue
+                    below = ((marks & (~marks + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
+                    h = (h ^ (w & below)) * _HASH_MUL
+                    q += np.int64(((below + np.uint64(1)) * _BYTE_INDEX) >> np.uint64(56))
+                    break
+                h ^= h >> np.uint64(32)
                 if first_end < 0:
                     first_end = q
                 bit = (h >> np.uint64(37)) & bloom_mask
@@ -712,7 +755,7 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
                         m += 1
                 if (value & _PREFIX_BIT) == 0 or q + 1 >= b:
                     break
-                h = (h ^ np.uint64(32)) * _FNV_PRIME
+                h = (h ^ np.uint64(32)) * _HASH_MUL
                 q += 1
             p = first_end + 1
     return m

@@ -250,6 +250,30 @@ def test_word_table_finds_what_the_automaton_finds(captions):
     assert got == want
 
 
+
+# words of 7-9 and 15-17 bytes: the table hashes 8 bytes at a time, so these sit on chunk edges
+_LONG_FORMS = ["bluebird", "bluebirds", "bluebir", "mountainbluebird", "mountainbluebirds", "mountainbluebir",
+               "mountain bluebird", "bluebird mountainbluebirds", "cafés", "crème brûlée", "brûlée"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([w for f in _LONG_FORMS for w in f.split()] + ["blue", "bird", "mountains"]),
+                         max_size=7).map(" ".join), min_size=1, max_size=8))
+def test_word_table_on_chunk_edges(captions):
+    # an exact-size copy of the buffer: the last word's 8-byte reads must stop at its end
+    from curate.match import WordTable, _automaton, _find, _word_kernels, normalised_buffer
+
+    if _word_kernels() is None:
+        pytest.skip("numba is not installed: the automaton is the only matcher")
+    patterns = [f" {f} " for f in _LONG_FORMS]
+    data, offsets = normalised_buffer(pl.Series(captions, dtype=pl.Utf8))
+    data = data[: offsets[-1]].copy()
+    table = WordTable(patterns)
+    assert table.ok
+    got = sorted(zip(*(a.tolist() for a in table.find(data, offsets))))
+    want = sorted(zip(*(a.tolist() for a in _find(_automaton(patterns), data, offsets))))
+    assert got == want
+
 def test_surface_forms():
     irregular = {"mouse": ["mice"], "loaf": ["loaves"]}
     assert surface_forms("german shepherd", irregular) == ["german shepherd", "german shepherds", "germanshepherd", "germanshepherds"]
