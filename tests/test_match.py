@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import string
+import unicodedata
 
 import numpy as np
 import polars as pl
@@ -206,6 +207,25 @@ def test_normalisation_is_idempotent_and_padded(texts):
     for s in once.to_list():
         assert s.startswith(" ") and s.endswith(" ") and "  " not in s.strip(" ") and s.strip(" ") == s[1:-1]
 
+
+
+_UNICODE_PIECES = ["Straße", "café", "ＣＡＴ", "e\u0301", "ﬁsh", "—", "“", "”", "…", "→", "♥", "\u00a0", "«", "¿", "·",
+                   "naïve", "Ｔｏｋｙｏ", "²", "½", "ǅ", "ς", "ſ", "x", "-", "'s", ", ", "  ", "٣", "日本"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_UNICODE_PIECES), max_size=8).map("".join), min_size=1, max_size=6))
+def test_unicode_normalisation_matches_an_independent_oracle(texts):
+    # NFKC, lower case, the extra case folds, and every character that is not a letter, digit or
+    # mark (ASCII or not) separates words
+    def oracle(t):
+        t = unicodedata.normalize("NFKC", t).lower()
+        for k, v in {"ß": "ss", "ς": "σ", "ſ": "s"}.items():
+            t = t.replace(k, v)
+        words = "".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in t).split()
+        return f" {' '.join(words)} " if words else " "
+
+    assert normalise(pl.Series(texts, dtype=pl.Utf8)).to_list() == [oracle(t) for t in texts]
 
 _PIECES = ["Tiger", "cat", "<b>", "</i>", "&amp;", "&#39;", "&bogus;", "&", "<", "\x00", "ＣＡＴ", "Straße", "—", "“", "é",
            "e\u0301", "ﬁ", "  ", "-", "'s", "_", "\t", "\n", "#hash", "2024", "ǅ", "İ", "ς"]
