@@ -40,6 +40,7 @@ import polars as pl
 from PIL import Image
 
 from curate.errors import CurateError
+from curate.freq import gini, top_share  # noqa: F401  (also part of this module's API)
 
 GENERATOR_VERSION = 1
 DEMO_SEED = 0
@@ -151,23 +152,6 @@ def demo_vocab(root: Path | None = None) -> pl.DataFrame:
 # ----------------------------------------------------------------------------------------------
 # class counts
 # ----------------------------------------------------------------------------------------------
-
-
-def gini(counts: np.ndarray | list[int]) -> float:
-    """Gini coefficient of non-negative counts (0 = balanced, ->1 = one class holds all)."""
-    c = np.sort(np.asarray(counts, dtype=np.float64))
-    n = c.size
-    if n == 0 or c.sum() == 0:
-        return 0.0
-    ranks = np.arange(1, n + 1)
-    return float(2.0 * (ranks * c).sum() / (n * c.sum()) - (n + 1) / n)
-
-
-def top_share(counts: np.ndarray | list[int], fraction: float = 0.1) -> float:
-    """Share of all pairs held by the ``fraction`` most frequent classes."""
-    c = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
-    k = max(1, round(c.size * fraction))
-    return float(c[:k].sum() / c.sum()) if c.sum() else 0.0
 
 
 def class_counts(num_classes: int, *, seed: int = DEMO_SEED, scale: float = 1.0) -> np.ndarray:

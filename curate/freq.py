@@ -78,6 +78,16 @@ def gini(counts: np.ndarray) -> float:
     return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * total))
 
 
+def top_share(counts: np.ndarray | list[int], fraction: float = 0.1) -> float | None:
+    """Share of the total held by the ``fraction`` most frequent classes (at least one class);
+    None when every count is zero."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))[::-1]
+    total = x.sum()
+    if total == 0:
+        return None
+    return float(x[: max(1, math.ceil(fraction * len(x)))].sum() / total)
+
+
 def zipf_exponent(counts: np.ndarray) -> float | None:
     """Least-squares slope of log(count) against log(rank) over the non-zero classes, negated
     (count ∝ rank^-s); None with fewer than two non-zero classes."""
@@ -125,8 +135,6 @@ def distribution_stats(
     k = len(x)
     total = float(x.sum())
     nonzero = x[x > 0]
-    top = max(1, math.ceil(0.1 * k))
-    srt = np.sort(x)[::-1]
     median = float(np.median(x))
     p = x / total if total else np.zeros(k)
     ent = float(-(p[p > 0] * np.log(p[p > 0])).sum())
@@ -143,7 +151,7 @@ def distribution_stats(
         "gini": gini(x),
         "normalised_entropy": ent / math.log(k) if k > 1 and total else None,
         "zipf_exponent": zipf_exponent(x),
-        "top10pct_share": float(srt[:top].sum() / total) if total else None,
+        "top10pct_share": top_share(x, 0.1),
     }
     if reference is not None:
         from scipy.stats import pearsonr, spearmanr
