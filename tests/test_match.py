@@ -167,7 +167,7 @@ def test_batch_equals_one_by_one(in1k):
 
 def test_numpy_and_automaton_path_gives_the_same_labels_and_spans(in1k, monkeypatch):
     # without numba the stage runs numpy normalisation and the Aho-Corasick automaton: same output
-    import curate.match as cm
+    import curate.match.kernels as cm
 
     caps = pl.Series([c for c, _ in TRICKY] * 2 + ["tiger shark and a great white shark", "Hot-Dog", None], dtype=pl.Utf8)
     lf = pl.LazyFrame({"caption": caps})
@@ -236,7 +236,8 @@ _PIECES = ["Tiger", "cat", "<b>", "</i>", "&amp;", "&#39;", "&bogus;", "&", "<",
                 min_size=0, max_size=12))
 def test_compiled_and_numpy_normalisation_agree(texts):
     # the numba loops (when installed) and the numpy path must lay out identical bytes
-    from curate.match import _kernels, _normalised_buffer_numpy, normalised_buffer
+    from curate.match.kernels import _kernels
+    from curate.match.normalise import _normalised_buffer_numpy, normalised_buffer
 
     if _kernels() is None:
         pytest.skip("numba is not installed: only the numpy path runs")
@@ -257,7 +258,9 @@ _FORMS = ["tiger", "tiger shark", "shark", "great white shark", "white", "white 
                 .map(" ".join), min_size=1, max_size=10))
 def test_word_table_finds_what_the_automaton_finds(captions):
     # every whole-word occurrence, overlapping and nested, across row boundaries that must not join
-    from curate.match import WordTable, _automaton, _find, _word_kernels, normalised_buffer
+    from curate.match.kernels import WordTable, _word_kernels
+    from curate.match.matcher import _automaton, _find
+    from curate.match.normalise import normalised_buffer
 
     if _word_kernels() is None:
         pytest.skip("numba is not installed: the automaton is the only matcher")
@@ -281,7 +284,9 @@ _LONG_FORMS = ["bluebird", "bluebirds", "bluebir", "mountainbluebird", "mountain
                          max_size=7).map(" ".join), min_size=1, max_size=8))
 def test_word_table_on_chunk_edges(captions):
     # an exact-size copy of the buffer: the last word's 8-byte reads must stop at its end
-    from curate.match import WordTable, _automaton, _find, _word_kernels, normalised_buffer
+    from curate.match.kernels import WordTable, _word_kernels
+    from curate.match.matcher import _automaton, _find
+    from curate.match.normalise import normalised_buffer
 
     if _word_kernels() is None:
         pytest.skip("numba is not installed: the automaton is the only matcher")
