@@ -1,0 +1,318 @@
+"""Which candidate mentions stand: the cascade that runs after the compiled matcher.
+
+Finding a lemma is only a candidate. On real web alt-text most candidates are not the class, and
+the cascade below decides, per mention, on evidence from WordNet and from the caption itself. It
+runs only on the captions that hold a candidate; every decision has a reason (``DROP_REASONS``).
+
+1. ``sense`` — the lemma is mostly used for something else. From SemCor's sense counts (WordNet's
+   ``cntlist.rev``) across nouns, verbs and adjectives: when the class sense is not the lemma's
+   dominant use (or, untagged, when the lemma has other senses and the class is not its first noun
+   sense), the mention stands only with positive context in the caption: a word of the class
+   synset's gloss, its other lemmas, hypernyms, hyponyms, sister terms, parts or wholes
+   (:func:`curate.match.lexicon.sense_profile`). A surface form that is only the *plural* of this
+   class's lemma while another class has it as a lemma of its own ("sunglasses") goes to that class.
+2. ``name`` — part of a name: after an honorific ("Dr.", "Miss"), written in capitals inside a
+   caption that is not, or capitalised inside a caption written in lower case.
+3. ``modifier`` — English noun compounds are head-final: a class word followed (across spaces or
+   hyphens only) by a run of words whose last noun is another thing modifies that thing ("phone
+   case", "leopard print", "tank top"). The mention stands when that head is a depiction ("tiger
+   photo", "zebra art print": ``depiction`` lemmas in the rules file) or one of the class's own
+   hypernyms ("sneakers shoes"). A class word joined by "and" to a word that itself modifies a
+   noun shares that head ("wool and silk knit sweater").
+
+Words are read from the original caption (HTML decoded), so case and punctuation count; where the
+original's words do not line up with the normalised text's (rare Unicode cases), the normalised
+words are used without case or punctuation evidence.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curate.match.lexicon import is_noun, lemma_count, noun_base, sense_profile, singular_forms
+from curate.match.rules import disambiguation_rules
+
+DROP_REASONS = ("kept", "veto", "sense", "name", "modifier", "longer")
+KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+@dataclass
+class SenseTable:
+    """Per sense (one surface form of one class) of a compiled matcher: what the cascade needs."""
+
+    needs_context: np.ndarray  # bool
+    plural_only: np.ndarray  # bool: the form is this class's plural and another class's lemma
+    synset_of: list  # nltk synset per sense, or None (vocabulary without WordNet ids)
+    lemma_of: list[str]  # the WordNet spelling of the sense's lemma
+
+    _profiles: dict = field(default_factory=dict, repr=False)
+    _hypernyms: dict = field(default_factory=dict, repr=False)
+
+    def profile(self, sense: int):
+        """The :class:`~curate.match.lexicon.SenseProfile` of a sense (built on first use)."""
+        got = self._profiles.get(sense)
+        if got is None and self.synset_of[sense] is not None:
+            from curate.wordnet import wordnet
+
+            got = sense_profile(wordnet(), self.synset_of[sense], self.lemma_of[sense])
+            self._profiles[sense] = got
+        return got
+
+    def hypernym_words(self, sense: int) -> frozenset[str]:
+        """The words of every hypernym of a sense's synset ("sneaker" -> shoe, footwear, ...)."""
+        got = self._hypernyms.get(sense)
+        if got is None:
+            s = self.synset_of[sense]
+            out: set[str] = set()
+            if s is not None:
+                for h in s.closure(lambda x: x.hypernyms()):
+                    for name in h.lemma_names():
+                        out.update(name.lower().split("_"))
+            got = self._hypernyms[sense] = frozenset(out)
+        return got
+
+
+def sense_table(
+    sense_label: np.ndarray, sense_lemma: list[str], sense_form: list[str], wnids: list, lemma_spelling: dict,
+    *, ruled: np.ndarray | None = None,
+) -> SenseTable:
+    """Build the :class:`SenseTable` for the senses of a matcher (``sense_lemma`` normalised,
+    ``lemma_spelling`` maps (label, normalised lemma) to the vocabulary's spelling)."""
+    from curate.wordnet import wordnet
+
+    wn = wordnet()
+    n = len(sense_label)
+    needs = np.zeros(n, dtype=bool)
+    plural_only = np.zeros(n, dtype=bool)
+    synsets: list = [None] * n
+    lemmas: list[str] = [""] * n
+    lemma_forms: dict[str, set[int]] = {}
+    for s in range(n):
+        lemma_forms.setdefault(sense_lemma[s], set()).add(int(sense_label[s]))
+    cache: dict[tuple, tuple] = {}
+    for s in range(n):
+        label = int(sense_label[s])
+        form = sense_form[s]
+        if form != sense_lemma[s] and any(other != label for other in lemma_forms.get(form, ())):
+            plural_only[s] = True
+        wnid = wnids[label]
+        if not wnid or not str(wnid).startswith("n") or not str(wnid)[1:].isdigit():
+            continue
+        spelled = lemma_spelling.get((label, sense_lemma[s]), sense_lemma[s]).replace(" ", "_")
+        key = (wnid, spelled)
+        if key not in cache:
+            try:
+                synset = wn.synset_from_pos_and_offset("n", int(str(wnid)[1:]))
+            except Exception:  # an id that is not a WordNet 3.0 noun offset: no sense evidence
+                cache[key] = (None, False)
+            else:
+                cache[key] = (synset, _needs_context(wn, synset, spelled))
+        synsets[s], needs[s] = cache[key]
+        lemmas[s] = spelled
+    if ruled is not None:
+        needs &= ~ruled
+    table = SenseTable(needs_context=needs, plural_only=plural_only, synset_of=synsets, lemma_of=lemmas)
+    # nltk's reader is not thread-safe and polars runs batches on several threads: everything the
+    # cascade asks WordNet is computed here, once
+    for s in range(n):
+        if synsets[s] is not None:
+            table.hypernym_words(s)
+            if needs[s]:
+                table.profile(s)
+    return table
+
+
+def _needs_context(wn, synset, lemma_name: str) -> bool:
+    lemmas = wn.lemmas(lemma_name)
+    if not any(lem.synset() == synset for lem in lemmas):
+        # a display name or spelling of the vocabulary's own ("mountain" for alp): its choice
+        return False
+    # a lemma that is also another noun's plural ("shades") carries that noun's senses too
+    for base in singular_forms(lemma_name.lower()) - {lemma_name.lower()}:
+        lemmas = lemmas + [lem for lem in wn.lemmas(base) if lem.synset().pos() == "n"]
+    synsets = {lem.synset() for lem in lemmas}
+    if len(synsets) == 1:
+        return False
+    counts = [lemma_count(lem) for lem in lemmas]
+    total = sum(counts)
+    rules = disambiguation_rules()
+    if total >= rules["min_tagged"]:
+        own = sum(c for lem, c in zip(lemmas, counts) if lem.synset() == synset)
+        return own / total < rules["dominant_share"]
+    if total:
+        # a few tags: the class sense must be tagged at least as often as any other sense
+        own = sum(c for lem, c in zip(lemmas, counts) if lem.synset() == synset)
+        return own < max(counts)
+    # untagged: evidence is needed when the lemma is also a verb or an adjective, or when its first
+    # (most frequent) noun sense is neither the class nor a part, whole, kind or genus of it
+    if any(lem.synset().pos() != "n" for lem in lemmas):
+        return True
+    first = next(lem.synset() for lem in lemmas if lem.synset().pos() == "n")
+    return first != synset and first not in _related(synset)
+
+
+def _related(synset) -> set:
+    out = set()
+    for rel in (
+        synset.hypernyms(), synset.hyponyms(), synset.part_holonyms(), synset.part_meronyms(),
+        synset.substance_holonyms(), synset.substance_meronyms(), synset.member_holonyms(),
+    ):
+        out.update(rel)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _word_sets() -> tuple[frozenset[str], ...]:
+    from curate.wordnet import wordnet
+
+    rules = disambiguation_rules()
+    wn = wordnet()
+    depiction = set()
+    for key in rules["depiction"]:
+        lemma = wn.lemma(key)
+        depiction.update(lemma.name().lower().split("_"))
+    return (
+        frozenset(depiction),
+        frozenset(rules["honorifics"]),
+        frozenset(rules["function_words"]),
+        frozenset(rules["coordinators"]),
+        frozenset(rules["qualifiers"]),
+    )
+
+
+def _tokens(raw: str, norm_words: list[str]) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """(words, original-case words or None, separator before each word or None)."""
+    text = html.unescape(raw) if ("&" in raw or "<" in raw) else raw
+    if "<" in text:
+        text = re.sub(r"<[A-Za-z/!][^<>]*>", " ", text)
+    found = list(_TOKEN.finditer(text))
+    if len(found) != len(norm_words):
+        return norm_words, None, None
+    cased = [m.group(0) for m in found]
+    seps = [text[(found[i - 1].end() if i else 0) : m.start()] for i, m in enumerate(found)]
+    return norm_words, cased, seps
+
+
+def _joined(sep: str | None) -> bool:
+    """Whether two words separated by ``sep`` can belong to one compound (spaces, hyphens,
+    underscores and slashes of file names; not commas, colons, dashes between spaces, brackets)."""
+    if sep is None:
+        return True
+    s = sep.strip(" ")
+    return s in ("", "-", "_", "'") and not (s == "-" and sep != "-")
+
+
+def _is_capitalised(w: str) -> bool:
+    return w[:1].isupper()
+
+
+def decide(
+    captions: list,
+    row: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    sense: np.ndarray,
+    table: SenseTable,
+    norm_rows: dict[int, bytes],
+) -> np.ndarray:
+    """A reason code (``DROP_REASONS``) per mention: ``KEPT`` or why it was dropped.
+
+    ``start``/``end`` are byte offsets into the normalised, unpadded caption whose bytes
+    ``norm_rows[row]`` holds."""
+    depiction, honorifics, function_words, coordinators, qualifiers = _word_sets()
+    reasons = np.zeros(len(row), dtype=np.int8)
+    by_row: dict[int, list[int]] = {}
+    for i, r in enumerate(row.tolist()):
+        by_row.setdefault(r, []).append(i)
+    for r, idx in by_row.items():
+        norm = norm_rows[r]
+        norm_words = norm.decode("utf-8").split()
+        raw = captions[r] or ""
+        words, cased, seps = _tokens(raw, norm_words)
+        caption_nouns = None
+        upper_share = lower_caption = None
+        if cased is not None:
+            alpha = [w for w in cased if w[:1].isalpha()]
+            caps = sum(_is_capitalised(w) for w in alpha)
+            upper_share = sum(w.isupper() and len(w) > 1 for w in alpha) / max(1, len(alpha))
+            lower_caption = caps <= 0.34 * len(alpha)
+        for i in idx:
+            s = int(sense[i])
+            a = norm.count(b" ", 0, int(start[i]))
+            b = a + norm.count(b" ", int(start[i]), int(end[i])) + 1  # words [a, b)
+            # 1. sense
+            if table.plural_only[s]:
+                reasons[i] = SENSE
+                continue
+            if table.needs_context[s]:
+                prof = table.profile(s)
+                if caption_nouns is None:
+                    caption_nouns = {noun_base(w) or w for w in words} | set(words)
+                own = set(words[a:b])
+                if prof is None or not ((prof.context - own) & caption_nouns):
+                    reasons[i] = SENSE
+                    continue
+            # 2. name
+            if cased is not None:
+                first = cased[a]
+                prev = cased[a - 1].lower() if a > 0 else ""
+                if prev in honorifics and _is_capitalised(first) and seps[a].strip(" ") in ("", "."):
+                    reasons[i] = NAME
+                    continue
+                span = cased[a:b]
+                if upper_share is not None and upper_share < 0.5 and all(w.isupper() and len(w) > 1 for w in span):
+                    # capitals inside a caption that is not in capitals: a brand or a title
+                    reasons[i] = NAME
+                    continue
+                if lower_caption and _is_capitalised(first) and a > 0 and _joined(seps[a]):
+                    before = seps[a].strip()
+                    sentence_start = a == 0 or before.endswith((".", "!", "?", ":"))
+                    neighbour_caps = (a > 0 and _is_capitalised(cased[a - 1])) or (b < len(cased) and _is_capitalised(cased[b]) and _joined(seps[b]))
+                    if not sentence_start and neighbour_caps:
+                        reasons[i] = NAME
+                        continue
+            # 3. modifier
+            head = _head_after(words, seps, b, function_words, coordinators, qualifiers)
+            heads = singular_forms(head) if head is not None else None
+            if heads is not None and not heads & depiction:
+                if not heads & table.hypernym_words(s):
+                    reasons[i] = MODIFIER
+                    continue
+        # a word written once as a name is that name throughout its caption ("PUMA ... Puma Silver")
+        named = {norm[int(start[i]) : int(end[i])] for i in idx if reasons[i] == NAME}
+        if named:
+            for i in idx:
+                if reasons[i] == KEPT and norm[int(start[i]) : int(end[i])] in named:
+                    reasons[i] = NAME
+    return reasons
+
+
+def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], coordinators: frozenset[str], qualifiers: frozenset[str]) -> str | None:
+    """The noun the word ending before ``b`` modifies, or None when it heads its own phrase."""
+    n = len(words)
+    if b >= n or (seps is not None and not _joined(seps[b])):
+        return None
+    w = words[b]
+    if w in coordinators:
+        # "wool and silk knit sweater": the coordinated word is itself a modifier of a later head
+        if b + 1 < n and (seps is None or _joined(seps[b + 1])) and is_noun(words[b + 1]):
+            return _head_after(words, seps, b + 2, function_words, coordinators, qualifiers)
+        return None
+    if w in function_words or w in qualifiers:
+        return None
+    head = None
+    for k in range(b, min(n, b + 4)):
+        if k > b and ((seps is not None and not _joined(seps[k])) or words[k] in function_words or words[k] in coordinators):
+            break
+        if words[k] in qualifiers:
+            break
+        if is_noun(words[k]):
+            head = words[k]
+    return head
