@@ -30,30 +30,44 @@ from __future__ import annotations
 import functools
 import html
 import re
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from curate.match.lexicon import is_noun, lemma_count, noun_base, sense_profile, singular_forms
+from curate.match.lexicon import (
+    is_noun,
+    is_proper,
+    is_verb,
+    lemma_count,
+    noun_base,
+    sense_profile,
+    singular_forms,
+    split_compound,
+)
 from curate.match.rules import disambiguation_rules
 
 DROP_REASONS = ("kept", "veto", "sense", "name", "modifier", "longer")
 KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
 
 _TOKEN = re.compile(r"[^\W_]+")
+# nltk's WordNet reader shares open files between threads; polars runs batches on several
+WORDNET_LOCK = threading.Lock()
 
 
 @dataclass
 class SenseTable:
     """Per sense (one surface form of one class) of a compiled matcher: what the cascade needs."""
 
-    needs_context: np.ndarray  # bool
+    needs_context: np.ndarray  # bool, the word read with all its parts of speech
+    needs_context_noun: np.ndarray  # bool, the word read as a noun (plural, after a determiner)
     plural_only: np.ndarray  # bool: the form is this class's plural and another class's lemma
     synset_of: list  # nltk synset per sense, or None (vocabulary without WordNet ids)
     lemma_of: list[str]  # the WordNet spelling of the sense's lemma
 
     _profiles: dict = field(default_factory=dict, repr=False)
     _hypernyms: dict = field(default_factory=dict, repr=False)
+    _compounds: dict = field(default_factory=dict, repr=False)
 
     def profile(self, sense: int):
         """The :class:`~curate.match.lexicon.SenseProfile` of a sense (built on first use)."""
@@ -63,6 +77,34 @@ class SenseTable:
 
             got = sense_profile(wordnet(), self.synset_of[sense], self.lemma_of[sense])
             self._profiles[sense] = got
+        return got
+
+    def compound_elsewhere(self, sense: int, before: str | None, after: str | None) -> str | None:
+        """"left"/"right" when the word before/after the mention makes with it a WordNet noun lemma
+        that is neither the class nor a kind of it ("gas mask" for the mask class), else None."""
+        key = (sense, before, after)
+        got = self._compounds.get(key, 0)
+        if got != 0:
+            return got
+        got = None
+        s = self.synset_of[sense]
+        lemma = self.lemma_of[sense]
+        if s is not None and lemma:
+            from curate.wordnet import wordnet
+
+            wn = wordnet()
+            with WORDNET_LOCK:
+                sides = []
+                if before:
+                    sides += [("left", f"{before}_{lemma}"), ("left", f"{before}{lemma}")]
+                if after:
+                    sides += [("right", f"{lemma}_{after}"), ("right", f"{lemma}{after}")]
+                for side, compound in sides:
+                    found = wn.synsets(compound, "n")
+                    if found and not any(x == s or s in x.closure(lambda y: y.hypernyms()) for x in found):
+                        got = side
+                        break
+        self._compounds[key] = got
         return got
 
     def hypernym_words(self, sense: int) -> frozenset[str]:
@@ -90,6 +132,7 @@ def sense_table(
     wn = wordnet()
     n = len(sense_label)
     needs = np.zeros(n, dtype=bool)
+    needs_noun = np.zeros(n, dtype=bool)
     plural_only = np.zeros(n, dtype=bool)
     synsets: list = [None] * n
     lemmas: list[str] = [""] * n
@@ -111,25 +154,39 @@ def sense_table(
             try:
                 synset = wn.synset_from_pos_and_offset("n", int(str(wnid)[1:]))
             except Exception:  # an id that is not a WordNet 3.0 noun offset: no sense evidence
-                cache[key] = (None, False)
+                cache[key] = (None, False, False)
             else:
-                cache[key] = (synset, _needs_context(wn, synset, spelled))
-        synsets[s], needs[s] = cache[key]
+                cache[key] = (
+                    synset,
+                    _needs_context(wn, synset, spelled),
+                    _needs_context(wn, synset, spelled, nouns_only=True),
+                )
+        synsets[s], needs[s], needs_noun[s] = cache[key]
+        if form != sense_lemma[s]:  # a plural is a noun
+            needs[s] = needs_noun[s]
         lemmas[s] = spelled
     if ruled is not None:
         needs &= ~ruled
-    table = SenseTable(needs_context=needs, plural_only=plural_only, synset_of=synsets, lemma_of=lemmas)
+        needs_noun &= ~ruled
+    table = SenseTable(
+        needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only, synset_of=synsets, lemma_of=lemmas
+    )
     # nltk's reader is not thread-safe and polars runs batches on several threads: everything the
     # cascade asks WordNet is computed here, once
     for s in range(n):
         if synsets[s] is not None:
             table.hypernym_words(s)
-            if needs[s]:
+            if needs[s] or needs_noun[s]:
                 table.profile(s)
     return table
 
 
-def _needs_context(wn, synset, lemma_name: str) -> bool:
+def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False) -> bool:
+    """Whether a mention through ``lemma_name`` needs positive context to stand for ``synset``:
+    when the class is not the lemma's most frequent sense in SemCor (ties stand), or, untagged,
+    when the lemma is also a verb or adjective, or its first noun sense is neither the class nor a
+    part, whole, kind or genus of it. ``nouns_only``: the caption uses the word as a noun (a plural,
+    or after a determiner or number), so verb and adjective senses do not compete."""
     lemmas = wn.lemmas(lemma_name)
     if not any(lem.synset() == synset for lem in lemmas):
         # a display name or spelling of the vocabulary's own ("mountain" for alp): its choice
@@ -137,21 +194,15 @@ def _needs_context(wn, synset, lemma_name: str) -> bool:
     # a lemma that is also another noun's plural ("shades") carries that noun's senses too
     for base in singular_forms(lemma_name.lower()) - {lemma_name.lower()}:
         lemmas = lemmas + [lem for lem in wn.lemmas(base) if lem.synset().pos() == "n"]
-    synsets = {lem.synset() for lem in lemmas}
-    if len(synsets) == 1:
+    if nouns_only:
+        lemmas = [lem for lem in lemmas if lem.synset().pos() == "n"]
+    if len({lem.synset() for lem in lemmas}) == 1:
         return False
-    counts = [lemma_count(lem) for lem in lemmas]
-    total = sum(counts)
-    rules = disambiguation_rules()
-    if total >= rules["min_tagged"]:
-        own = sum(c for lem, c in zip(lemmas, counts) if lem.synset() == synset)
-        return own / total < rules["dominant_share"]
-    if total:
-        # a few tags: the class sense must be tagged at least as often as any other sense
-        own = sum(c for lem, c in zip(lemmas, counts) if lem.synset() == synset)
-        return own < max(counts)
-    # untagged: evidence is needed when the lemma is also a verb or an adjective, or when its first
-    # (most frequent) noun sense is neither the class nor a part, whole, kind or genus of it
+    counts: dict = {}
+    for lem in lemmas:
+        counts[lem.synset()] = counts.get(lem.synset(), 0) + lemma_count(lem)
+    if sum(counts.values()) >= disambiguation_rules()["min_tagged"]:
+        return counts.get(synset, 0) < max(counts.values())
     if any(lem.synset().pos() != "n" for lem in lemmas):
         return True
     first = next(lem.synset() for lem in lemmas if lem.synset().pos() == "n")
@@ -184,6 +235,7 @@ def _word_sets() -> tuple[frozenset[str], ...]:
         frozenset(rules["function_words"]),
         frozenset(rules["coordinators"]),
         frozenset(rules["qualifiers"]),
+        frozenset(rules["determiners"]),
     )
 
 
@@ -226,7 +278,7 @@ def decide(
 
     ``start``/``end`` are byte offsets into the normalised, unpadded caption whose bytes
     ``norm_rows[row]`` holds."""
-    depiction, honorifics, function_words, coordinators, qualifiers = _word_sets()
+    depiction, honorifics, function_words, coordinators, qualifiers, determiners = _word_sets()
     reasons = np.zeros(len(row), dtype=np.int8)
     by_row: dict[int, list[int]] = {}
     for i, r in enumerate(row.tolist()):
@@ -251,7 +303,8 @@ def decide(
             if table.plural_only[s]:
                 reasons[i] = SENSE
                 continue
-            if table.needs_context[s]:
+            as_noun = a > 0 and (words[a - 1] in determiners or words[a - 1].isdigit())
+            if table.needs_context_noun[s] if as_noun else table.needs_context[s]:
                 prof = table.profile(s)
                 if caption_nouns is None:
                     caption_nouns = {noun_base(w) or w for w in words} | set(words)
@@ -278,7 +331,12 @@ def decide(
                     if not sentence_start and neighbour_caps:
                         reasons[i] = NAME
                         continue
-            # 3. modifier
+            # 3. compounds WordNet knows: "gas mask", "tank top", "ski slope" name another thing
+            other = table.compound_elsewhere(s, words[a - 1] if a > 0 else None, words[b] if b < len(words) else None)
+            if other and (cased is None or (_joined(seps[a]) if other == "left" else _joined(seps[b]))):
+                reasons[i] = MODIFIER
+                continue
+            # 4. modifier
             head = _head_after(words, seps, b, function_words, coordinators, qualifiers)
             heads = singular_forms(head) if head is not None else None
             if heads is not None and not heads & depiction:
@@ -311,8 +369,9 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
     for k in range(b, min(n, b + 4)):
         if k > b and ((seps is not None and not _joined(seps[k])) or words[k] in function_words or words[k] in coordinators):
             break
-        if words[k] in qualifiers:
+        w = words[k]
+        if w in qualifiers or is_proper(w) or (is_verb(w) and not is_noun(w)):
             break
-        if is_noun(words[k]):
-            head = words[k]
+        if is_noun(w) or split_compound(w):
+            head = w
     return head

@@ -25,10 +25,19 @@ _POS_OF_SS_TYPE = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
 @dataclass(frozen=True)
 class WordPos:
     noun_tags: int
-    other_tags: int
+    other_tags: int  # verbs, adjectives and adverbs
     noun: int  # number of noun senses
     other: int  # number of verb, adjective and adverb senses
     proper: bool = False  # every noun sense is a proper name (Istanbul, Turkey the country aside)
+    verb_tags: int = 0
+    verb: int = 0  # number of verb senses
+
+    @property
+    def is_verb(self) -> bool:
+        """Used mostly as a verb ("buy", "review"): a word that ends a noun compound."""
+        if self.noun_tags + self.other_tags:
+            return self.verb_tags > max(self.noun_tags, self.other_tags - self.verb_tags)
+        return self.verb > self.noun and self.verb >= self.other - self.verb
 
     @property
     def is_noun(self) -> bool:
@@ -51,7 +60,10 @@ def pos_table() -> dict[str, WordPos]:
                 parts = line.split(" ", 3)
                 word = parts[0]
                 if "_" not in word:
-                    senses.setdefault(word, [0, 0])[0 if pos == "n" else 1] += int(parts[2])
+                    slot = senses.setdefault(word, [0, 0, 0])
+                    slot[0 if pos == "n" else 1] += int(parts[2])
+                    if pos == "v":
+                        slot[2] += int(parts[2])
     # nouns spelled with a capital in every synset they are in: proper names
     capital: dict[str, bool] = {}
     with open(root / "data.noun", encoding="utf-8") as f:
@@ -74,12 +86,15 @@ def pos_table() -> dict[str, WordPos]:
                 lemma, _, rest = key.partition("%")
                 if "_" in lemma:
                     continue
-                slot = tags.setdefault(lemma, [0, 0])
-                slot[0 if _POS_OF_SS_TYPE.get(rest[:1]) == "n" else 1] += int(count)
+                slot = tags.setdefault(lemma, [0, 0, 0])
+                pos = _POS_OF_SS_TYPE.get(rest[:1])
+                slot[0 if pos == "n" else 1] += int(count)
+                if pos == "v":
+                    slot[2] += int(count)
     out = {}
-    for word, (n_senses, o_senses) in senses.items():
-        n, o = tags.get(word, (0, 0))
-        out[word] = WordPos(n, o, n_senses, o_senses, capital.get(word, False))
+    for word, (n_senses, o_senses, v_senses) in senses.items():
+        n, o, v = tags.get(word, (0, 0, 0))
+        out[word] = WordPos(n, o, n_senses, o_senses, capital.get(word, False), v, v_senses)
     return out
 
 
@@ -145,6 +160,32 @@ def singular_forms(word: str) -> set[str]:
             if e is not None and e.noun:
                 out.add(cand)
     return out
+
+
+def is_verb(word: str) -> bool:
+    entry = pos_table().get(word)
+    return entry is not None and entry.is_verb
+
+
+def is_proper(word: str) -> bool:
+    entry = pos_table().get(word)
+    return entry is not None and entry.proper
+
+
+def split_compound(word: str) -> tuple[str, str] | None:
+    """A closed compound of two WordNet nouns that WordNet itself lacks ("keychain" -> key, chain;
+    "keychains" too); both parts must be WordNet words used mostly as nouns."""
+    table = pos_table()
+    if len(word) < 6 or not word.isalpha() or word in table:
+        return None
+    for k in range(3, len(word) - 2):
+        a, b = word[:k], word[k:]
+        if b not in table and b.endswith("s") and b[:-1] in table:
+            b = b[:-1]
+        ea, eb = table.get(a), table.get(b)
+        if ea and eb and len(b) >= 3 and ea.is_noun and eb.is_noun and not ea.proper and not eb.proper:
+            return a, b
+    return None
 
 
 def is_noun(word: str) -> bool:
