@@ -37,6 +37,7 @@ import numpy as np
 
 from curate.match.lexicon import (
     is_noun,
+    is_participle,
     is_proper,
     is_verb,
     lemma_count,
@@ -68,6 +69,7 @@ class SenseTable:
     _profiles: dict = field(default_factory=dict, repr=False)
     _hypernyms: dict = field(default_factory=dict, repr=False)
     _compounds: dict = field(default_factory=dict, repr=False)
+    _kindred: dict = field(default_factory=dict, repr=False)
 
     def profile(self, sense: int):
         """The :class:`~curate.match.lexicon.SenseProfile` of a sense (built on first use)."""
@@ -95,16 +97,36 @@ class SenseTable:
             wn = wordnet()
             with WORDNET_LOCK:
                 sides = []
+                before = None if before in _function_words() else before
+                after = None if after in _function_words() else after
                 if before:
                     sides += [("left", f"{before}_{lemma}"), ("left", f"{before}{lemma}")]
                 if after:
                     sides += [("right", f"{lemma}_{after}"), ("right", f"{lemma}{after}")]
                 for side, compound in sides:
                     found = wn.synsets(compound, "n")
-                    if found and not any(x == s or s in x.closure(lambda y: y.hypernyms()) for x in found):
+                    if found and not any(
+                        x == s or s in x.closure(lambda y: y.hypernyms()) or _kindred(x, s) for x in found
+                    ):
                         got = side
                         break
         self._compounds[key] = got
+        return got
+
+    def kindred(self, sense: int, head: str) -> bool:
+        """Whether ``head`` names a living thing of the class's own kind ("sorrel mare", "german
+        shepherd puppy", "drake mallard"; see :func:`_kindred`)."""
+        key = (sense, head)
+        got = self._kindred.get(key)
+        if got is None:
+            got = False
+            s = self.synset_of[sense]
+            if s is not None:
+                from curate.wordnet import wordnet
+
+                with WORDNET_LOCK:
+                    got = any(_kindred(h, s) for h in wordnet().synsets(head, "n"))
+            self._kindred[key] = got
         return got
 
     def hypernym_words(self, sense: int) -> frozenset[str]:
@@ -123,7 +145,7 @@ class SenseTable:
 
 def sense_table(
     sense_label: np.ndarray, sense_lemma: list[str], sense_form: list[str], wnids: list, lemma_spelling: dict,
-    *, ruled: np.ndarray | None = None,
+    ruled: set[tuple[int, str]] = frozenset(),
 ) -> SenseTable:
     """Build the :class:`SenseTable` for the senses of a matcher (``sense_lemma`` normalised,
     ``lemma_spelling`` maps (label, normalised lemma) to the vocabulary's spelling)."""
@@ -149,7 +171,8 @@ def sense_table(
         if not wnid or not str(wnid).startswith("n") or not str(wnid)[1:].isdigit():
             continue
         spelled = lemma_spelling.get((label, sense_lemma[s]), sense_lemma[s]).replace(" ", "_")
-        key = (wnid, spelled)
+        is_ruled = (label, sense_lemma[s]) in ruled
+        key = (wnid, spelled, is_ruled)
         if key not in cache:
             try:
                 synset = wn.synset_from_pos_and_offset("n", int(str(wnid)[1:]))
@@ -158,16 +181,13 @@ def sense_table(
             else:
                 cache[key] = (
                     synset,
-                    _needs_context(wn, synset, spelled),
-                    _needs_context(wn, synset, spelled, nouns_only=True),
+                    _needs_context(wn, synset, spelled, ruled=is_ruled),
+                    _needs_context(wn, synset, spelled, nouns_only=True, ruled=is_ruled),
                 )
         synsets[s], needs[s], needs_noun[s] = cache[key]
         if form != sense_lemma[s]:  # a plural is a noun
             needs[s] = needs_noun[s]
         lemmas[s] = spelled
-    if ruled is not None:
-        needs &= ~ruled
-        needs_noun &= ~ruled
     table = SenseTable(
         needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only, synset_of=synsets, lemma_of=lemmas
     )
@@ -181,12 +201,14 @@ def sense_table(
     return table
 
 
-def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False) -> bool:
+def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False, ruled: bool = False) -> bool:
     """Whether a mention through ``lemma_name`` needs positive context to stand for ``synset``:
     when the class is not the lemma's most frequent sense in SemCor (ties stand), or, untagged,
     when the lemma is also a verb or adjective, or its first noun sense is neither the class nor a
     part, whole, kind or genus of it. ``nouns_only``: the caption uses the word as a noun (a plural,
-    or after a determiner or number), so verb and adjective senses do not compete."""
+    or after a determiner or number), so verb and adjective senses do not compete. ``ruled``: a
+    negative-context rule of the class already separates its senses; only SemCor's own tags
+    (``min_tagged`` or more) overrule it."""
     lemmas = wn.lemmas(lemma_name)
     if not any(lem.synset() == synset for lem in lemmas):
         # a display name or spelling of the vocabulary's own ("mountain" for alp): its choice
@@ -196,6 +218,8 @@ def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False) -> 
         lemmas = lemmas + [lem for lem in wn.lemmas(base) if lem.synset().pos() == "n"]
     if nouns_only:
         lemmas = [lem for lem in lemmas if lem.synset().pos() == "n"]
+    # senses that are names ("Crane" the poet, "Drake" the rapper) are the name step's business
+    lemmas = [lem for lem in lemmas if not lem.name()[:1].isupper() or lem.synset() == synset]
     if len({lem.synset() for lem in lemmas}) == 1:
         return False
     counts: dict = {}
@@ -203,10 +227,41 @@ def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False) -> 
         counts[lem.synset()] = counts.get(lem.synset(), 0) + lemma_count(lem)
     if sum(counts.values()) >= disambiguation_rules()["min_tagged"]:
         return counts.get(synset, 0) < max(counts.values())
-    if any(lem.synset().pos() != "n" for lem in lemmas):
+    if ruled:
+        return False
+    if sum(counts.values()) and counts.get(synset, 0) >= max(counts.values()):
+        return False  # the few tags there are agree with the class
+    n_noun = len({lem.synset() for lem in lemmas if lem.synset().pos() == "n"})
+    if n_noun * 2 <= len({lem.synset() for lem in lemmas}):  # as much a verb or adjective as a noun
         return True
     first = next(lem.synset() for lem in lemmas if lem.synset().pos() == "n")
-    return first != synset and first not in _related(synset)
+    if first == synset or first in _related(synset) or _kindred(first, synset):
+        return False
+    # regular polysemy: a plant and its fruit, an animal and its meat, name one kind of thing
+    return {first.lexname(), synset.lexname()} not in _REGULAR_POLYSEMY
+
+
+def _up(synset, levels: int) -> list:
+    out, frontier = [], [synset]
+    for _ in range(levels):
+        frontier = [h for x in frontier for h in x.hypernyms()]
+        out.extend(frontier)
+    return out
+
+
+_LIVING = frozenset({"noun.animal", "noun.plant", "noun.food"})
+
+
+def _kindred(a, b) -> bool:
+    """Two living things (or foods) of one kind, three levels up at most: a mare and a sorrel
+    horse, a puppy and a shepherd dog, a drake and a mallard. Artifacts share hypernyms as broad
+    as "garment" or "covering" within three levels, so they are never kindred."""
+    if a.lexname() not in _LIVING or b.lexname() != a.lexname():
+        return False
+    return bool(set(_up(a, 3)) & set(_up(b, 3)))
+
+
+_REGULAR_POLYSEMY = ({"noun.plant", "noun.food"}, {"noun.animal", "noun.food"})
 
 
 def _related(synset) -> set:
@@ -216,7 +271,13 @@ def _related(synset) -> set:
         synset.substance_holonyms(), synset.substance_meronyms(), synset.member_holonyms(),
     ):
         out.update(rel)
+    for h in synset.hypernyms():  # sister senses: kinds of one thing ("bobsled" the sled, and the sled pair)
+        out.update(h.hyponyms())
     return out
+
+
+def _function_words() -> frozenset[str]:
+    return _word_sets()[2]
 
 
 @functools.lru_cache(maxsize=1)
@@ -340,7 +401,7 @@ def decide(
             head = _head_after(words, seps, b, function_words, coordinators, qualifiers)
             heads = singular_forms(head) if head is not None else None
             if heads is not None and not heads & depiction:
-                if not heads & table.hypernym_words(s):
+                if not heads & table.hypernym_words(s) and not table.kindred(s, head):
                     reasons[i] = MODIFIER
                     continue
         # a word written once as a name is that name throughout its caption ("PUMA ... Puma Silver")
@@ -360,7 +421,8 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
     w = words[b]
     if w in coordinators:
         # "wool and silk knit sweater": the coordinated word is itself a modifier of a later head
-        if b + 1 < n and (seps is None or _joined(seps[b + 1])) and is_noun(words[b + 1]):
+        nxt = words[b + 1] if b + 1 < n else ""
+        if nxt and nxt not in function_words and (seps is None or _joined(seps[b + 1])) and is_noun(nxt):
             return _head_after(words, seps, b + 2, function_words, coordinators, qualifiers)
         return None
     if w in function_words or w in qualifiers:
@@ -370,7 +432,15 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
         if k > b and ((seps is not None and not _joined(seps[k])) or words[k] in function_words or words[k] in coordinators):
             break
         w = words[k]
-        if w in qualifiers or is_proper(w) or (is_verb(w) and not is_noun(w)):
+        if w in qualifiers or is_proper(w) or is_verb(w, only=True):
+            break
+        if w == "s" and seps is not None and seps[k] == "'":
+            break  # a possessive: "the tiger's cub" is the tiger's
+        if is_participle(w):
+            # "crane lifting steel", "shepherds playing": a verb; "dining chairs": a compound
+            nxt = words[k + 1] if k + 1 < n else ""
+            if is_noun(w) and nxt and (seps is None or _joined(seps[k + 1])) and is_noun(nxt):
+                continue
             break
         if is_noun(w) or split_compound(w):
             head = w

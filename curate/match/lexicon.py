@@ -162,9 +162,23 @@ def singular_forms(word: str) -> set[str]:
     return out
 
 
-def is_verb(word: str) -> bool:
+def is_verb(word: str, *, only: bool = False) -> bool:
+    """Whether ``word`` is used mostly as a verb; ``only``: and never tagged as a noun."""
     entry = pos_table().get(word)
-    return entry is not None and entry.is_verb
+    return entry is not None and entry.is_verb and not (only and entry.noun_tags)
+
+
+def is_participle(word: str) -> bool:
+    """An "-ing" form read as a verb: its verb is tagged more often in SemCor than the "-ing" noun
+    ("playing", "grazing", "lifting"; not "wedding", "training", "clothing")."""
+    if not word.endswith("ing") or len(word) < 6:
+        return False
+    table = pos_table()
+    stem = word[:-3]
+    stems = [stem, stem + "e"] + ([stem[:-1]] if len(stem) > 2 and stem[-1] == stem[-2] else [])
+    verb_tags = max((table[x].verb_tags + (table[x].verb > 0) for x in stems if x in table), default=0)
+    own = table.get(word)
+    return verb_tags > (own.noun_tags if own else 0)
 
 
 def is_proper(word: str) -> bool:

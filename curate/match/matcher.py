@@ -408,7 +408,8 @@ def compile_matcher(
                 surf_rows["lemma"].append(norm)
                 surf_rows["surface"].append(form)
 
-    # vetoes: context pattern -> senses it cancels
+    # vetoes: context pattern -> senses it cancels; the (class, lemma) pairs a rule speaks for
+    ruled: set[tuple[int, str]] = set()
     ctx_id: dict[str, int] = {}
     ctx_vetoes: list[set[int]] = []
     for label, wnid, lemmas, extra in zip(labels, wnids, lemma_lists, negs):
@@ -424,6 +425,7 @@ def compile_matcher(
             vetoed = [s for t in targets for s in senses_of_class_lemma.get((label, t), [])]
             if not vetoed:
                 continue
+            ruled.update((label, t) for t in targets)
             own_forms = {f for t in targets for f in forms_of.get(t, ())}
             for word in context:
                 w = norm_of[word]
@@ -434,10 +436,6 @@ def compile_matcher(
                     ctx_vetoes.append(set())
                 ctx_vetoes[ctx_id[w]].update(vetoed)
 
-    # senses a negative rule already speaks for: their vetoes, not sense dominance, decide
-    ruled = np.zeros(len(sense_label), dtype=bool)
-    for vetoed in ctx_vetoes:
-        ruled[list(vetoed)] = True
     patterns = [f" {form} " for form in pattern_id]
     if not patterns:
         raise CurateError("no lemma of the vocabulary has a matchable form (all are empty after normalisation)")
@@ -454,8 +452,7 @@ def compile_matcher(
         ctx_veto=veto_vals,
         surfaces=pl.DataFrame(surf_rows, schema={"label": pl.Int32, "lemma": pl.Utf8, "surface": pl.Utf8}),
         sense_table=sense_table(
-            np.asarray(sense_label, dtype=np.int32), sense_lemma, surf_rows["surface"], wnids, spelling,
-            ruled=ruled,
+            np.asarray(sense_label, dtype=np.int32), sense_lemma, surf_rows["surface"], wnids, spelling, ruled
         )
         if disambiguate
         else None,
