@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curate.match.lexicon import (
+    can_head,
     is_noun,
     is_participle,
     is_proper,
@@ -52,6 +53,7 @@ DROP_REASONS = ("kept", "veto", "sense", "name", "modifier", "longer")
 KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
 
 _TOKEN = re.compile(r"[^\W_]+")
+_CAMEL = re.compile(r"[a-z][A-Z]")
 # nltk's WordNet reader shares open files between threads; polars runs batches on several
 WORDNET_LOCK = threading.Lock()
 
@@ -276,6 +278,22 @@ def _related(synset) -> set:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_collection(word: str) -> bool:
+    """A head that groups things of the class ("pajama set", "jewelry sets", "sock pairs"): its first
+    noun senses are kinds of a ``collection`` synset of the rules file."""
+    from curate.wordnet import wordnet
+
+    wn = wordnet()
+    with WORDNET_LOCK:
+        roots = {wn.synset(k) for k in disambiguation_rules()["collections"]}
+        for form in sorted(singular_forms(word)):
+            for syn in wn.synsets(form, "n")[:2]:
+                if syn in roots or roots & set(syn.closure(lambda x: x.hypernyms())):
+                    return True
+    return False
+
+
 def _function_words() -> frozenset[str]:
     return _word_sets()[2]
 
@@ -380,6 +398,10 @@ def decide(
                 if prev in honorifics and _is_capitalised(first) and seps[a].strip(" ") in ("", "."):
                     reasons[i] = NAME
                     continue
+                if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]):
+                    # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move")
+                    reasons[i] = NAME
+                    continue
                 span = cased[a:b]
                 if upper_share is not None and upper_share < 0.5 and all(w.isupper() and len(w) > 1 for w in span):
                     # capitals inside a caption that is not in capitals: a brand or a title
@@ -400,7 +422,7 @@ def decide(
             # 4. modifier
             head = _head_after(words, seps, b, function_words, coordinators, qualifiers)
             heads = singular_forms(head) if head is not None else None
-            if heads is not None and not heads & depiction:
+            if heads is not None and not heads & depiction and not _is_collection(head):
                 if not heads & table.hypernym_words(s) and not table.kindred(s, head):
                     reasons[i] = MODIFIER
                     continue
@@ -442,6 +464,6 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
             if is_noun(w) and nxt and (seps is None or _joined(seps[k + 1])) and is_noun(nxt):
                 continue
             break
-        if is_noun(w) or split_compound(w):
+        if can_head(w) or split_compound(w):
             head = w
     return head

@@ -17,6 +17,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+from curate.match.rules import STOP_FORMS, disambiguation_rules
 from curate.wordnet import find_wordnet_dir
 
 _POS_OF_SS_TYPE = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
@@ -202,6 +203,19 @@ def split_compound(word: str) -> tuple[str, str] | None:
     return None
 
 
+def can_head(word: str) -> bool:
+    """Whether ``word`` can head a compound after a class word: a noun (plurals included), or a
+    word SemCor has seen as a noun at least as often as as an adjective ("review", "project";
+    not "white", "mute")."""
+    if is_noun(word):
+        return True
+    e = pos_table().get(word)
+    if e is None or not e.noun or e.proper:
+        return False
+    adj_tags = e.other_tags - e.verb_tags
+    return e.noun_tags > 0 and e.noun_tags >= adj_tags
+
+
 def is_noun(word: str) -> bool:
     """Whether ``word`` (lower case) is used mostly as a noun, plurals included."""
     entry = pos_table().get(word)
@@ -277,6 +291,8 @@ def sense_profile(wn, synset, lemma_name: str) -> SenseProfile:
     own_words = set(_words(lemma_name))
     context = {noun_base(w) or w for w in context if len(w) > 2 and w not in _GENERIC and w not in own_words}
     context -= _GENERIC
+    context -= STOP_FORMS
+    context -= frozenset(disambiguation_rules()["function_words"])
     return SenseProfile(
         share=own / total if total else float("nan"),
         monosemous=monosemous,
