@@ -66,12 +66,14 @@ def test_rule_families(matcher, in1k, caption, name, reason):
     assert got.get(name) == reason, got
 
 
-def test_the_default_mode_is_unchanged_without_the_flag(in1k):
+def test_the_default_mode_disambiguates_and_spans_say_why(in1k):
     lf = pl.LazyFrame({"caption": ["vintage violin case for sale"]})
-    plain = match_captions(lf, in1k).collect()["labels"].to_list()
-    strict = match_captions(lf, in1k, disambiguate=True).collect()["labels"].to_list()
+    plain = match_captions(lf, in1k, disambiguate=False).collect()["labels"].to_list()
+    strict = match_captions(lf, in1k).collect()["labels"].to_list()
     violin = in1k.filter(pl.col("name") == "violin")["label"].item()
     assert violin in plain[0] and violin not in strict[0]
+    spans = match_captions(lf, in1k, spans=True).collect()["spans"].to_list()[0]
+    assert [(x["label"], x["surface"], x["reason"]) for x in spans] == [(violin, "violin", "modifier")]
 
 
 def test_label_quality_on_real_captions(in1k):
@@ -82,8 +84,8 @@ def test_label_quality_on_real_captions(in1k):
     judged = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8})
     for split in ("dev", "heldout"):
         rows = judged.filter(pl.col("split") == split)["row"].unique().to_list()
-        base = score_labels(match_captions(df.lazy(), in1k).collect()["labels"], judged, rows=rows)
-        q = score_labels(match_captions(df.lazy(), in1k, disambiguate=True).collect()["labels"], judged, rows=rows)
+        base = score_labels(match_captions(df.lazy(), in1k, disambiguate=False).collect()["labels"], judged, rows=rows)
+        q = score_labels(match_captions(df.lazy(), in1k).collect()["labels"], judged, rows=rows)
         assert base.recall == 1.0  # every judged candidate is found before the cascade
         assert q.precision >= base.precision + 0.25, (split, q, base)
         assert q.recall >= 0.75, (split, q)

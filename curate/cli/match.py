@@ -35,11 +35,11 @@ def match_command(
     mode: str = typer.Option(
         "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting: lemmatised tokens of a synonym present anywhere)."
     ),
-    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption the mentions (label, byte offsets into the normalised caption, surface form)."),
+    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption every candidate mention (label, byte offsets into the normalised caption, surface form, reason: kept or why it was dropped)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
     disambiguate: bool = typer.Option(
-        False, "--disambiguate", help="Mode curate: drop candidate mentions that WordNet sense counts, names or noun compounds say are not the class (see curate.match.disambiguate)."
+        True, "--disambiguate/--no-disambiguate", help="Mode curate: drop candidates that are another sense of the word, part of a name or a modifier of another noun (WordNet + SemCor evidence; --spans says why each was dropped). --no-disambiguate keeps every candidate that survives the negative-context rules."
     ),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.

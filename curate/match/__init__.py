@@ -98,7 +98,7 @@ def match_captions(
     mode: str = "curate",
     spans: bool = False,
     caption_col: str = "caption",
-    disambiguate: bool = False,
+    disambiguate: bool = True,
 ) -> pl.LazyFrame:
     """The input rows plus ``labels`` (List[Int32], vocabulary ``label`` values); see the module
     docstring for the policies and modes. With ``spans``, also ``spans``: the accepted mentions
@@ -139,9 +139,9 @@ def match_captions(
     struct_dtype = pl.Struct({"labels": LABELS_DTYPE, "spans": SPANS_DTYPE})
 
     def both(s: pl.Series) -> pl.Series:
-        m = matcher.mentions(s)
+        m = matcher.candidates(s)
         return pl.struct(
-            labels_from_mentions(m, len(s), matcher.n_classes, policy=policy),
+            labels_from_mentions(m.select(m.reason == 0), len(s), matcher.n_classes, policy=policy),
             spans_from_mentions(m, len(s), matcher.patterns),
             eager=True,
         ).alias("_match")

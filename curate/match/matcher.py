@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.match import kernels
-from curate.match.disambiguate import KEPT, VETO, SenseTable, decide, sense_table
+from curate.match.disambiguate import DROP_REASONS, KEPT, VETO, SenseTable, decide, sense_table
 from curate.match.forms import _QUALIFIER, _irregular_normalised, surface_forms
 from curate.match.kernels import WordTable, _word_kernels
 from curate.match.normalise import normalise_many, normalised_buffer
@@ -21,7 +21,9 @@ from curate.match.rules import BLOCKED_LEMMAS, NEGATIVE_RULES, STOP_FORMS, Negat
 POLICIES = ("all", "drop", "first")
 
 LABELS_DTYPE = pl.List(pl.Int32)
-SPANS_DTYPE = pl.List(pl.Struct({"label": pl.Int32, "start": pl.Int32, "end": pl.Int32, "surface": pl.Utf8}))
+SPANS_DTYPE = pl.List(
+    pl.Struct({"label": pl.Int32, "start": pl.Int32, "end": pl.Int32, "surface": pl.Utf8, "reason": pl.Utf8})
+)
 
 @dataclass
 class Mentions:
@@ -117,7 +119,7 @@ class Matcher:
     ctx_veto: np.ndarray  # senses vetoed when this context word occurs in the caption
     surfaces: pl.DataFrame = field(repr=False)  # label, lemma, surface: what can match, for inspection
     sense_table: SenseTable | None = field(default=None, repr=False)
-    disambiguate: bool = False
+    disambiguate: bool = True
     _automata: list = field(default_factory=list, repr=False)
 
     @property
@@ -303,8 +305,9 @@ def labels_from_mentions(m: Mentions, n_rows: int, n_classes: int, *, policy: st
 
 
 def spans_from_mentions(m: Mentions, n_rows: int, patterns: list[str]) -> pl.Series:
-    """One list per caption of {label, start, end, surface}: byte offsets into the normalised,
-    unpadded caption (``normalise(caption).strip()``), in order of position."""
+    """One list per caption of {label, start, end, surface, reason}: byte offsets into the
+    normalised, unpadded caption (``normalise(caption).strip()``), in order of position; ``reason``
+    is ``kept`` or why the candidate was dropped (``DROP_REASONS``)."""
     order = np.lexsort((m.label, m.start, m.row))
     rows = m.row[order]
     counts = np.bincount(rows, minlength=n_rows)
@@ -317,11 +320,18 @@ def spans_from_mentions(m: Mentions, n_rows: int, patterns: list[str]) -> pl.Ser
             pa.array(m.start[order].astype(np.int32), type=pa.int32()),
             pa.array(m.end[order].astype(np.int32), type=pa.int32()),
             pa.array(surf[m.pattern[order]].tolist() if len(order) else [], type=pa.large_string()),
+            pa.array(
+                _REASON_NAMES[m.reason[order]].tolist() if m.reason is not None and len(order) else ["kept"] * len(order),
+                type=pa.large_string(),
+            ),
         ],
-        names=["label", "start", "end", "surface"],
+        names=["label", "start", "end", "surface", "reason"],
     )
     arr = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), struct)
     return pl.Series("spans", arr, dtype=SPANS_DTYPE)
+
+
+_REASON_NAMES = np.array(DROP_REASONS, dtype=object)
 
 
 def check_policy(policy: str) -> None:
@@ -349,7 +359,7 @@ _CACHE: dict[tuple, Matcher] = {}
 
 
 def compile_matcher(
-    vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | None = None, disambiguate: bool = False
+    vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | None = None, disambiguate: bool = True
 ) -> Matcher:
     """Compile ``vocab`` into a :class:`Matcher` (cached per vocabulary contents)."""
     check_vocab(vocab)
