@@ -12,6 +12,8 @@ Specs understood by :func:`load_vocab`:
   shipped by timm;
 - ``imagenet100``: the 100-class subset used by the reference study (CMC's ImageNet-100);
 - ``imagenet21k``: every ImageNet-21k synset (timm's list; open-world concepts);
+- ``imagenet1k-study``: ImageNet-1k with the reference study's own synonyms and class names
+  (``curate/data/imagenet1k_study_synonyms.json``; the lemmas of ``--mode reference``'s counting);
 - ``wordnet:SYNSET`` (e.g. ``wordnet:dog.n.01``): the synset and its hyponym tree, through nltk's
   WordNet (``depth`` limits how many levels below the root);
 - ``demo``: the classes of the embedded demo corpus;
@@ -141,6 +143,18 @@ def _imagenet21k() -> pl.DataFrame:
     return _vocab_from_wnids(_timm_synsets("imagenet21k_goog_synsets.txt"))
 
 
+@functools.lru_cache(maxsize=1)
+def _imagenet1k_study() -> pl.DataFrame:
+    """The study's synonym lists exactly (not deduplicated, no name added: its counting reads them
+    as they are), named as its published frequency tables name the classes."""
+    data = Path(__file__).resolve().parent / "data"
+    synonyms = json.loads((data / "imagenet1k_study_synonyms.json").read_text(encoding="utf-8"))
+    names = [line.split("\t")[0] for line in (data / "freqs_laion400m.tsv").read_text(encoding="utf-8").splitlines()]
+    _, definitions = _timm_tables()
+    wnids = list(synonyms)
+    return _frame({"wnid": wnids, "name": names, "lemmas": list(synonyms.values()), "definition": [definitions.get(w) for w in wnids]})
+
+
 def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
     from nltk.corpus.reader.wordnet import WordNetError
 
@@ -243,6 +257,7 @@ BUILTIN: dict[str, Callable[[], pl.DataFrame]] = {
     "imagenet1k": _imagenet1k,
     "imagenet100": _imagenet100,
     "imagenet21k": _imagenet21k,
+    "imagenet1k-study": _imagenet1k_study,
     "demo": _demo,
 }
 ALIASES = {"imagenet": "imagenet1k", "in1k": "imagenet1k", "in100": "imagenet100", "in21k": "imagenet21k", "imagenet-1k": "imagenet1k", "imagenet-21k": "imagenet21k", "imagenet-100": "imagenet100"}
