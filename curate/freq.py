@@ -178,11 +178,25 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
     return float((p * np.log(p / q)).sum())
 
 
+# The reference study's published ImageNet-1k class-frequency tables, shipped as package data
+# (curate/data/freqs_NAME.tsv; where each comes from: curate/data/README.md).
+REFERENCE_TABLES = ("laion400m", "laion2b", "cc12m", "yfcc15m", "metaclip400m", "incaps", "laionet-0.7", "laionet-0.82")
+
+
+def reference_path(spec: str | Path) -> Path:
+    """The file of a reference: a name of ``REFERENCE_TABLES`` (packaged table), else a path."""
+    name = str(spec).strip().lower()
+    if name in REFERENCE_TABLES:
+        return Path(__file__).resolve().parent / "data" / f"freqs_{name}.tsv"
+    return Path(spec)
+
+
 def read_reference(path: str | Path) -> pl.DataFrame:
-    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``."""
-    path = Path(path)
+    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``;
+    ``path`` may also name a packaged table (``REFERENCE_TABLES``)."""
+    path = reference_path(path)
     if not path.is_file():
-        raise CurateError(f"reference file {path} does not exist")
+        raise CurateError(f"reference file {path} does not exist (or name a packaged table: {', '.join(REFERENCE_TABLES)})")
     names: list[str] = []
     counts: list[int] = []
     with open(path, encoding="utf-8") as f:

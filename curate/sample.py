@@ -159,12 +159,12 @@ def _natural(p: ProfileInput) -> np.ndarray:
     return p.available / top if top else np.zeros(len(p.available))
 
 
-@profile("match", "match:FILE follows a `class<TAB>count` reference (by name, else wnid, else position), scaled")
+@profile("match", "match:FILE follows a `class<TAB>count` reference (by name, else wnid, else position), scaled; FILE may name a table the reference study published (laion400m, cc12m, ...)")
 def _match(p: ProfileInput) -> np.ndarray:
     from curate.freq import read_reference
 
     if not p.arg:
-        raise CurateError("--profile match needs a reference file: match:FILE")
+        raise CurateError("--profile match needs a reference: match:FILE or match:NAME (laion400m, laion2b, cc12m, yfcc15m, metaclip400m, incaps, laionet-0.7, laionet-0.82)")
     ref = read_reference(p.arg)
     lookup = dict(zip(ref["name"].to_list(), ref["count"].to_list()))
     if all(n in lookup for n in p.names):

@@ -42,7 +42,7 @@ VOCAB_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # The reference study's ImageNet-100 (indices into the standard ImageNet-1k order), a published
-# class list (CMC, Tian et al. 2019); ../shared/reference/imagenet100_class_indices.txt holds the same.
+# class list (CMC, Tian et al. 2019); the study's metadata/imagenet100_idxs.txt holds the same.
 IMAGENET100_INDICES: tuple[int, ...] = (
     15, 45, 54, 57, 64, 74, 90, 99, 119, 120, 122, 131, 137, 151, 155, 157, 158, 166, 167, 169,
     176, 180, 209, 211, 222, 228, 234, 236, 242, 246, 267, 268, 272, 275, 277, 281, 299, 305, 313, 317,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_helpers import run_cli
 from nltk.stem import WordNetLemmatizer
 from nltk.tokenize import word_tokenize
 
@@ -212,3 +213,30 @@ def test_study_vocabulary_is_the_studys_file():
     row = vocab.row(2, named=True)
     assert row["name"] == "great white shark"
     assert row["lemmas"] == ["great white shark", "white shark", "man-eater", "man-eating shark", "carcharodon carcharias"]
+
+
+@pytest.mark.parametrize("name", ["laion400m", "laion2b", "cc12m", "yfcc15m", "metaclip400m", "incaps", "laionet-0.7", "laionet-0.82"])
+def test_published_tables_ship_by_name(name):
+    from curate.freq import read_reference
+
+    table = read_reference(name)
+    assert table.height == 1000
+    assert table["name"].to_list() == load_vocab("imagenet1k-study")["name"].to_list()
+    assert table["count"].min() >= 0 and table["count"].sum() > 100_000
+
+
+def test_reference_names_and_files_work_in_freq(tmp_path, capsys):
+    from curate.freq import read_reference
+
+    assert read_reference("laion400m")["count"].sum() == 93654164
+    own = tmp_path / "mine.tsv"
+    own.write_text("tench\t3\ngoldfish\t1\n")
+    assert read_reference(own)["count"].to_list() == [3, 1]
+    src = tmp_path / "caps.parquet"
+    pl.DataFrame({"caption": ["a tench", "goldfish in a bowl", "two goldfish", "nothing"]}).write_parquet(src)
+    args = ["freq", str(src), "--vocab", "imagenet1k-study", "--mode", "reference", "--out", str(tmp_path / "f")]
+    code, out, err = run_cli([*args, "--reference", "laion400m"], capsys)
+    assert code == 0, err
+    assert "vs reference" in out
+    code, out, err = run_cli([*args, "--reference", "laion401m"], capsys)
+    assert code == 2 and "laion400m" in err

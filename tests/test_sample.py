@@ -126,6 +126,16 @@ def test_match_profile_follows_a_reference_by_name(tmp_path):
     assert got == {"class0": 800, "class1": 200, "class2": 80}
 
 
+def test_match_profile_reads_a_published_table_by_name():
+    from curate.freq import read_reference
+
+    ref = read_reference("laion400m")
+    names = ref["name"].to_list()[:3]  # tench 917, goldfish 30282, great white shark 19521
+    t = target_counts(classes_frame([40_000, 40_000, 40_000], names=names), profile="match:laion400m", max_per_class=30_282)
+    got = dict(zip(t["name"].to_list(), t["target"].to_list()))
+    assert got == dict(zip(names, ref["count"].to_list()[:3]))
+
+
 def test_match_profile_missing_classes_is_an_error(tmp_path):
     ref = tmp_path / "ref.tsv"
     ref.write_text("zebra\t40\n", encoding="utf-8")

@@ -17,8 +17,12 @@ def freq_command(
         None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write classes.tsv, classes.parquet, stats.json and freq.png into."),
-    reference: Path | None = typer.Option(
-        None, "--reference", "-r", help="A name<TAB>count table (e.g. ../shared/reference/freqs/laion400m_imagenet_ori.tsv, or a classes.tsv written here) to compare with."
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="A name<TAB>count table to compare with: a file (e.g. a classes.tsv written here) or one the reference study "
+        "published: laion400m, laion2b, cc12m, yfcc15m, metaclip400m, incaps, laionet-0.7, laionet-0.82.",
     ),
     policy: str = typer.Option("all", "--policy", help="Label policy when matching: all, drop or first (see curate match)."),
     mode: str = typer.Option("curate", "--mode", help="Matching mode: curate or reference (see curate match)."),
