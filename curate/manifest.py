@@ -290,9 +290,9 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     picked = draw(pool, targets)
     reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
     del pool
-    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).needs)
+    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
-    if recipe.captions == "synset":
+    if caption_mode(recipe.captions).lemmas:
         class_cols.append(pl.col("lemmas"))
     df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
     del rows

@@ -59,28 +59,49 @@ def test_source_text_modes():
     df = rows()
     assert render_captions(df, "original").to_list() == df["caption"].to_list()
     assert render_captions(df, "title").to_list() == df["title"].to_list()
-    assert render_captions(df, "tags").to_list() == df["tags"].to_list()
-    assert render_captions(df, "description").to_list() == df["description"].str.strip_chars().to_list()
+    assert render_captions(df, "tags").to_list() == df["tags"].str.replace_all(", ", " ").to_list()
+    assert render_captions(df, "description").to_list() == [d.strip() or None for d in df["description"]]
     full = render_captions(df, "full").to_list()
-    assert full[1] == "Title 1. fish, sea, 1. seen at the aquarium 1"
-    assert full[0] == "fish, sea, 0"  # no title, blank description: only what the row has
+    assert full[1] == "Title 1 fish sea 1 seen at the aquarium 1"  # the study's join: spaces, tags too
+    assert full[0] == "fish sea 0"  # no title, blank description: only what the row has
+    assert render_captions(df, "no-title").to_list()[1] == "fish sea 1 seen at the aquarium 1"
+    assert render_captions(df, "no-tags").to_list()[1] == "Title 1 seen at the aquarium 1"
+    assert render_captions(df, "no-description").to_list()[1] == "Title 1 fish sea 1"
+    assert render_captions(df, "no-tags").to_list()[0] is None  # neither field: no text
 
 
-def test_cname_prefixed_variants():
+def test_the_studys_full_text_example():
+    df = pl.DataFrame(
+        {
+            "uid": ["x"], "class_name": ["tench"], "title": ["Tench fishing"], "tags": ["fish, lake, tench"],
+            "description": ["Caught\ntoday"],
+        }
+    )
+    assert render_captions(df, "full+cname").to_list() == ["tench Tench fishing fish lake tench Caught today"]
+
+
+def test_cname_variants_put_the_name_first_and_keep_every_row():
     df = rows()
-    for base in ("original", "title", "tags", "description", "full"):
+    for base in ("original", "title", "tags", "description", "no-title", "no-tags", "no-description", "full"):
         plain = render_captions(df, base).to_list()
         prefixed = render_captions(df, base + "+cname").to_list()
         for p, q, n in zip(plain, prefixed, df["class_name"]):
-            if p is not None:
-                assert q == f"{n}: {p}"
+            assert q == (n if p is None else f"{n} {p}")
+        assert df.filter(has_text(base + "+cname")).height == df.height
+        assert CAPTION_MODES[base + "+cname"].columns == CAPTION_MODES[base].needs
+
+
+def test_a_synset_is_a_random_lemma_after_a():
+    df = rows(200)
+    out = render_captions(df, "a-synset", seed=1).to_list()
+    assert all(c in {"a " + lemma for lemma in ls} for c, ls in zip(out, df["lemmas"]))
+    assert {"a Galeocerdo cuvieri", "a tiger shark"} <= set(out)
+    assert out == render_captions(df, "a-synset", seed=1).to_list()
 
 
 def test_every_mode_is_covered():
-    assert set(CAPTION_MODES) == {
-        "cname", "a-cname", "template", "openai80", "synset", "original", "title", "tags", "description", "full",
-        "original+cname", "title+cname", "tags+cname", "description+cname", "full+cname",
-    }
+    texts = {"original", "title", "tags", "description", "no-title", "no-tags", "no-description", "full"}
+    assert set(CAPTION_MODES) == {"cname", "a-cname", "template", "a-synset", "openai80", "synset"} | texts | {t + "+cname" for t in texts}
 
 
 def test_has_text_selects_rows_with_the_needed_column():
