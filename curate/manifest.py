@@ -29,6 +29,8 @@ from curate.sample import (
     check_target_options,
     clip_to_pool,
     draw,
+    each_label,
+    sample_rows,
     shortfall,
     single_labels,
     split_profile,
@@ -135,7 +137,8 @@ def _labels_expr(recipe: Recipe, vocab: pl.DataFrame, lf: pl.LazyFrame) -> pl.La
         )
     from curate.match import match_captions
 
-    return match_captions(lf, vocab, policy=recipe.label_policy, mode=recipe.match_mode)
+    policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: all classes, a row per class later
+    return match_captions(lf, vocab, policy=policy, mode=recipe.match_mode)
 
 
 def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -246,7 +249,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
-    pool = single_labels(pool_multi)
+    pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
     classes = (
@@ -255,6 +258,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         .with_columns(pl.col("pool").fill_null(0).cast(pl.Int64))
         .sort("label")
     )
+    by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
     targets = target_counts(
         classes,
         profile=recipe.profile,
@@ -263,8 +267,8 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         order=recipe.order,
         seed=recipe.seed,
         max_per_class=recipe.max_per_class,
-        total=recipe.total,
-        fraction=recipe.fraction,
+        total=None if by_rows else recipe.total,
+        fraction=None if by_rows else recipe.fraction,
         trim_tail=recipe.trim_tail,
         eval_per_class=recipe.eval_per_class,
     )
@@ -288,6 +292,15 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     targets = clip_to_pool(targets) if short.height else targets.with_columns(pl.col("target").alias("asked"))
 
     picked = draw(pool, targets)
+    if by_rows:
+        picked = sample_rows(picked, total=recipe.total, fraction=recipe.fraction, min_per_class=recipe.min_per_class)
+        drawn = picked.filter(pl.col("split") == "train").group_by("label").agg(pl.len().alias("_n"))
+        targets = (
+            targets.join(drawn, on="label", how="left")
+            .with_columns(pl.col("_n").fill_null(0).cast(pl.Int64).alias("target"))
+            .with_columns(pl.col("target").alias("asked"))
+            .drop("_n")
+        )
     reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
     del pool
     rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)

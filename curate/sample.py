@@ -496,3 +496,71 @@ def draw(pool: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
             "split": pl.Series(np.where(is_eval, "eval", "train"), dtype=pl.Utf8),
         }
     )
+
+
+def each_label(pool: pl.DataFrame) -> pl.DataFrame:
+    """Label policy ``each``: ``row, key`` + ``label``/``labels`` -> ``row, label, key`` with one
+    row per (caption, class): a caption naming two classes is a sample of each (the study's
+    YFCC-15M-Cls and CC-12M-Cls). Both copies share the row's key, so each class's draw stays a
+    uniform sample of its own captions."""
+    if "label" not in pool.columns:
+        return pool.select("row", "key", pl.col("labels").alias("label")).explode("label").drop_nulls("label").select(
+            "row", pl.col("label").cast(pl.Int32), "key"
+        )
+    single = pool.filter(pl.col("label").is_not_null()).select("row", pl.col("label").cast(pl.Int32), "key")
+    multi = (
+        pool.filter(pl.col("labels").is_not_null())
+        .select("row", "key", pl.col("labels").alias("label"))
+        .explode("label")
+        .select("row", pl.col("label").cast(pl.Int32), "key")
+    )
+    return pl.concat([single, multi]).sort("row", "label")
+
+
+SAMPLINGS = ("classes", "rows")
+
+
+def sample_rows(picked: pl.DataFrame, *, total: int | None, fraction: float | None, min_per_class: int = 1) -> pl.DataFrame:
+    """``--sampling rows``: a seeded random sample of the training rows of ``picked`` (the rows
+    the profile's full-scale targets drew), as the study scales LAIONet and ImageNet-Captions.
+
+    The ``total`` (or ``round(fraction · rows)``) training rows with the smallest keys, whatever
+    their class; then every class that had training rows gets at least ``min_per_class`` (its
+    smallest keys: the study keeps one per class so no class vanishes); when that overshoots
+    ``total``, the surplus leaves the largest classes (their largest keys). Eval rows are kept as
+    they are. The sample nests: a smaller total takes a subset of a larger one's rows.
+    """
+    if min_per_class < 0:
+        raise CurateError(f"--min-per-class {min_per_class}: must be >= 0")
+    evals = picked.filter(pl.col("split") == "eval")
+    train = picked.filter(pl.col("split") == "train").sort("key", "row")
+    n_train = train.height
+    if total is not None:
+        n = min(int(total), n_train)
+    elif fraction is not None:
+        n = int(_round(np.array([fraction * n_train]))[0])
+    else:
+        return picked
+    # rank of each row within its class, by key: the first min_per_class of every class are guaranteed
+    train = train.with_columns(pl.int_range(pl.len()).alias("_pos"), pl.int_range(pl.len()).over("label").alias("_rank"))
+    keep = (pl.col("_pos") < n) | (pl.col("_rank") < min_per_class)
+    chosen = train.filter(keep)
+    extra = chosen.height - n
+    if total is not None and extra > 0:
+        # drop the surplus from the largest classes, one row at a time off the current largest
+        counts = chosen.group_by("label").agg(pl.len().alias("n")).sort(["n", "label"], descending=[True, False])
+        labels, sizes = counts["label"].to_list(), counts["n"].to_numpy().copy()
+        floor = np.full(len(sizes), max(min_per_class, 0))
+        cut = np.zeros(len(sizes), dtype=np.int64)
+        for _ in range(extra):
+            room = np.where(sizes - cut > floor, sizes - cut, -1)
+            i = int(np.argmax(room))
+            if room[i] < 0:
+                break
+            cut[i] += 1
+        limit = dict(zip(labels, (sizes - cut).tolist()))
+        chosen = chosen.with_columns(pl.int_range(pl.len()).over("label").alias("_r2")).filter(
+            pl.col("_r2") < pl.col("label").replace_strict(limit, return_dtype=pl.Int64)
+        ).drop("_r2")
+    chosen = chosen.drop("_pos", "_rank")
+    return pl.concat([evals, chosen.select(evals.columns)]).sort("label", "split", "key", "row")

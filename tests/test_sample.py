@@ -288,3 +288,76 @@ def test_draw_takes_smallest_keys_eval_first_and_nests():
         assert sub.filter(pl.col("split") == "eval")["key"].max() < sub.filter(pl.col("split") == "train")["key"].min()
     smaller = draw(pool, targets.with_columns(pl.col("target") // 2))
     assert set(smaller["row"].to_list()) <= set(got["row"].to_list())
+
+
+def _picked(sizes: list[int], seed: int = 0) -> pl.DataFrame:
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    uids = pl.Series([f"r{i}" for i in range(len(labels))])
+    return pl.DataFrame(
+        {
+            "row": pl.Series(np.arange(len(labels)), dtype=pl.UInt32),
+            "label": pl.Series(labels, dtype=pl.Int32),
+            "key": pl.Series(stable_keys(uids, seed, "draw"), dtype=pl.UInt64),
+            "split": ["train"] * len(labels),
+        }
+    )
+
+
+def test_row_sampling_is_random_rows_with_a_floor_per_class():
+    from curate.sample import sample_rows
+
+    picked = _picked([5000, 800, 60, 3, 1])
+    out = sample_rows(picked, total=500, fraction=None, min_per_class=1)
+    assert out.height == 500  # the floor's extra rows left the largest class
+    counts = dict(out.group_by("label").len().iter_rows())
+    assert set(counts) == {0, 1, 2, 3, 4}  # no class vanishes
+    # the rest is a uniform draw of rows, not a per-class allocation: shares follow the pool
+    assert 380 < counts[0] < 460 and 40 < counts[1] < 95
+    # the smallest keys overall, plus each class's smallest key
+    by_key = picked.sort("key", "row")
+    assert set(out["row"].to_list()) >= set(by_key.head(450)["row"].to_list()) - set(picked.filter(pl.col("label") == 0)["row"].to_list())
+    # nests: a smaller sample is a subset of a larger one (min_per_class 0: pure prefix of keys)
+    small = set(sample_rows(picked, total=100, fraction=None, min_per_class=0)["row"].to_list())
+    large = set(sample_rows(picked, total=300, fraction=None, min_per_class=0)["row"].to_list())
+    assert small < large
+    frac = sample_rows(picked, total=None, fraction=1 / 32, min_per_class=1)
+    assert frac.group_by("label").len().height == 5 and frac.height >= round(picked.height / 32)
+    with pytest.raises(CurateError, match="--min-per-class"):
+        sample_rows(picked, total=10, fraction=None, min_per_class=-1)
+
+
+def test_label_policy_each_gives_a_row_per_class():
+    from curate.sample import each_label
+
+    pool = pl.DataFrame(
+        {
+            "row": pl.Series([0, 1, 2], dtype=pl.UInt32),
+            "key": pl.Series([9, 8, 7], dtype=pl.UInt64),
+            "label": pl.Series([3, None, None], dtype=pl.Int32),
+            "labels": pl.Series([None, [1, 2], None], dtype=pl.List(pl.Int32)),
+        }
+    )
+    out = each_label(pool)
+    assert out.rows() == [(0, 3, 9), (1, 1, 8), (1, 2, 8)]
+    lists = each_label(pool.drop("label").with_columns(pl.Series("labels", [[3], [1, 2], []], dtype=pl.List(pl.Int32))))
+    assert lists.sort("row", "label").rows() == [(0, 3, 9), (1, 1, 8), (1, 2, 8)]
+
+
+def test_builds_with_row_sampling_and_label_policy_each(tmp_path, capsys):
+    from cli_helpers import run_cli
+    from test_build import POOLS, make_source
+
+    src, vocab = make_source(tmp_path)
+    base = ["build", "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m"), "--profile", "natural", "--captions", "cname"]
+    code, _, err = run_cli([*base, "--total", "12", "--sampling", "rows", "--name", "rows"], capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "m" / "rows" / "manifest.parquet")
+    assert m.height == 12 and m["label"].n_unique() == len(POOLS)
+    code, _, err = run_cli([*base, "--total", "12", "--name", "classes"], capsys)
+    assert code == 0, err
+    assert pl.read_parquet(tmp_path / "m" / "classes" / "manifest.parquet")["label"].n_unique() < len(POOLS)
+    code, _, err = run_cli([*base, "--label-policy", "each", "--name", "each"], capsys)
+    assert code == 0, err
+    each = pl.read_parquet(tmp_path / "m" / "each" / "manifest.parquet")
+    two = each.filter(pl.col("uid").str.starts_with("two-"))
+    assert two.height == 20 and two.group_by("uid").len()["len"].to_list() == [2] * 10
