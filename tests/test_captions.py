@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -122,3 +124,52 @@ def test_names_from_the_vocabulary_and_errors():
         render_captions(df, "poem", vocab)
     with pytest.raises(CurateError, match="title"):
         render_captions(df, "title", vocab)
+
+
+PAPER = Path(__file__).resolve().parent.parent / "pipelines" / "paper"
+
+
+def test_paper_recipes_load_and_name_their_variants_apart():
+    from curate.recipe import load_pipeline
+
+    sizes = {p.name: len(load_pipeline(p)) for p in sorted(PAPER.glob("*.yaml"))}
+    assert sizes == {
+        "captions.yaml": 10, "concept-scale.yaml": 3, "data-scale.yaml": 6, "diversity.yaml": 1,
+        "imbalance.yaml": 3, "open-world.yaml": 1, "trim-tail.yaml": 12,
+    }
+    for p in PAPER.glob("*.yaml"):
+        names = [r.name or r.slug() for r in load_pipeline(p)]
+        assert len(set(names)) == len(names), p.name
+    text = "".join(p.read_text() for p in PAPER.glob("*.yaml")) + (PAPER.parent / "README.md").read_text()
+    assert "../shared" not in text
+
+
+def test_paper_caption_variants_keep_the_same_images(tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    n = 60
+    src = tmp_path / "incaps.parquet"
+    pl.DataFrame(
+        {
+            "uid": [f"img{i}" for i in range(n)],
+            "caption": [f"photo {i}" for i in range(n)],
+            "path": [f"/imagenet/train/{i}.JPEG" for i in range(n)],
+            "title": [f"Title {i}" if i % 3 else None for i in range(n)],
+            "tags": [["fish", "lake"] if i % 2 else [] for i in range(n)],
+            "description": [None if i % 4 == 0 else f"Caught\nat {i}" for i in range(n)],
+            "wnid": ["n01440764" if i % 3 else "n01443537" for i in range(n)],
+        }
+    ).write_parquet(src)
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text("wnid\tname\tlemmas\nn01440764\ttench\ttench|Tinca tinca\nn01443537\tgoldfish\tgoldfish\n")
+    code, _, err = run_cli(["run", str(PAPER / "captions.yaml"), "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    # a named variant run on another source gets the source's stem: incaps-full-incaps
+    built = {p.name.removesuffix("-incaps"): pl.read_parquet(p / "manifest.parquet").sort("uid") for p in (tmp_path / "m").iterdir()}
+    assert len(built) == 10
+    uids = {tuple(m["uid"].to_list()) for m in built.values()}
+    assert len(uids) == 1 and len(next(iter(uids))) == n  # every image, in every variant
+    full = dict(zip(built["incaps-full"]["uid"], built["incaps-full"]["caption"]))
+    assert full["img1"] == "tench Title 1 fish lake Caught at 1"
+    assert full["img3"] == "goldfish fish lake Caught at 3"  # no title
+    assert dict(zip(built["incaps-title"]["uid"], built["incaps-title"]["caption"]))["img0"] == "goldfish"  # nothing but the name
