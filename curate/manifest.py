@@ -236,7 +236,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
     profile_name, profile_arg = split_profile(recipe.profile)
-    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True)
+    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True, image_root=recipe.image_root)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own

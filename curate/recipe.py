@@ -52,6 +52,7 @@ class Recipe:
     name: str | None = None  # manifests/NAME; None: a slug of the options
     source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
     preset: str | None = None  # source column layout (laion, cc, yfcc, imagenet-captions, generic)
+    image_root: str | None = None  # ImageNet-Captions: the ImageNet folder its file names live in (train/WNID/FILE)
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
     labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
@@ -109,7 +110,7 @@ class Recipe:
         for name in ("imbalance", "head_fraction", "fraction"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
-        for name in ("name", "source", "preset", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
+        for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
         need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -361,3 +362,36 @@ def test_builds_with_row_sampling_and_label_policy_each(tmp_path, capsys):
     each = pl.read_parquet(tmp_path / "m" / "each" / "manifest.parquet")
     two = each.filter(pl.col("uid").str.starts_with("two-"))
     assert two.height == 20 and two.group_by("uid").len()["len"].to_list() == [2] * 10
+
+
+def test_imagenet_captions_rows_reach_their_images_through_image_root(tmp_path, capsys):
+    import json
+
+    from cli_helpers import run_cli
+
+    from curate.shards import manifest_splits
+
+    root = tmp_path / "imagenet"
+    records = []
+    for i in range(12):
+        wnid = "n01440764" if i % 3 else "n01443537"
+        name = f"{wnid}_{i}.JPEG"
+        (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (root / "train" / wnid / name).write_bytes(b"\xff\xd8 image bytes")
+        records.append({"filename": name, "wnid": wnid, "title": f"Title {i}", "tags": ["fish"], "description": ""})
+    src = tmp_path / "imagenet_captions.json"
+    src.write_text(json.dumps(records))
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text("wnid\tname\tlemmas\nn01440764\ttench\ttench\nn01443537\tgoldfish\tgoldfish\n")
+    args = ["build", "--source", str(src), "--vocab", str(vocab), "--labels-from", "wnid", "--profile", "natural",
+            "--captions", "full+cname", "--out-root", str(tmp_path / "m"), "--name", "incaps"]
+    code, _, err = run_cli([*args, "--image-root", str(root)], capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "m" / "incaps" / "manifest.parquet")
+    assert m.height == 12
+    for path, wnid, uid in m.select("path", "wnid", "uid").iter_rows():
+        assert Path(path) == (root / "train" / wnid / uid).resolve() and Path(path).is_file()
+    urls = {p.split: p for p in manifest_splits(tmp_path / "m" / "incaps")}["train"].rows["url"].to_list()
+    assert all(u.startswith("file://") and Path(u[len("file://"):]).is_file() for u in urls)  # what curate shards downloads
+    code, _, err = run_cli([*args, "--image-root", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "--image-root" in err and "train/" in err

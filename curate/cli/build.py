@@ -67,6 +67,7 @@ def build_command(
     recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
     name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
     preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) (default: detected)."),
+    image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder holding train/WNID/FILENAME; the manifest's path column points there for curate shards."),
     vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
     classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
     class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
@@ -100,7 +101,7 @@ def build_command(
     if classes is not None and class_list is not None:
         raise CurateError("give --classes or --class-list, not both")
     given = {
-        "source": source, "name": name, "preset": preset, "vocab": vocab,
+        "source": source, "name": name, "preset": preset, "image_root": image_root, "vocab": vocab,
         "classes": str(class_list) if class_list is not None else classes,
         "labels_from": labels_from, "label_policy": label_policy, "match_mode": match_mode, "profile": profile,
         "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
@@ -124,6 +125,7 @@ def run_command(
     pipeline: Path = typer.Argument(..., help="A pipeline file (pipelines/*.yaml): one recipe, or base + variants."),
     source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " Replaces every variant's source."),
     vocab: str | None = typer.Option(None, "--vocab", "-v", help="Replaces every variant's vocabulary."),
+    image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder (train/WNID/FILENAME) for every variant."),
     only: str | None = typer.Option(None, "--only", help="Run only the variants whose resolved name contains this text."),
     seed: int | None = typer.Option(None, "--seed", help="Replaces every variant's seed."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="Replaces every variant's shortfall setting."),
@@ -139,7 +141,7 @@ def run_command(
     recipes = load_pipeline(pipeline)
     chosen = []
     for r in recipes:
-        r = r.replace(source=source, vocab=vocab, seed=seed, allow_shortfall=allow_shortfall, out_root=out_root)
+        r = r.replace(source=source, vocab=vocab, image_root=image_root, seed=seed, allow_shortfall=allow_shortfall, out_root=out_root)
         if source is not None and r.name is not None:
             # a named variant run on another source must not overwrite the original's folder
             from curate.recipe import _slug_text
