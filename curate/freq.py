@@ -32,21 +32,23 @@ CLASS_TABLE_SCHEMA = {
 }
 
 
-def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame) -> pl.DataFrame:
+def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame, *, weight: str | None = None) -> pl.DataFrame:
     """Caption count per vocabulary class: ``label, wnid, name, count, rank, share``.
 
     ``rank`` 1 is the most frequent class (ties: lower label first); ``share`` is the class's part
-    of all class mentions (sums to 1 when anything matched).
+    of all class mentions (sums to 1 when anything matched). With ``weight`` (a column) a row counts
+    that many times (MetaCLIP's entry -> count tables: a matched entry adds its count).
     """
     lf = matched.lazy()
     if "labels" not in lf.collect_schema().names():
         raise CurateError("the matched table has no 'labels' column; run curate match first")
+    w = pl.col(weight).cast(pl.Int64) if weight else pl.lit(1, dtype=pl.Int64)
     counts = (
-        lf.select(pl.col("labels").list.unique().alias("label"))
+        lf.select(pl.col("labels").list.unique().alias("label"), w.alias("_w"))
         .explode("label")
         .drop_nulls("label")
         .group_by("label")
-        .agg(pl.len().alias("count"))
+        .agg(pl.col("_w").sum().alias("count"))
         .collect(engine="streaming")
         .with_columns(pl.col("label").cast(pl.Int32), pl.col("count").cast(pl.Int64))
     )

@@ -240,3 +240,27 @@ def test_reference_names_and_files_work_in_freq(tmp_path, capsys):
     assert "vs reference" in out
     code, out, err = run_cli([*args, "--reference", "laion401m"], capsys)
     assert code == 2 and "laion400m" in err
+
+
+def test_metaclip_entry_counts_add_up_per_class(study, tmp_path, capsys):
+    import json
+
+    card = {"goldfish": 10, "Goldfish bowl": 5, "tench": 3, "ram": 2, "ram memory": 7, "random access ram": 4, "hammerhead": 6}
+    path = tmp_path / "datacard_400m.json"
+    path.write_text(json.dumps(card))
+    vocab = load_vocab("imagenet1k-study")
+    # the study's calc_class_frequency_metaclip: every class adds the count of every entry it matches
+    want = [0] * vocab.height
+    for entry, labels in zip(card, study["labels"](list(card), vocab)):
+        for label in labels:
+            want[label] += card[entry]
+    code, _, err = run_cli(
+        ["freq", str(path), "--entry-counts", "--vocab", "imagenet1k-study", "--mode", "reference", "--out", str(tmp_path / "f")], capsys
+    )
+    assert code == 0, err
+    got = [int(line.split("\t")[1]) for line in (tmp_path / "f" / "classes.tsv").read_text().splitlines()]
+    assert got == want
+    assert got[1] == 15 and sum(got) == 15 + 3 + 2 + 6  # the ram entries with veto words add nothing
+    path.write_text(json.dumps({"goldfish": "many"}))
+    code, _, err = run_cli(["freq", str(path), "--entry-counts", "--out", str(tmp_path / "g")], capsys)
+    assert code == 2 and "goldfish" in err

@@ -256,3 +256,23 @@ def reference_labels_naive(caption: str | None, vocab: pl.DataFrame) -> list[int
         if any(all(w in present for w in phrase) for phrase in synonyms):
             out.append(label)
     return sorted(out)
+
+
+def read_entry_counts(path: str | Path) -> pl.DataFrame:
+    """A MetaCLIP entry -> count table (``datacard_400m.json``: a JSON object of metadata entry to
+    the number of pairs it matched) as ``caption, count`` rows: the input of the study's
+    ``calc_class_frequency_metaclip.py``, which matches each entry as a caption and adds its count
+    to every class it names."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"entry-count file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CurateError(f"{path}: not a JSON object of entry -> count ({e})") from None
+    if not isinstance(data, dict):
+        raise CurateError(f"{path}: expected a JSON object of entry -> count, got {type(data).__name__}")
+    bad = next(((k, v) for k, v in data.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+    if bad is not None:
+        raise CurateError(f"{path}: entry {bad[0]!r} has count {bad[1]!r}; counts must be whole numbers >= 0")
+    return pl.DataFrame({"caption": list(data), "count": list(data.values())}, schema={"caption": pl.Utf8, "count": pl.Int64})
