@@ -30,6 +30,7 @@ from curate.sample import (
     clip_to_pool,
     draw,
     each_label,
+    metaclip_entry_keep,
     sample_rows,
     shortfall,
     single_labels,
@@ -249,6 +250,10 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
+    if profile_name == "metaclip-entry":
+        before = pool_multi.height
+        pool_multi = metaclip_entry_keep(pool_multi, profile_arg)
+        reasons[f"not kept by MetaCLIP balancing ({recipe.profile})"] = before - pool_multi.height
     pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))

@@ -204,6 +204,53 @@ def _metaclip(p: ProfileInput) -> np.ndarray:
     return capped / capped.max() if capped.max() > 0 else capped
 
 
+def _entry_t(arg: str | None) -> int:
+    try:
+        t = int(arg or "")
+    except ValueError:
+        t = 0
+    if t < 1:
+        raise CurateError(f"--profile metaclip-entry:{arg}: t must be a positive integer (e.g. metaclip-entry:20000)")
+    return t
+
+
+@profile(
+    "metaclip-entry",
+    "metaclip-entry:t is MetaCLIP's balancing: a caption stays with probability 1 - prod(1 - min(1, t/count(c))) "
+    "over the classes c it names (classes as MetaCLIP's entries); what stays keeps its own distribution",
+)
+def _metaclip_entry(p: ProfileInput) -> np.ndarray:
+    _entry_t(p.arg)
+    return _natural(p)  # the rows were thinned before the targets (metaclip_entry_keep)
+
+
+def metaclip_entry_keep(pool: pl.DataFrame, t_arg: str | None) -> pl.DataFrame:
+    """The rows of a pool (``row, key`` + ``label``/``labels``, before one class is chosen per row)
+    that MetaCLIP's entry-level balancing keeps: each class c a caption names selects it with
+    probability min(1, t / count(c)) (count: the captions naming c in this pool), and the caption
+    stays when any of its classes selects it. The coin is the row's seeded key (its top 53 bits as
+    a uniform number in [0, 1)), so the choice is reproducible and does not depend on row order."""
+    t = _entry_t(t_arg)
+    lists = pool.select(
+        "row",
+        pl.when(pl.col("label").is_not_null()).then(pl.concat_list(pl.col("label"))).otherwise(pl.col("labels")).alias("_l")
+        if "label" in pool.columns
+        else pl.col("labels").alias("_l"),
+    )
+    pairs = lists.explode("_l").drop_nulls("_l")
+    counts = pairs.group_by("_l").agg(pl.len().alias("_n"))
+    miss = (
+        pairs.join(counts, on="_l")
+        .with_columns((1.0 - (float(t) / pl.col("_n")).clip(upper_bound=1.0)).alias("_miss"))
+        .group_by("row")
+        .agg(pl.col("_miss").product().alias("_miss"))
+    )
+    u = (pool["key"].to_numpy() >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    coin = pl.DataFrame({"row": pool["row"], "_u": u})
+    keep = coin.join(miss, on="row", how="left").filter(pl.col("_u") < 1.0 - pl.col("_miss").fill_null(1.0))
+    return pool.filter(pl.col("row").is_in(keep["row"].implode()))
+
+
 def split_profile(spec: str) -> tuple[str, str | None]:
     name, sep, arg = spec.partition(":")
     if name not in PROFILES:
@@ -363,7 +410,7 @@ def target_counts(
         n_max = float(np.min(available[positive] / shape[positive])) if positive.any() else 0.0
         s_min = float(shape[positive].min()) if positive.any() else 1.0
         tail = math.floor(n_max * s_min + 1e-9)
-        if tail >= 1 and name not in ("natural", "metaclip"):
+        if tail >= 1 and name not in ("natural", "metaclip", "metaclip-entry"):
             n_max = tail / s_min  # the tail a whole number, the ratio exact
         if fraction is not None:
             n_max *= fraction

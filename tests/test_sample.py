@@ -151,7 +151,7 @@ def test_metaclip_profile_caps_at_t():
 
 
 def test_every_registered_profile_is_tested():
-    assert set(PROFILES) == {"exp", "pareto", "step", "balanced", "natural", "match", "metaclip"}
+    assert set(PROFILES) == {"exp", "pareto", "step", "balanced", "natural", "match", "metaclip", "metaclip-entry"}
 
 
 def test_unknown_profile_and_bad_parameters():
@@ -395,3 +395,29 @@ def test_imagenet_captions_rows_reach_their_images_through_image_root(tmp_path, 
     assert all(u.startswith("file://") and Path(u[len("file://"):]).is_file() for u in urls)  # what curate shards downloads
     code, _, err = run_cli([*args, "--image-root", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "--image-root" in err and "train/" in err
+
+
+def test_metaclip_entry_balancing_keeps_about_t_per_class():
+    from curate.sample import metaclip_entry_keep
+
+    picked = _picked([20_000, 2_000, 60])
+    pool = picked.select("row", "key", "label").with_columns(pl.lit(None, dtype=pl.List(pl.Int32)).alias("labels"))
+    # 300 captions naming classes 0 and 2 together: kept if either class selects them
+    extra = pl.DataFrame(
+        {
+            "row": pl.Series(range(10**6, 10**6 + 300), dtype=pl.UInt32),
+            "key": pl.Series(stable_keys(pl.Series([f"m{i}" for i in range(300)]), 0, "draw"), dtype=pl.UInt64),
+            "label": pl.Series([None] * 300, dtype=pl.Int32),
+            "labels": pl.Series([[0, 2]] * 300, dtype=pl.List(pl.Int32)),
+        }
+    )
+    pool = pl.concat([pool, extra])
+    kept = metaclip_entry_keep(pool, "200")
+    single = kept.filter(pl.col("label").is_not_null()).group_by("label").len().sort("label")["len"].to_list()
+    # class 0: 20,300 captions, p = 200/20,300; class 1: 2,000, p = 0.1; class 2 (360 captions): p = 200/360
+    assert 150 < single[0] < 260 and 160 < single[1] < 240 and 20 < single[2] < 50
+    both = kept.filter(pl.col("labels").is_not_null()).height
+    assert 130 < both < 210  # 1 - (1 - 0.0099)(1 - 0.556) ≈ 0.56 of 300
+    assert kept.equals(metaclip_entry_keep(pool, "200"))  # seeded, reproducible
+    with pytest.raises(CurateError, match="metaclip-entry"):
+        metaclip_entry_keep(pool, "x")
