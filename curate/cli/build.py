@@ -68,7 +68,7 @@ def build_command(
     name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
     preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) (default: detected)."),
     image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder holding train/WNID/FILENAME; the manifest's path column points there for curate shards."),
-    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
+    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
     classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
     class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
     labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) (default: match)."),

@@ -14,7 +14,7 @@ from curate.cli.match import _SOURCE_HELP, open_for_matching
 def freq_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP + " Or a Parquet file written by curate match (has a 'labels' column)."),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write classes.tsv, classes.parquet, stats.json and freq.png into."),
     reference: str | None = typer.Option(
