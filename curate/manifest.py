@@ -316,8 +316,13 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     del rows
     df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
+    uid = pl.col("uid").cast(pl.Utf8)
+    if recipe.label_policy == "each":
+        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
+        tag = pl.coalesce(pl.col("class_wnid").cast(pl.Utf8), pl.col("label").cast(pl.Utf8))
+        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
     manifest = df.select(
-        pl.col("uid").cast(pl.Utf8),
+        uid.alias("uid"),
         pl.col("label").cast(pl.Int32),
         pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
         pl.col("class_name").cast(pl.Utf8),

@@ -361,7 +361,12 @@ def test_builds_with_row_sampling_and_label_policy_each(tmp_path, capsys):
     assert code == 0, err
     each = pl.read_parquet(tmp_path / "m" / "each" / "manifest.parquet")
     two = each.filter(pl.col("uid").str.starts_with("two-"))
-    assert two.height == 20 and two.group_by("uid").len()["len"].to_list() == [2] * 10
+    assert two.height == 20 and each["uid"].is_unique().all()  # curate shards needs unique uids
+    assert sorted(two["uid"].str.split("#").list.last().unique().to_list()) == ["n00000000", "n00000005"]
+    assert two["uid"].str.split("#").list.first().n_unique() == 10
+    from curate.shards import manifest_splits
+
+    assert {p.split: p.rows.height for p in manifest_splits(tmp_path / "m" / "each")}["train"] == each.height
 
 
 def test_imagenet_captions_rows_reach_their_images_through_image_root(tmp_path, capsys):
