@@ -38,6 +38,9 @@ def match_command(
     spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption the mentions (label, byte offsets into the normalised caption, surface form)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    disambiguate: bool = typer.Option(
+        False, "--disambiguate", help="Mode curate: drop candidate mentions that WordNet sense counts, names or noun compounds say are not the class (see curate.match.disambiguate)."
+    ),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.
 
@@ -57,7 +60,7 @@ def match_command(
     missing = [c for c in kept if c not in names]
     if missing:
         raise CurateError(f"--keep: column(s) {', '.join(missing)} not in source {source} (columns: {', '.join(names)})")
-    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans)
+    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
     cols = ["uid", "labels", *(["spans"] if spans else []), *[c for c in kept if c not in ("uid", "labels", "spans")]]
     with atomic_path(out) as tmp:
         try:

@@ -97,6 +97,7 @@ def match_captions(
     mode: str = "curate",
     spans: bool = False,
     caption_col: str = "caption",
+    disambiguate: bool = False,
 ) -> pl.LazyFrame:
     """The input rows plus ``labels`` (List[Int32], vocabulary ``label`` values); see the module
     docstring for the policies and modes. With ``spans``, also ``spans``: the accepted mentions
@@ -125,7 +126,7 @@ def match_captions(
             .map_batches(lambda s: reference_labels(s, ref, policy=policy), return_dtype=LABELS_DTYPE, is_elementwise=True)
             .alias("labels")
         )
-    matcher = compile_matcher(vocab)
+    matcher = compile_matcher(vocab, disambiguate=disambiguate)
     matcher.warm_up()  # build and compile now, not inside the first batch of every worker
     if not spans:
         return lf.with_columns(

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.match import kernels
+from curate.match.disambiguate import KEPT, VETO, SenseTable, decide, sense_table
 from curate.match.forms import _QUALIFIER, _irregular_normalised, surface_forms
 from curate.match.kernels import WordTable, _word_kernels
 from curate.match.normalise import normalise_many, normalised_buffer
@@ -31,6 +32,16 @@ class Mentions:
     start: np.ndarray  # int64, byte offset of the word in the normalised, unpadded caption
     end: np.ndarray  # int64
     pattern: np.ndarray  # int64, index into Matcher.patterns
+    sense: np.ndarray | None = None  # int64, index into Matcher.sense_label
+    reason: np.ndarray | None = None  # int8, DROP_REASONS code (0: kept)
+
+    def select(self, keep: np.ndarray) -> Mentions:
+        return Mentions(
+            row=self.row[keep], label=self.label[keep], start=self.start[keep], end=self.end[keep],
+            pattern=self.pattern[keep],
+            sense=None if self.sense is None else self.sense[keep],
+            reason=None if self.reason is None else self.reason[keep],
+        )
 
 
 def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +116,8 @@ class Matcher:
     ctx_veto_ptr: np.ndarray
     ctx_veto: np.ndarray  # senses vetoed when this context word occurs in the caption
     surfaces: pl.DataFrame = field(repr=False)  # label, lemma, surface: what can match, for inspection
+    sense_table: SenseTable | None = field(default=None, repr=False)
+    disambiguate: bool = False
     _automata: list = field(default_factory=list, repr=False)
 
     @property
@@ -138,9 +151,26 @@ class Matcher:
         self._vetoable[self.ctx_veto] = True
 
     def mentions(self, captions: pl.Series) -> Mentions:
-        """Every accepted mention in a batch of raw captions (after longest-match and vetoes)."""
+        """Every accepted mention in a batch of raw captions (after longest-match, vetoes and the
+        disambiguation cascade)."""
+        m = self.candidates(captions)
+        return m.select(m.reason == KEPT)
+
+    def candidates(self, captions: pl.Series) -> Mentions:
+        """Every candidate mention that survives longest-match, with its decision in ``reason``
+        (``curate.match.disambiguate.DROP_REASONS``)."""
         data, offsets = normalised_buffer(captions)
-        return self._mentions(data, offsets)
+        m = self._mentions(data, offsets)
+        if self.disambiguate and len(m.row):
+            todo = np.flatnonzero(m.reason == KEPT)
+            if len(todo):
+                rows = np.unique(m.row[todo])
+                norm_rows = {int(r): data[offsets[r] + 1 : offsets[r + 1] - 1].tobytes() for r in rows}
+                raw_of = dict(zip(rows.tolist(), captions.gather(rows).to_list()))
+                m.reason[todo] = decide(
+                    raw_of, m.row[todo], m.start[todo], m.end[todo], m.sense[todo], self.sense_table, norm_rows
+                )
+        return m
 
     def _mentions(self, data: np.ndarray, offsets: np.ndarray) -> Mentions:
         pid, start, end, row = self._find_forms(data, offsets)
@@ -149,6 +179,7 @@ class Matcher:
         w, sense = _expand(self.pat_sense_ptr, self.pat_sense, pid)
         row_w = row[w]
 
+        reason = np.zeros(len(sense), dtype=np.int8)
         vetoable = self._vetoable[sense] if len(sense) else np.zeros(0, dtype=bool)
         if vetoable.any():
             rows_v = _sorted_unique(row_w[vetoable])
@@ -167,7 +198,7 @@ class Matcher:
                 pos = np.minimum(np.searchsorted(veto_keys, keys), len(veto_keys) - 1)
                 ok = np.ones(len(sense), dtype=bool)
                 ok[at] = veto_keys[pos] != keys
-                w, sense, row_w = w[ok], sense[ok], row_w[ok]
+                reason[~ok] = VETO
         base = offsets[row_w] + 1  # the padding space
         return Mentions(
             row=row_w,
@@ -175,6 +206,8 @@ class Matcher:
             start=start[w] + 1 - base,
             end=end[w] - 1 - base,
             pattern=pid[w],
+            sense=sense,
+            reason=reason,
         )
 
     def labels(self, captions: pl.Series, *, policy: str = "all") -> pl.Series:
@@ -315,11 +348,13 @@ def _vocab_key(vocab: pl.DataFrame) -> tuple:
 _CACHE: dict[tuple, Matcher] = {}
 
 
-def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | None = None) -> Matcher:
+def compile_matcher(
+    vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | None = None, disambiguate: bool = False
+) -> Matcher:
     """Compile ``vocab`` into a :class:`Matcher` (cached per vocabulary contents)."""
     check_vocab(vocab)
     rules = NEGATIVE_RULES if rules is None else rules
-    key = (_vocab_key(vocab), id(rules) if rules is not NEGATIVE_RULES else 0)
+    key = (_vocab_key(vocab), id(rules) if rules is not NEGATIVE_RULES else 0, disambiguate)
     if key in _CACHE:
         return _CACHE[key]
 
@@ -349,6 +384,7 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
         return pattern_id[form]
 
     senses_of_class_lemma: dict[tuple[int, str], list[int]] = {}
+    spelling = {(label, norm_of[lem]): lem for label, ls in zip(labels, lemma_lists) for lem in ls if norm_of.get(lem)}
     for label, wnid, lemmas in zip(labels, wnids, lemma_lists):
         blocked = {norm_of[b] for b in BLOCKED_LEMMAS.get(wnid or "", ())}
         for lemma in lemmas:
@@ -372,7 +408,8 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
                 surf_rows["lemma"].append(norm)
                 surf_rows["surface"].append(form)
 
-    # vetoes: context pattern -> senses it cancels
+    # vetoes: context pattern -> senses it cancels; the (class, lemma) pairs a rule speaks for
+    ruled: set[tuple[int, str]] = set()
     ctx_id: dict[str, int] = {}
     ctx_vetoes: list[set[int]] = []
     for label, wnid, lemmas, extra in zip(labels, wnids, lemma_lists, negs):
@@ -388,6 +425,7 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
             vetoed = [s for t in targets for s in senses_of_class_lemma.get((label, t), [])]
             if not vetoed:
                 continue
+            ruled.update((label, t) for t in targets)
             own_forms = {f for t in targets for f in forms_of.get(t, ())}
             for word in context:
                 w = norm_of[word]
@@ -413,6 +451,12 @@ def compile_matcher(vocab: pl.DataFrame, *, rules: dict[str, NegativeRule] | Non
         ctx_veto_ptr=veto_ptr,
         ctx_veto=veto_vals,
         surfaces=pl.DataFrame(surf_rows, schema={"label": pl.Int32, "lemma": pl.Utf8, "surface": pl.Utf8}),
+        sense_table=sense_table(
+            np.asarray(sense_label, dtype=np.int32), sense_lemma, surf_rows["surface"], wnids, spelling, ruled
+        )
+        if disambiguate
+        else None,
+        disambiguate=disambiguate,
     )
     if len(_CACHE) > 8:
         _CACHE.clear()

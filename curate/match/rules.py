@@ -35,6 +35,11 @@ def _load() -> tuple[dict[str, NegativeRule], dict[str, tuple[str, ...]], frozen
     return negative, blocked, frozenset(data["stop_forms"]["words"])
 
 
+def disambiguation_rules() -> dict:
+    """The disambiguation cascade's settings and word lists (``disambiguation`` in the rules file)."""
+    return _rules_file()["disambiguation"]
+
+
 # ImageNet-1k's known traps, keyed by wnid so the rules follow the class into any vocabulary
 # (imagenet100, imagenet21k, wordnet trees); lemmas too generic to be evidence on their own;
 # surface forms never matched (single characters and English function words)
