@@ -26,14 +26,14 @@ def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | No
 def match_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns."),
     policy: str = typer.Option(
         "all", "--policy", help="Captions naming several classes: all (keep every class), drop (label only single-class captions), first (the first mention)."
     ),
     mode: str = typer.Option(
-        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting: lemmatised tokens of a synonym present anywhere)."
+        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting, caption by caption: Treebank tokens lemmatised, all tokens of a synonym anywhere, its nine veto lists; pair it with --vocab imagenet1k-study)."
     ),
     spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption every candidate mention (label, byte offsets into the normalised caption, surface form, reason: kept or why it was dropped)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),

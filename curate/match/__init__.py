@@ -51,12 +51,11 @@ How a caption is matched (``mode="curate"``):
 
    Null or empty captions get an empty list.
 
-``mode="reference"`` reproduces the reference study's counting instead: the caption is lower-cased,
-tokenised with a regular expression standing in for nltk's tokenizer (nltk's punkt data is not
-available offline; the pattern keeps hyphenated words whole as Treebank does), each token is
-lemmatised with nltk's ``WordNetLemmatizer`` (noun), and a class matches when all the tokens of one
-of its synonyms occur anywhere in the caption, in any order. No vetoes, no positions (so policy
-``first`` and spans are not available in this mode).
+``mode="reference"`` reproduces the reference study's counting instead, caption by caption the
+same labels (see :mod:`curate.match.reference`): nltk's Treebank tokens of the lower-cased letters,
+WordNet noun lemmas, a class when all tokens of one of its synonyms occur anywhere in the caption,
+vetoed by the study's nine negative word lists. No positions (so policy ``first`` and spans are
+not available in this mode).
 """
 
 from __future__ import annotations
