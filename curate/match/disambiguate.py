@@ -43,6 +43,7 @@ from curate.match.lexicon import (
     is_verb,
     lemma_count,
     noun_base,
+    noun_lemmas,
     sense_profile,
     singular_forms,
     split_compound,
@@ -54,6 +55,7 @@ KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
 
 _TOKEN = re.compile(r"[^\W_]+")
 _CAMEL = re.compile(r"[a-z][A-Z]")
+_HTML_TAG = re.compile(r"<[A-Za-z/!][^<>]*>")
 # nltk's WordNet reader shares open files between threads; polars runs batches on several
 WORDNET_LOCK = threading.Lock()
 
@@ -93,7 +95,12 @@ class SenseTable:
         got = None
         s = self.synset_of[sense]
         lemma = self.lemma_of[sense]
-        if s is not None and lemma:
+        known = noun_lemmas()
+        low = lemma.lower()
+        if s is not None and lemma and (
+            (before and (f"{before}_{low}" in known or f"{before}{low}" in known))
+            or (after and (f"{low}_{after}" in known or f"{low}{after}" in known))
+        ):
             from curate.wordnet import wordnet
 
             wn = wordnet()
@@ -333,17 +340,16 @@ def _word_sets() -> tuple[frozenset[str], ...]:
     )
 
 
-def _tokens(raw: str, norm_words: list[str]) -> tuple[list[str], list[str] | None, list[str] | None]:
-    """(words, original-case words or None, separator before each word or None)."""
+def _tokens(raw: str, n_words: int) -> tuple[list[str] | None, list[str] | None]:
+    """(original-case words, separator before each word), or (None, None) where the original's
+    words do not line up with the normalised caption's ``n_words`` words."""
     text = html.unescape(raw) if ("&" in raw or "<" in raw) else raw
     if "<" in text:
-        text = re.sub(r"<[A-Za-z/!][^<>]*>", " ", text)
-    found = list(_TOKEN.finditer(text))
-    if len(found) != len(norm_words):
-        return norm_words, None, None
-    cased = [m.group(0) for m in found]
-    seps = [text[(found[i - 1].end() if i else 0) : m.start()] for i, m in enumerate(found)]
-    return norm_words, cased, seps
+        text = _HTML_TAG.sub(" ", text)
+    cased = _TOKEN.findall(text)
+    if len(cased) != n_words:
+        return None, None
+    return cased, _TOKEN.split(text)[:-1]
 
 
 def _joined(sep: str | None) -> bool:
@@ -380,16 +386,10 @@ def decide(
         by_row.setdefault(r, []).append(i)
     for r, idx in by_row.items():
         norm = norm_rows[r]
-        norm_words = norm.decode("utf-8").split()
-        raw = captions[r] or ""
-        words, cased, seps = _tokens(raw, norm_words)
+        words = norm.decode("utf-8").split()
+        cased, seps = _tokens(captions[r] or "", len(words))
         caption_nouns = None
-        upper_share = lower_caption = None
-        if cased is not None:
-            alpha = [w for w in cased if w[:1].isalpha()]
-            caps = sum(_is_capitalised(w) for w in alpha)
-            upper_share = sum(w.isupper() and len(w) > 1 for w in alpha) / max(1, len(alpha))
-            lower_caption = caps <= 0.34 * len(alpha)
+        case_style = None
         for i in idx:
             s = int(sense[i])
             a = norm.count(b" ", 0, int(start[i]))
@@ -408,22 +408,29 @@ def decide(
                     reasons[i] = SENSE
                     continue
             # 2. name
-            if cased is not None:
-                first = cased[a]
+            if cased is not None and cased[a][:1].isupper():
                 prev = cased[a - 1].lower() if a > 0 else ""
-                if prev in honorifics and _is_capitalised(first) and seps[a].strip(" ") in ("", "."):
+                if prev in honorifics and seps[a].strip(" ") in ("", "."):
                     reasons[i] = NAME
                     continue
                 if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]):
                     # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move")
                     reasons[i] = NAME
                     continue
+                if case_style is None:
+                    alpha = [w for w in cased if w[:1].isalpha()]
+                    n_alpha = max(1, len(alpha))
+                    case_style = (
+                        sum(w.isupper() and len(w) > 1 for w in alpha) / n_alpha,  # share in capitals
+                        sum(w[:1].isupper() for w in alpha) <= 0.34 * n_alpha,  # written in lower case
+                    )
+                upper_share, lower_caption = case_style
                 span = cased[a:b]
-                if upper_share is not None and upper_share < 0.5 and all(w.isupper() and len(w) > 1 for w in span):
+                if upper_share < 0.5 and all(w.isupper() and len(w) > 1 for w in span):
                     # capitals inside a caption that is not in capitals: a brand or a title
                     reasons[i] = NAME
                     continue
-                if lower_caption and _is_capitalised(first) and a > 0 and _joined(seps[a]):
+                if lower_caption and a > 0 and _joined(seps[a]):
                     before = seps[a].strip()
                     sentence_start = a == 0 or before.endswith((".", "!", "?", ":"))
                     neighbour_caps = (a > 0 and _is_capitalised(cased[a - 1])) or (b < len(cased) and _is_capitalised(cased[b]) and _joined(seps[b]))

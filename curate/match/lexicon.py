@@ -100,6 +100,13 @@ def pos_table() -> dict[str, WordPos]:
 
 
 @functools.lru_cache(maxsize=1)
+def noun_lemmas() -> frozenset[str]:
+    """Every noun lemma of WordNet, lower case, words joined by underscores ("gas_mask")."""
+    with open(find_wordnet_dir() / "index.noun", encoding="utf-8") as f:
+        return frozenset(line.split(" ", 1)[0] for line in f if not line.startswith(" "))
+
+
+@functools.lru_cache(maxsize=1)
 def sense_counts() -> dict[str, int]:
     """SemCor tag counts by WordNet sense key (``cntlist.rev``); empty where the file is missing."""
     path = find_wordnet_dir() / "cntlist.rev"
@@ -129,6 +136,7 @@ def _plural_bases() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def noun_base(word: str) -> str | None:
     """The WordNet noun a word is, or is the plural of (``chairs`` -> ``chair``), else None."""
     table = pos_table()
@@ -147,7 +155,8 @@ def noun_base(word: str) -> str | None:
     return None
 
 
-def singular_forms(word: str) -> set[str]:
+@functools.lru_cache(maxsize=1 << 18)
+def singular_forms(word: str) -> frozenset[str]:
     """``word`` and the nouns it may be the plural of ("shades" -> shades, shade)."""
     out = {word}
     base = noun_base(word)
@@ -160,15 +169,17 @@ def singular_forms(word: str) -> set[str]:
             e = table.get(cand)
             if e is not None and e.noun:
                 out.add(cand)
-    return out
+    return frozenset(out)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def is_verb(word: str, *, only: bool = False) -> bool:
     """Whether ``word`` is used mostly as a verb; ``only``: and never tagged as a noun."""
     entry = pos_table().get(word)
     return entry is not None and entry.is_verb and not (only and entry.noun_tags)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def is_participle(word: str) -> bool:
     """An "-ing" form read as a verb: its verb is tagged more often in SemCor than the "-ing" noun
     ("playing", "grazing", "lifting"; not "wedding", "training", "clothing")."""
@@ -182,11 +193,13 @@ def is_participle(word: str) -> bool:
     return verb_tags > (own.noun_tags if own else 0)
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def is_proper(word: str) -> bool:
     entry = pos_table().get(word)
     return entry is not None and entry.proper
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def split_compound(word: str) -> tuple[str, str] | None:
     """A closed compound of two WordNet nouns that WordNet itself lacks ("keychain" -> key, chain;
     "keychains" too); both parts must be WordNet words used mostly as nouns."""
@@ -203,6 +216,7 @@ def split_compound(word: str) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def can_head(word: str) -> bool:
     """Whether ``word`` can head a compound after a class word: a noun (plurals included), or a
     word SemCor has seen as a noun at least as often as as an adjective ("review", "project";
@@ -216,6 +230,7 @@ def can_head(word: str) -> bool:
     return e.noun_tags > 0 and e.noun_tags >= adj_tags
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def is_noun(word: str) -> bool:
     """Whether ``word`` (lower case) is used mostly as a noun, plurals included."""
     entry = pos_table().get(word)
