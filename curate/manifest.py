@@ -170,9 +170,12 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
         plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+        # the similarity stage joins its scores and embeddings on uid
+        with_uid = ["uid"] if recipe.similarity_from is not None or recipe.profile.startswith("knn") else []
         plan = (
             plan.select(
                 "row",
+                *with_uid,
                 pl.col("labels").list.len().alias("n_any"),
                 pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
@@ -181,6 +184,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             .with_columns(pl.col("labels").list.len().alias("n"))
             .select(
                 "row",
+                *with_uid,
                 "key",
                 "n_any",
                 # compact: most rows name one class; only the others keep a list
@@ -223,6 +227,12 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
     meet the targets and ``allow_shortfall`` is off."""
     from curate.freq import distribution_stats, read_reference
+    from curate.similarity import (  # also registers knn
+        SimilarityReport,
+        filter_pool,
+        knn_select,
+        manifest_diversity,
+    )
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
@@ -246,8 +256,18 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
+    sim = SimilarityReport()
+    if recipe.similarity_from is not None:
+        pool_multi = filter_pool(
+            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
+            min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
+        )
+    uids = pool_multi.select("row", "uid") if profile_name == "knn" else None
     pool = single_labels(pool_multi)
     del pool_multi
+    if profile_name == "knn":
+        pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=profile_arg, report=sim, seed=recipe.seed)
+    reasons.update(sim.reasons)
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
     classes = (
         chosen.select("label", "vocab_label", "wnid", "name", "lemmas")
@@ -332,6 +352,14 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    if recipe.embeddings is not None:
+        div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
+        sim.info["intra_class_cosine"] = {
+            "mean": div["mean_cosine"].mean(),
+            "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
+        }
+    if sim.info:
+        stats["similarity"] = sim.info
     result = BuildResult(resolved, train, evals, table, stats, reasons, short)
     if write:
         write_manifest(result, reference=reference)
@@ -483,6 +511,8 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         ]
     else:
         lines += ["", "Every class got exactly its target."]
+    if "similarity" in s:
+        lines += ["", "## Similarity", "", _similarity_lines(s["similarity"])]
     lines += [
         "",
         "## Classes (head first; the full table is classes.parquet)",
@@ -503,6 +533,32 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _similarity_lines(info: dict) -> str:
+    rows = []
+    if info.get("scores"):
+        rows += [
+            ["scores", f"`{info['scores']}` (curate score)"],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["definition text", f"`{info.get('definition_format')}`"],
+            ["min similarity", _f(info.get("min_similarity"))],
+            ["top-k per class", _f(info.get("top_k_per_class"))],
+            ["(caption, class) pairs kept", _f(info.get("kept_pairs"))],
+            ["lowest / mean similarity kept", f"{_f(info['similarity_of_kept']['min'])} / {_f(info['similarity_of_kept']['mean'])}"],
+        ]
+    if info.get("knn_queries"):
+        kinds = ", ".join(f"{k} for {v} class(es)" for k, v in sorted(info["index_per_class"].items()))
+        rows += [
+            ["kNN queries", f"`{info['knn_queries']}`: {_f(info['queries'])} texts, {_f(info['queries_in_selected_classes'])} in the selected classes"],
+            ["neighbours per query", _f(info["knn_k"])],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["rows chosen (distinct)", f"{_f(info['distinct_rows_kept'])} of {_f(info['neighbours_found'])} neighbours found"],
+            ["faiss index", kinds or "n/a"],
+        ]
+    if info.get("intra_class_cosine"):
+        rows.append(["intra-class similarity (mean pairwise cosine of caption embeddings, mean over classes)", _f(info["intra_class_cosine"]["mean"], 4)])
+    return _md_table(["", "value"], rows)
 
 
 # ---------------------------------------------------------------------------------------------
