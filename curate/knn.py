@@ -107,6 +107,7 @@ def range_pairs(vindex: VectorIndex, x: np.ndarray, threshold: float) -> tuple[n
     out_i, out_j, out_s = [], [], []
     for s in range(0, len(x), _QUERY_CHUNK):
         lims, d, ids = vindex.index.range_search(x[s : s + _QUERY_CHUNK], float(threshold))
+        lims = lims.astype(np.int64)
         q = np.repeat(np.arange(s, s + len(lims) - 1, dtype=np.int64), np.diff(lims))
         ids = ids.astype(np.int64)
         keep = (ids != q) & (ids >= 0) & (d > threshold)  # a vector's match with itself dropped

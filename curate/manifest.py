@@ -229,6 +229,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     from curate.freq import distribution_stats, read_reference
     from curate.similarity import (  # also registers knn
         SimilarityReport,
+        check_scores,
         filter_pool,
         knn_select,
         manifest_diversity,
@@ -249,6 +250,8 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     # the slug names the vocabulary only when it is not the source's own
     resolved = recipe.replace(name=recipe.name or recipe.slug(), vocab=vocab_spec)
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
+    if recipe.similarity_from is not None:
+        check_scores(recipe.similarity_from, vocab_spec)
 
     say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)

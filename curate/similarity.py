@@ -208,6 +208,28 @@ def write_scores(result: ScoreResult, dest: str | Path) -> Path:
     return Path(dest)
 
 
+def check_scores(path: str | Path, vocab_spec: str) -> dict:
+    """The provenance of a ``curate score`` file, checked against the build's vocabulary (read
+    before any pass over the source)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise CurateError(f"--similarity-from {path}: no such file (write one with curate score)")
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise CurateError(f"--similarity-from {path}: not a Parquet file ({str(e).splitlines()[0]})") from None
+    raw = (schema.metadata or {}).get(_META_KEY)
+    missing = [c for c in SCORE_SCHEMA if c not in schema.names]
+    if raw is None or missing:
+        raise CurateError(f"--similarity-from {path}: not written by curate score (no {'provenance' if raw is None else missing[0]})")
+    meta = json.loads(raw)
+    if meta.get("vocab") != vocab_spec:
+        raise CurateError(f"--similarity-from {path}: scored against vocabulary {meta.get('vocab')!r}, this build uses {vocab_spec!r}")
+    return meta
+
+
 def read_scores(path: str | Path) -> tuple[pl.DataFrame, dict]:
     """A file written by ``curate score``: the scores and their provenance."""
     import json
@@ -270,9 +292,8 @@ def filter_pool(
     ``min_similarity`` and among the ``top_k`` most similar of their class (ties: the row's
     draw key). ``pool`` is the build's compact pool with ``uid``; rows that lose every class leave,
     counted by reason in ``report``."""
+    check_scores(scores_path, vocab_spec)
     scores, meta = read_scores(scores_path)
-    if meta.get("vocab") != vocab_spec:
-        raise CurateError(f"--similarity-from {scores_path}: scored against vocabulary {meta.get('vocab')!r}, this build uses {vocab_spec!r}")
     columns = pool.columns
     pairs = _pairs(pool).join(chosen.select("label", "vocab_label"), on="label", how="left")
     scores = scores.unique(["uid", "label"], keep="first", maintain_order=True).select(

@@ -12,16 +12,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import polars as pl
 import pytest
 import torch
-import torch.nn.functional as F
 from cli_helpers import run_cli
+from embed_helpers import reference_embeddings, save_tiny_checkpoint
 
 from curate.embed import embed_source, load_encoder, open_embeddings
 from curate.errors import CurateError
-from curate.models import create_clip, register_tiny
+from curate.models import create_clip
 
 TEXTS = [
     "a photo of a tench",
@@ -35,18 +34,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save(create_clip("tiny", seed=3).state_dict(), path)
-    return path
-
-
-def reference_embeddings(ckpt: Path, texts: list[str]) -> np.ndarray:
-    """open_clip's own path: create_model from the checkpoint, its tokenizer, encode_text."""
-    register_tiny()
-    model = open_clip.create_model("curate-tiny", pretrained=str(ckpt)).eval()
-    tokenizer = open_clip.get_tokenizer("curate-tiny")
-    with torch.no_grad():
-        return F.normalize(model.encode_text(tokenizer(texts)), dim=-1).numpy()
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def write_source(path: Path, n: int) -> Path:
