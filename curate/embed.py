@@ -155,7 +155,8 @@ def _quiet_create(name: str, pretrained: str | None):
         log.setLevel(level)
 
 
-def _finish(spec: str, name: str, model, device) -> TextEncoder:
+def encoder_from_model(spec: str, name: str, model, device) -> TextEncoder:
+    """Wrap a loaded open_clip model (architecture ``name``) as a :class:`TextEncoder`."""
     import open_clip
 
     model = model.to(device).eval()
@@ -188,7 +189,7 @@ def _openclip(spec: str, device) -> TextEncoder:
         raise CurateError(f"--encoder {spec}: open_clip cannot load it ({str(e).splitlines()[0][:200]})") from None
     except Exception as e:  # a foreign or truncated file
         raise CurateError(f"--encoder {spec}: cannot read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return _finish(spec, name, model, device)
+    return encoder_from_model(spec, name, model, device)
 
 
 @encoder_kind("run", "a runs/NAME folder written by `curate train --objective clip`")
@@ -201,7 +202,7 @@ def _run(spec: str, device) -> TextEncoder:
     meta = read_run(Path(spec))
     model = load_clip_from_run(Path(spec), device=torch.device("cpu"))
     name = open_clip_name(TrainConfig.from_dict(meta["config"]).model)
-    return _finish(spec, name, model, device)
+    return encoder_from_model(spec, name, model, device)
 
 
 def load_encoder(spec: str, *, device: str = "auto") -> TextEncoder:

@@ -77,7 +77,7 @@ def build_index(
         index.add(x)
         return VectorIndex(index, "flat", n, d)
     nlist = min(nlist or default_nlist(n), n)
-    nprobe = min(nprobe or max(8, nlist // 32), nlist)
+    nprobe = min(nprobe or max(16, nlist // 16), nlist)  # ~6% of the data searched per query
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed

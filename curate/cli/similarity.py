@@ -49,7 +49,7 @@ def dedup_command(
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write: removed_uid, kept_uid, similarity (one row per removed row)."),
     index: str = typer.Option("auto", "--index", help="auto (exact below 100,000 vectors, IVF k-means clusters above), flat or ivf."),
     nlist: int | None = typer.Option(None, "--nlist", help="IVF: number of k-means clusters (default: about 4·sqrt(n))."),
-    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF: clusters searched per row (default: max(8, nlist/32))."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="IVF: clusters searched per row (default: max(16, nlist/16))."),
     seed: int = typer.Option(0, "--seed", help="Seed of the k-means clustering."),
 ) -> None:
     """Find near-duplicate captions SemDeDup-style (k-means clusters, then cosine > 1 - EPS within them); of each group the earliest row stays. Writes the removed rows with the kept row each duplicates."""  # noqa: E501
