@@ -308,3 +308,23 @@ def test_intra_class_similarity_equals_brute_force() -> None:
         else:
             g = members @ members.T
             assert mean == pytest.approx((g.sum() - np.trace(g)) / (n * (n - 1)), abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------- recipes
+
+
+def test_laionet_pipelines() -> None:
+    from curate.recipe import load_pipeline
+
+    root = Path(__file__).resolve().parent.parent / "pipelines" / "paper"
+    thresholds = load_pipeline(root / "laionet-thresholds.yaml")
+    assert [r.min_similarity for r in thresholds] == [0.7, 0.75, 0.8, 0.82]
+    assert {r.total for r in thresholds} == {448896} and {r.label_policy for r in thresholds} == {"drop"}
+    assert len({r.slug() for r in thresholds}) == 4
+    fractions = load_pipeline(root / "laionet-fractions.yaml")
+    assert [r.fraction for r in fractions] == [1, 0.5, 0.25, 0.125, 0.0625, 0.03125]
+    assert {r.min_similarity for r in fractions} == {0.7}
+    freq, knn = load_pipeline(root / "laionet-match-incaps.yaml")
+    assert freq.profile.startswith("match:") and freq.min_similarity == 0.7 and freq.max_per_class == 961
+    assert similarity.parse_knn(knn.profile.split(":", 1)[1]) == ("embeddings/incaps-vit-b-32", 1)
+    assert knn.embeddings is not None
