@@ -11,7 +11,7 @@
 3. Memory of ``curate embed`` (tiny model) at N and 4N captions: peak RSS of a child process
    (flat memory means about equal; a shard of captions is the most ever held).
 
-    python benchmarks/bench_similarity.py [--model ViT-B-32] [--captions 2048] [--quick]
+    python benchmarks/bench_similarity.py [--model ViT-B-32] [--captions 2048] [--parts embed,knn,memory] [--quick]
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def bench_knn(n: int, d: int, nq: int, k: int) -> None:
 
 
 CHILD = """
-import sys, resource, torch, polars as pl
+import sys, polars as pl
 from curate.embed import embed_source, load_encoder
 n, out, ckpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path.insert(0, sys.argv[4])
@@ -130,7 +130,8 @@ from bench_similarity import captions
 src = out + ".parquet"
 pl.DataFrame({"uid": [f"u{i}" for i in range(n)], "caption": captions(n)}).write_parquet(src)
 embed_source(src, load_encoder("openclip:curate-tiny:" + ckpt, device="cpu"), out, shard_size=4096)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent, VmHWM starts afresh
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
 """
 
 
@@ -162,13 +163,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--memory-n", type=int, default=8192)
+    ap.add_argument("--parts", default="embed,knn,memory", help="which parts to run (comma-separated)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     args = ap.parse_args()
     if args.quick:
         args.model, args.captions, args.n, args.memory_n = "curate-tiny", 1024, 20_000, 2048
-    bench_embedding(args.model, args.captions, args.batch_size)
-    bench_knn(args.n, 512, 1000, 10)
-    bench_memory(args.memory_n)
+    parts = set(args.parts.split(","))
+    if "embed" in parts:
+        bench_embedding(args.model, args.captions, args.batch_size)
+    if "knn" in parts:
+        bench_knn(args.n, 512, 1000, 10)
+    if "memory" in parts:
+        bench_memory(args.memory_n)
     print(f"(peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
 
 

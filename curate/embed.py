@@ -317,6 +317,8 @@ def embed_source(
             npy = out / "shards" / f"{_shard_name(i)}.npy"
             ids = out / "shards" / f"{_shard_name(i)}.parquet"
             if ids.is_file() and npy.is_file():
+                if not pl.read_parquet(ids, columns=["uid"])["uid"].equals(frame["uid"]):
+                    raise CurateError(f"{ids}: holds other rows than the source's shard {i} now; the source changed, so choose another --out")
                 reused += 1
                 progress.advance(task, frame.height)
                 continue

@@ -82,6 +82,7 @@ def build_index(
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.cp.spherical = True  # centroids renormalised: clusters of directions
+    index.cp.niter = 10  # faiss defaults to 25; assignments barely move after ~10 on embeddings
     index.train(x)
     index.add(x)
     index.nprobe = nprobe

@@ -165,7 +165,7 @@ def score_source(
     parts: list[pl.DataFrame] = []
     matched = 0
     with ui.make_progress() as progress:
-        task = progress.add_task("scoring captions", total=n_rows)
+        task = progress.add_task("scoring matched captions", total=None)
         for batch in plan.collect_batches(chunk_size=chunk_rows, maintain_order=True, engine="streaming"):
             matched += batch.height
             emb = encoder.encode(batch["caption"].to_list(), batch_size=batch_size)
@@ -179,8 +179,7 @@ def score_source(
                     schema=SCORE_SCHEMA,
                 )
             )
-            progress.update(task, completed=min(n_rows, progress.tasks[0].completed + batch.height))
-        progress.update(task, completed=n_rows)
+            progress.advance(task, batch.height)
     scores = pl.concat(parts) if parts else pl.DataFrame(schema=SCORE_SCHEMA)
     meta = {
         "source": source_spec,

@@ -160,3 +160,12 @@ def test_cli_embed_with_class_definitions(tmp_path: Path, tiny_ckpt: Path, capsy
     np.testing.assert_allclose(vectors, reference_embeddings(tiny_ckpt, table["text"].to_list()), atol=2e-3)
     code, _, err = run_cli(["embed", str(src), "--encoder", "openclip:curate-tiny:/nope.pt", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and err.startswith("error: --encoder") and len(err.strip().splitlines()) == 1
+
+
+def test_resuming_over_a_changed_source_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
+    src = write_source(tmp_path / "src.parquet", 8)
+    enc = load_encoder(f"openclip:curate-tiny:{tiny_ckpt}", device="cpu")
+    embed_source(str(src), enc, tmp_path / "e", shard_size=4)
+    pl.read_parquet(src).with_columns(pl.col("uid").str.replace("r0001", "other")).write_parquet(src)
+    with pytest.raises(CurateError, match="the source changed"):
+        embed_source(str(src), enc, tmp_path / "e", shard_size=4)
