@@ -49,7 +49,7 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
-def bench_embedding(model_name: str, n: int, batch_size: int) -> None:
+def bench_embedding(model_name: str, n: int, batch_size: int, device: str = "cpu") -> None:
     import logging
 
     import open_clip
@@ -62,8 +62,9 @@ def bench_embedding(model_name: str, n: int, batch_size: int) -> None:
     register_tiny()
     logging.getLogger().setLevel(logging.ERROR)
     torch.manual_seed(0)
-    model = open_clip.create_model(model_name, pretrained=None).eval()
-    enc = encoder_from_model(f"random {model_name}", model_name, model, torch.device("cpu"))
+    dev = torch.device(device)
+    model = open_clip.create_model(model_name, pretrained=None).eval().to(dev)
+    enc = encoder_from_model(f"random {model_name}", model_name, model, dev)
     texts = captions(n)
     tokenizer = open_clip.get_tokenizer(model_name)
 
@@ -71,7 +72,7 @@ def bench_embedding(model_name: str, n: int, batch_size: int) -> None:
         out = []
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
-                out.append(F.normalize(model.encode_text(tokenizer(texts[s : s + batch_size])), dim=-1).numpy())
+                out.append(F.normalize(model.encode_text(tokenizer(texts[s : s + batch_size]).to(dev)), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
     def curate() -> np.ndarray:
@@ -79,7 +80,8 @@ def bench_embedding(model_name: str, n: int, batch_size: int) -> None:
 
     t_plain, a = timed(plain)
     t_curate, b = timed(curate)
-    print(f"embedding {n:,} captions, {model_name}, batch {batch_size}, CPU x{torch.get_num_threads()} threads")
+    where = f"CPU x{torch.get_num_threads()} threads" if dev.type == "cpu" else torch.cuda.get_device_name(dev)
+    print(f"embedding {n:,} captions, {model_name}, batch {batch_size}, {where}")
     print(f"  plain open_clip loop     {n / t_plain:10,.0f} captions/s")
     print(f"  curate TextEncoder       {n / t_curate:10,.0f} captions/s   ratio {t_plain / t_curate:.2f}x")
     print(f"  largest difference       {np.abs(a - b).max():.2e}")
@@ -163,6 +165,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--memory-n", type=int, default=8192)
+    ap.add_argument("--device", default="cpu", help="where the embedding part runs (cpu or cuda)")
     ap.add_argument("--parts", default="embed,knn,memory", help="which parts to run (comma-separated)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     args = ap.parse_args()
@@ -170,7 +173,7 @@ def main() -> None:
         args.model, args.captions, args.n, args.memory_n = "curate-tiny", 1024, 20_000, 2048
     parts = set(args.parts.split(","))
     if "embed" in parts:
-        bench_embedding(args.model, args.captions, args.batch_size)
+        bench_embedding(args.model, args.captions, args.batch_size, args.device)
     if "knn" in parts:
         bench_knn(args.n, 512, 1000, 10)
     if "memory" in parts:
