@@ -199,6 +199,18 @@ def test_knn_profile_keeps_the_rows_nearest_to_each_query(tmp_path: Path, tiny_c
     card = (tmp_path / "out" / "m" / "card.md").read_text()
     assert "flat for 3 class(es)" in card and "intra-class similarity" in card
 
+    # curate diversity on that manifest: the koala class's two captions, cosine of their embeddings
+    from curate.cli import main
+    from curate.embed import open_embeddings
+
+    main(["diversity", str(tmp_path / "out" / "m"), "--embeddings", str(tmp_path / "pool-emb"), "--out", str(tmp_path / "div.parquet")])
+    div = pl.read_parquet(tmp_path / "div.parquet")
+    koala = div.filter(pl.col("class_name") == "koala").row(0, named=True)
+    emb = open_embeddings(tmp_path / "pool-emb")
+    v = emb.take(np.array([5, 9]))  # r5 and r9
+    assert koala["n"] == 2 and koala["mean_cosine"] == pytest.approx(float(v[0] @ v[1]), abs=1e-6)
+    assert div.filter(pl.col("class_name") == "tench")["mean_cosine"].to_list() == [None]  # one row: no pairs
+
 
 def test_knn_search_equals_brute_force() -> None:
     from curate.knn import build_index, search
