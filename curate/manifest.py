@@ -35,6 +35,14 @@ from curate.sample import (
     stable_keys,
     target_counts,
 )
+from curate.similarity import (
+    SimilarityReport,
+    check_scores,
+    filter_pool,
+    knn_select,
+    manifest_diversity,
+    split_knn,
+)
 from curate.util import atomic_path, file_sha256
 
 MANIFEST_SCHEMA = {
@@ -171,7 +179,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
 
         plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
         # the similarity stage joins its scores and embeddings on uid
-        with_uid = ["uid"] if recipe.similarity_from is not None or recipe.profile.startswith("knn") else []
+        with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
         plan = (
             plan.select(
                 "row",
@@ -227,23 +235,19 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
     meet the targets and ``allow_shortfall`` is off."""
     from curate.freq import distribution_stats, read_reference
-    from curate.similarity import (  # also registers knn
-        SimilarityReport,
-        check_scores,
-        filter_pool,
-        knn_select,
-        manifest_diversity,
-    )
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
     caption_mode(recipe.captions)
+    # knn:QUERIES narrows the pool to the rows the queries choose, then keeps them as they are
+    knn_arg = split_knn(recipe.profile)
+    target_profile = "natural" if knn_arg is not None else recipe.profile
     check_target_options(
-        profile=recipe.profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
+        profile=target_profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
         max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
-    profile_name, profile_arg = split_profile(recipe.profile)
+    profile_name, profile_arg = split_profile(target_profile)
     source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
@@ -265,11 +269,11 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
             pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
             min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
         )
-    uids = pool_multi.select("row", "uid") if profile_name == "knn" else None
+    uids = pool_multi.select("row", "uid") if knn_arg is not None else None
     pool = single_labels(pool_multi)
     del pool_multi
-    if profile_name == "knn":
-        pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=profile_arg, report=sim, seed=recipe.seed)
+    if knn_arg is not None:
+        pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=knn_arg, report=sim, seed=recipe.seed)
     reasons.update(sim.reasons)
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
     classes = (
@@ -280,7 +284,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     )
     targets = target_counts(
         classes,
-        profile=recipe.profile,
+        profile=target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,

@@ -17,7 +17,7 @@ most similar (:func:`filter_pool`), so thresholds are re-tuned without re-embedd
 ``--profile knn:QUERIES[:K]`` is LAIONet's match-to-ImageNet-Captions: every query text (an
 embeddings folder of a source with a ``wnid`` column) keeps the K nearest rows of the pool that
 are labelled with its class (K = 1 by default), so the kept classes follow the query set's
-frequencies (:func:`knn_select`); the profile then keeps those rows as they are (``natural``).
+frequencies (:func:`knn_select`); the build then keeps those rows as they are (``natural``).
 
 Intra-class diversity (the reference study's "intra-class variation") is the mean pairwise
 cosine similarity of a class's embeddings, computed exactly in O(n·d): for unit vectors,
@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.sample import ProfileInput, profile
 
 DEFAULT_DEFINITION_FORMAT = "{name} which is {definition}"
 FORMAT_FIELDS = ("name", "definition", "lemmas")
@@ -348,11 +347,12 @@ def parse_knn(arg: str | None) -> tuple[str, int]:
     return arg, 1
 
 
-@profile("knn", "knn:QUERIES[:K] keeps the K pool rows of its class nearest to each query text (needs --embeddings), as they are")
-def _knn_profile(p: ProfileInput) -> np.ndarray:
-    # the build has already narrowed the pool to the rows the queries chose; keep them all
-    top = p.available.max() if len(p.available) else 0
-    return p.available / top if top else np.zeros(len(p.available))
+def split_knn(profile: str) -> str | None:
+    """The argument of a ``knn:QUERIES[:K]`` profile ("" for a bare ``knn``), None for any other
+    profile. knn is not one of curate.sample's profiles: it chooses rows, not counts, and the build
+    then keeps the chosen rows as they are (profile ``natural``)."""
+    name, sep, arg = profile.partition(":")
+    return (arg if sep else "") if name == "knn" else None
 
 
 def knn_select(
