@@ -11,7 +11,7 @@
 3. Memory of ``curate embed`` (tiny model) at N and 4N captions: peak RSS of a child process
    (flat memory means about equal; a shard of captions is the most ever held).
 
-    python benchmarks/bench_similarity.py [--model ViT-B-32] [--captions 2048] [--parts embed,knn,memory] [--quick]
+    python benchmarks/bench_similarity.py [--model ViT-B-32] [--captions 512] [--parts embed,knn,memory] [--quick]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def bench_memory(n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ViT-B-32")
-    ap.add_argument("--captions", type=int, default=2048)
+    ap.add_argument("--captions", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--memory-n", type=int, default=8192)
