@@ -78,7 +78,7 @@ TRAP_CLASSES: dict[str, str] = {
 }
 
 # The reference study's ImageNet-100 (CMC, Tian et al. 2019), a published class list: the
-# ImageNet-1k classes at ../shared/reference/imagenet100_class_indices.txt, in standard order.
+# ImageNet-1k classes at the study's metadata/imagenet100_idxs.txt, in standard order.
 _IN100_WNIDS = (
     "n01558993", "n01692333", "n01729322", "n01735189", "n01749939", "n01773797", "n01820546",
     "n01855672", "n01978455", "n01980166", "n01983481", "n02009229", "n02018207", "n02085620",

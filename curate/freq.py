@@ -32,21 +32,23 @@ CLASS_TABLE_SCHEMA = {
 }
 
 
-def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame) -> pl.DataFrame:
+def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame, *, weight: str | None = None) -> pl.DataFrame:
     """Caption count per vocabulary class: ``label, wnid, name, count, rank, share``.
 
     ``rank`` 1 is the most frequent class (ties: lower label first); ``share`` is the class's part
-    of all class mentions (sums to 1 when anything matched).
+    of all class mentions (sums to 1 when anything matched). With ``weight`` (a column) a row counts
+    that many times (MetaCLIP's entry -> count tables: a matched entry adds its count).
     """
     lf = matched.lazy()
     if "labels" not in lf.collect_schema().names():
         raise CurateError("the matched table has no 'labels' column; run curate match first")
+    w = pl.col(weight).cast(pl.Int64) if weight else pl.lit(1, dtype=pl.Int64)
     counts = (
-        lf.select(pl.col("labels").list.unique().alias("label"))
+        lf.select(pl.col("labels").list.unique().alias("label"), w.alias("_w"))
         .explode("label")
         .drop_nulls("label")
         .group_by("label")
-        .agg(pl.len().alias("count"))
+        .agg(pl.col("_w").sum().alias("count"))
         .collect(engine="streaming")
         .with_columns(pl.col("label").cast(pl.Int32), pl.col("count").cast(pl.Int64))
     )
@@ -178,11 +180,25 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
     return float((p * np.log(p / q)).sum())
 
 
+# The reference study's published ImageNet-1k class-frequency tables, shipped as package data
+# (curate/data/freqs_NAME.tsv; where each comes from: curate/data/README.md).
+REFERENCE_TABLES = ("laion400m", "laion2b", "cc12m", "yfcc15m", "metaclip400m", "incaps", "laionet-0.7", "laionet-0.82")
+
+
+def reference_path(spec: str | Path) -> Path:
+    """The file of a reference: a name of ``REFERENCE_TABLES`` (packaged table), else a path."""
+    name = str(spec).strip().lower()
+    if name in REFERENCE_TABLES:
+        return Path(__file__).resolve().parent / "data" / f"freqs_{name}.tsv"
+    return Path(spec)
+
+
 def read_reference(path: str | Path) -> pl.DataFrame:
-    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``."""
-    path = Path(path)
+    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``;
+    ``path`` may also name a packaged table (``REFERENCE_TABLES``)."""
+    path = reference_path(path)
     if not path.is_file():
-        raise CurateError(f"reference file {path} does not exist")
+        raise CurateError(f"reference file {path} does not exist (or name a packaged table: {', '.join(REFERENCE_TABLES)})")
     names: list[str] = []
     counts: list[int] = []
     with open(path, encoding="utf-8") as f:

@@ -29,6 +29,9 @@ from curate.sample import (
     check_target_options,
     clip_to_pool,
     draw,
+    each_label,
+    metaclip_entry_keep,
+    sample_rows,
     shortfall,
     single_labels,
     split_profile,
@@ -143,7 +146,8 @@ def _labels_expr(recipe: Recipe, vocab: pl.DataFrame, lf: pl.LazyFrame) -> pl.La
         )
     from curate.match import match_captions
 
-    return match_captions(lf, vocab, policy=recipe.label_policy, mode=recipe.match_mode)
+    policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: all classes, a row per class later
+    return match_captions(lf, vocab, policy=policy, mode=recipe.match_mode)
 
 
 def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -248,7 +252,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
     profile_name, profile_arg = split_profile(target_profile)
-    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True)
+    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True, image_root=recipe.image_root)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
@@ -269,8 +273,12 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
             pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
             min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
         )
+    if profile_name == "metaclip-entry":
+        before = pool_multi.height
+        pool_multi = metaclip_entry_keep(pool_multi, profile_arg)
+        reasons[f"not kept by MetaCLIP balancing ({recipe.profile})"] = before - pool_multi.height
     uids = pool_multi.select("row", "uid") if knn_arg is not None else None
-    pool = single_labels(pool_multi)
+    pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
     if knn_arg is not None:
         pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=knn_arg, report=sim, seed=recipe.seed)
@@ -282,6 +290,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         .with_columns(pl.col("pool").fill_null(0).cast(pl.Int64))
         .sort("label")
     )
+    by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
     targets = target_counts(
         classes,
         profile=target_profile,
@@ -290,8 +299,8 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         order=recipe.order,
         seed=recipe.seed,
         max_per_class=recipe.max_per_class,
-        total=recipe.total,
-        fraction=recipe.fraction,
+        total=None if by_rows else recipe.total,
+        fraction=None if by_rows else recipe.fraction,
         trim_tail=recipe.trim_tail,
         eval_per_class=recipe.eval_per_class,
     )
@@ -315,18 +324,32 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     targets = clip_to_pool(targets) if short.height else targets.with_columns(pl.col("target").alias("asked"))
 
     picked = draw(pool, targets)
+    if by_rows:
+        picked = sample_rows(picked, total=recipe.total, fraction=recipe.fraction, min_per_class=recipe.min_per_class)
+        drawn = picked.filter(pl.col("split") == "train").group_by("label").agg(pl.len().alias("_n"))
+        targets = (
+            targets.join(drawn, on="label", how="left")
+            .with_columns(pl.col("_n").fill_null(0).cast(pl.Int64).alias("target"))
+            .with_columns(pl.col("target").alias("asked"))
+            .drop("_n")
+        )
     reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
     del pool
-    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).needs)
+    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
-    if recipe.captions == "synset":
+    if caption_mode(recipe.captions).lemmas:
         class_cols.append(pl.col("lemmas"))
     df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
     del rows
     df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
+    uid = pl.col("uid").cast(pl.Utf8)
+    if recipe.label_policy == "each":
+        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
+        tag = pl.coalesce(pl.col("class_wnid").cast(pl.Utf8), pl.col("label").cast(pl.Utf8))
+        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
     manifest = df.select(
-        pl.col("uid").cast(pl.Utf8),
+        uid.alias("uid"),
         pl.col("label").cast(pl.Int32),
         pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
         pl.col("class_name").cast(pl.Utf8),

@@ -19,7 +19,7 @@ import yaml
 
 from curate.errors import CurateError
 
-LABEL_POLICIES = ("all", "drop", "first")
+LABEL_POLICIES = ("all", "drop", "first", "each")
 
 
 class _Loader(yaml.SafeLoader):
@@ -42,6 +42,7 @@ def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 LABEL_SOURCES = ("match", "wnid")
+SAMPLINGS = ("classes", "rows")  # curate.sample.SAMPLINGS
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,11 @@ class Recipe:
     name: str | None = None  # manifests/NAME; None: a slug of the options
     source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
     preset: str | None = None  # source column layout (laion, cc, yfcc, imagenet-captions, generic)
+    image_root: str | None = None  # ImageNet-Captions: the ImageNet folder its file names live in (train/WNID/FILE)
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
     labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
-    label_policy: str = "all"  # all / drop / first, for captions naming several classes
+    label_policy: str = "all"  # all / drop / first / each (a row per class), for captions naming several classes
     match_mode: str = "curate"  # curate.match mode: curate or reference
     profile: str = "exp"  # see curate.sample.PROFILES
     imbalance: float = 1.0  # R = max/min count (exp, pareto, step)
@@ -63,6 +65,8 @@ class Recipe:
     max_per_class: int | None = None
     total: int | None = None
     fraction: float | None = None
+    sampling: str = "classes"  # how --total/--fraction scale: classes (per-class allocation) or rows (random rows)
+    min_per_class: int = 1  # sampling rows: classes that had rows keep at least this many
     trim_tail: str | None = None  # K:C
     captions: str = "template"  # see curate.captions.CAPTION_MODES
     eval_per_class: int = 0
@@ -103,18 +107,20 @@ class Recipe:
             if not cond:
                 raise CurateError(f"{where}: {message}")
 
-        ints = ("max_per_class", "total", "eval_per_class", "seed", "top_k_per_class")
+        ints = ("max_per_class", "total", "eval_per_class", "seed", "min_per_class", "top_k_per_class")
         for name in ints:
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool)), f"{name} must be a whole number, got {v!r}")
         for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
-        for name in ("name", "source", "preset", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
+        for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
         need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")
         need(self.label_policy in LABEL_POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}")
+        need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
         if self.min_similarity is not None or self.top_k_per_class is not None:
             need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
@@ -191,6 +197,10 @@ class Recipe:
             parts.append(f"n{self.total}")
         if self.fraction is not None:
             parts.append(f"f{_num(self.fraction)}")
+        if self.sampling != d.sampling:
+            parts.append(self.sampling)
+        if self.min_per_class != d.min_per_class:
+            parts.append(f"min{self.min_per_class}")
         if self.trim_tail:
             parts.append("trim" + str(self.trim_tail).replace(":", "x"))
         if self.min_similarity is not None:

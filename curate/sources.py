@@ -684,6 +684,7 @@ def open_source(
     url_col: str | None = None,
     uid_col: str | None = None,
     skip_bad_rows: bool = False,
+    image_root: str | Path | None = None,
 ) -> Source:
     """Open ``spec`` ("demo", a file, a folder, a glob or an http(s) URL) as the canonical table.
 
@@ -691,7 +692,8 @@ def open_source(
     ImageNet-Captions layouts are recognised from their columns, else ``generic`` applies.
     ``caption_col`` / ``url_col`` / ``uid_col`` override the preset. Rows with a null or blank
     caption raise when read unless ``skip_bad_rows`` (then they are dropped; ``validate_source``
-    counts them).
+    counts them). ``image_root`` (ImageNet-Captions only) is an ImageNet folder: each row's
+    ``path`` becomes ``IMAGE_ROOT/train/WNID/FILENAME``, the ImageFolder layout ``curate shards`` reads.
     """
     if preset is not None and preset not in PRESETS:
         raise CurateError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -723,6 +725,13 @@ def open_source(
             struct.map_batches(_bad_caption_check(spec), return_dtype=pl.Utf8, is_elementwise=True).alias("caption")
         )
     lazy = checked.drop(_FILE_COL, _ROW_COL)
+    if image_root is not None:
+        if used.name != "imagenet-captions":
+            raise CurateError(f"--image-root applies to ImageNet-Captions sources; {spec} reads as preset {used.name!r}")
+        root = Path(image_root)
+        if not (root / "train").is_dir():
+            raise CurateError(f"--image-root {root}: no train/ folder there (expected ImageNet's train/WNID/FILENAME layout)")
+        lazy = lazy.with_columns(pl.format("{}/train/{}/{}", pl.lit(str(root.resolve())), pl.col("wnid"), pl.col("uid")).alias("path"))
     return Source(
         name=name,
         lazy=lazy,

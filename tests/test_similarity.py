@@ -74,7 +74,7 @@ def test_definition_format_variants_and_errors() -> None:
 CAPTIONS = {
     "r0": "a tench caught in the river",
     "r1": "koala sleeping on a branch",
-    "r2": "banana bread recipe",
+    "r2": "one yellow banana",
     "r3": "a koala eating a banana",
     "r4": "nothing of interest here",
     "r5": "baby koala with its mother",
@@ -333,11 +333,11 @@ def test_laionet_pipelines() -> None:
     thresholds = load_pipeline(root / "laionet-thresholds.yaml")
     assert [r.min_similarity for r in thresholds] == [0.7, 0.75, 0.8, 0.82]
     assert {r.total for r in thresholds} == {448896} and {r.label_policy for r in thresholds} == {"drop"}
-    assert len({r.slug() for r in thresholds}) == 4
+    assert {(r.sampling, r.min_per_class) for r in thresholds} == {("rows", 1)} and len({r.name for r in thresholds}) == 4
     fractions = load_pipeline(root / "laionet-fractions.yaml")
-    assert [r.fraction for r in fractions] == [1, 0.5, 0.25, 0.125, 0.0625, 0.03125]
+    assert [r.fraction for r in fractions] == [None, 0.5, 0.25, 0.125, 0.0625, 0.03125]
     assert {r.min_similarity for r in fractions} == {0.7}
     freq, knn = load_pipeline(root / "laionet-match-incaps.yaml")
-    assert freq.profile.startswith("match:") and freq.min_similarity == 0.7 and freq.max_per_class == 961
+    assert freq.profile == "match:incaps" and freq.min_similarity == 0.7 and freq.max_per_class == 961
     assert similarity.parse_knn(knn.profile.split(":", 1)[1]) == ("embeddings/incaps-vit-b-32", 1)
     assert knn.embeddings is not None

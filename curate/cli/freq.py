@@ -14,15 +14,22 @@ from curate.cli.match import _SOURCE_HELP, open_for_matching
 def freq_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP + " Or a Parquet file written by curate match (has a 'labels' column)."),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write classes.tsv, classes.parquet, stats.json and freq.png into."),
-    reference: Path | None = typer.Option(
-        None, "--reference", "-r", help="A name<TAB>count table (e.g. ../shared/reference/freqs/laion400m_imagenet_ori.tsv, or a classes.tsv written here) to compare with."
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="A name<TAB>count table to compare with: a file (e.g. a classes.tsv written here) or one the reference study "
+        "published: laion400m, laion2b, cc12m, yfcc15m, metaclip400m, incaps, laionet-0.7, laionet-0.82.",
     ),
     policy: str = typer.Option("all", "--policy", help="Label policy when matching: all, drop or first (see curate match)."),
     mode: str = typer.Option("curate", "--mode", help="Matching mode: curate or reference (see curate match)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    entry_counts: bool = typer.Option(
+        False, "--entry-counts", help="SOURCE is a MetaCLIP entry -> count JSON (datacard_400m.json): each entry is matched as a caption and adds its count to its classes (the study's MetaCLIP counting)."
+    ),
 ) -> None:
     """Count how many captions of SOURCE mention each class; write the class table, statistics and
     plot, and print the headline numbers."""
@@ -34,7 +41,14 @@ def freq_command(
     from curate.vocab import load_vocab
 
     ref = read_reference(reference) if reference is not None else None
-    if source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
+    weight = None
+    if entry_counts:
+        from curate.match.reference import read_entry_counts
+
+        voc = load_vocab(vocab or "imagenet1k")
+        matched = match_captions(read_entry_counts(source).lazy(), voc, policy=policy, mode=mode)
+        weight = "count"
+    elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
         if vocab is None:
             raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
         voc = load_vocab(vocab)
@@ -43,7 +57,7 @@ def freq_command(
         src, voc = open_for_matching(source, vocab, caption_col)
         matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
     try:
-        table = class_table(matched, voc)
+        table = class_table(matched, voc, weight=weight)
     except pl.exceptions.PolarsError as e:
         raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
     stats = distribution_stats(table["count"], ref, names=table["name"].to_list())

@@ -26,18 +26,21 @@ def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | No
 def match_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns."),
     policy: str = typer.Option(
         "all", "--policy", help="Captions naming several classes: all (keep every class), drop (label only single-class captions), first (the first mention)."
     ),
     mode: str = typer.Option(
-        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting: lemmatised tokens of a synonym present anywhere)."
+        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting, caption by caption: Treebank tokens lemmatised, all tokens of a synonym anywhere, its nine veto lists; pair it with --vocab imagenet1k-study)."
     ),
-    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption the mentions (label, byte offsets into the normalised caption, surface form)."),
+    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption every candidate mention (label, byte offsets into the normalised caption, surface form, reason: kept or why it was dropped)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    disambiguate: bool = typer.Option(
+        True, "--disambiguate/--no-disambiguate", help="Mode curate: drop candidates that are another sense of the word, part of a name or a modifier of another noun (WordNet + SemCor evidence; --spans says why each was dropped). --no-disambiguate keeps every candidate that survives the negative-context rules."
+    ),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.
 
@@ -57,7 +60,7 @@ def match_command(
     missing = [c for c in kept if c not in names]
     if missing:
         raise CurateError(f"--keep: column(s) {', '.join(missing)} not in source {source} (columns: {', '.join(names)})")
-    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans)
+    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
     cols = ["uid", "labels", *(["spans"] if spans else []), *[c for c in kept if c not in ("uid", "labels", "spans")]]
     with atomic_path(out) as tmp:
         try:
