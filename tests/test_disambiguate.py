@@ -53,6 +53,18 @@ def test_part_of_speech_by_use():
         ("a violin, a bow and sheet music", "violin", "kept"),
         # coordination shares the head
         ("cotton and wool blend scarf", "wool", "modifier"),
+        # a picture of another thing the class word modifies is not the class
+        ("sleepy goldfish bowl photo", "goldfish", "modifier"),
+        # a set or pair of the thing is the thing; so is a kindred animal ("sorrel mare")
+        ("vintage teapot set", "teapot", "kept"),
+        ("a sorrel mare in the paddock", "common sorrel horse", "kept"),
+        # a participle is a verb, not the head of a compound
+        ("goldfish swimming in circles", "goldfish", "kept"),
+        # a compound WordNet knows names another thing
+        ("our new tank top collection", "tank", "veto"),
+        ("the ski slope at dawn", "ski", "modifier"),
+        # after a brand written in camel case
+        ("Seagate FreeAgent Desk drive", "desk", "name"),
         # names: honorifics, capitals inside a caption that is not in capitals
         ("interview with Dr. Banana about fruit", "banana", "name"),
         ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),

@@ -24,11 +24,11 @@ def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | No
 
 @app.command("match")
 def match_command(
-    source: str = typer.Argument(..., help=_SOURCE_HELP),
+    source: str | None = typer.Argument(None, help=_SOURCE_HELP),
     vocab: str | None = typer.Option(
         None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns."),
     policy: str = typer.Option(
         "all", "--policy", help="Captions naming several classes: all (keep every class), drop (label only single-class captions), first (the first mention)."
     ),
@@ -38,6 +38,9 @@ def match_command(
     spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption every candidate mention (label, byte offsets into the normalised caption, surface form, reason: kept or why it was dropped)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    explain: str | None = typer.Option(
+        None, "--explain", help="Instead of a source: print every candidate mention in this one caption and what became of it (kept, or dropped as veto, sense, name, modifier)."
+    ),
     disambiguate: bool = typer.Option(
         True, "--disambiguate/--no-disambiguate", help="Mode curate: drop candidates that are another sense of the word, part of a name or a modifier of another noun (WordNet + SemCor evidence; --spans says why each was dropped). --no-disambiguate keeps every candidate that survives the negative-context rules."
     ),
@@ -52,6 +55,18 @@ def match_command(
     from curate.ui import info
     from curate.util import atomic_path
 
+    if explain is not None:
+        from curate.match import explain_caption
+        from curate.vocab import load_vocab
+
+        rows = explain_caption(explain, load_vocab(vocab or "imagenet1k"), disambiguate=disambiguate)
+        if not rows:
+            info("no candidate mention: no word sequence of the caption is a lemma of the vocabulary")
+        for r in rows:
+            info(f"{r['surface']!r:>24} -> {r['name']} ({r['wnid']}): {r['reason']}")
+        return
+    if source is None or out is None:
+        raise CurateError("curate match needs a SOURCE and --out FILE (or --explain CAPTION)")
     if out.suffix.lower() != ".parquet":
         raise CurateError(f"--out {out}: write a .parquet file")
     src, voc = open_for_matching(source, vocab, caption_col)

@@ -81,9 +81,33 @@ from curate.match.rules import BLOCKED_LEMMAS, NEGATIVE_RULES, STOP_FORMS, Negat
 
 MODES = ("curate", "reference")
 
+
+def explain_caption(caption: str, vocab: pl.DataFrame, *, disambiguate: bool = True) -> list[dict]:
+    """Every candidate mention of one caption in order: surface form, class (label, wnid, name) and
+    ``reason`` (``kept`` or why it was dropped, see :mod:`curate.match.disambiguate`)."""
+    from curate.match.disambiguate import DROP_REASONS
+
+    matcher = compile_matcher(vocab, disambiguate=disambiguate)
+    m = matcher.candidates(pl.Series([caption], dtype=pl.Utf8))
+    wnids = vocab["wnid"].to_list() if "wnid" in vocab.columns else [None] * vocab.height
+    names = vocab["name"].to_list()
+    order = sorted(range(len(m.row)), key=lambda i: (int(m.start[i]), int(m.label[i])))
+    return [
+        {
+            "surface": matcher.patterns[int(m.pattern[i])].strip(),
+            "start": int(m.start[i]),
+            "end": int(m.end[i]),
+            "label": int(m.label[i]),
+            "wnid": wnids[int(m.label[i])],
+            "name": names[int(m.label[i])],
+            "reason": DROP_REASONS[int(m.reason[i])],
+        }
+        for i in order
+    ]
+
 __all__ = [
     "BLOCKED_LEMMAS", "LABELS_DTYPE", "MODES", "NEGATIVE_RULES", "POLICIES", "SPANS_DTYPE", "STOP_FORMS",
-    "Matcher", "Mentions", "NegativeRule", "compile_matcher", "compile_reference_matcher", "labels_from_mentions",
+    "Matcher", "Mentions", "NegativeRule", "compile_matcher", "explain_caption", "compile_reference_matcher", "labels_from_mentions",
     "match_captions", "normalise", "normalise_many", "normalise_text", "normalised_buffer", "reference_labels",
     "reference_labels_naive", "regular_plural", "spans_from_mentions", "surface_forms",
 ]

@@ -294,6 +294,21 @@ def _is_collection(word: str) -> bool:
     return False
 
 
+_THINGS = frozenset({"noun.animal", "noun.artifact", "noun.plant", "noun.food", "noun.object", "noun.body"})
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_thing(word: str) -> bool:
+    """Whether a noun's most frequent sense is a physical thing (an animal, artifact, plant, food,
+    natural object or body part), not a place, quality or abstraction ("gecko", not "jungle")."""
+    from curate.wordnet import wordnet
+
+    base = noun_base(word) or word
+    with WORDNET_LOCK:
+        found = wordnet().synsets(base, "n")
+        return bool(found) and found[0].lexname() in _THINGS
+
+
 def _function_words() -> frozenset[str]:
     return _word_sets()[2]
 
@@ -357,7 +372,8 @@ def decide(
 
     ``start``/``end`` are byte offsets into the normalised, unpadded caption whose bytes
     ``norm_rows[row]`` holds."""
-    depiction, honorifics, function_words, coordinators, qualifiers, determiners = _word_sets()
+    words_of = _word_sets()
+    depiction, honorifics, function_words, coordinators, qualifiers, determiners = words_of
     reasons = np.zeros(len(row), dtype=np.int8)
     by_row: dict[int, list[int]] = {}
     for i, r in enumerate(row.tolist()):
@@ -420,7 +436,7 @@ def decide(
                 reasons[i] = MODIFIER
                 continue
             # 4. modifier
-            head = _head_after(words, seps, b, function_words, coordinators, qualifiers)
+            head = _head_after(words, seps, b, words_of)
             heads = singular_forms(head) if head is not None else None
             if heads is not None and not heads & depiction and not _is_collection(head):
                 if not heads & table.hypernym_words(s) and not table.kindred(s, head):
@@ -435,8 +451,11 @@ def decide(
     return reasons
 
 
-def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], coordinators: frozenset[str], qualifiers: frozenset[str]) -> str | None:
-    """The noun the word ending before ``b`` modifies, or None when it heads its own phrase."""
+def _head_after(words: list[str], seps, b: int, words_of: tuple) -> str | None:
+    """The noun the word ending before ``b`` modifies, or None when it heads its own phrase: the
+    last noun of the words joined to it (three at most), or the first physical thing among them
+    when a picture of that thing follows."""
+    depiction, _, function_words, coordinators, qualifiers, _ = words_of
     n = len(words)
     if b >= n or (seps is not None and not _joined(seps[b])):
         return None
@@ -445,7 +464,7 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
         # "wool and silk knit sweater": the coordinated word is itself a modifier of a later head
         nxt = words[b + 1] if b + 1 < n else ""
         if nxt and nxt not in function_words and (seps is None or _joined(seps[b + 1])) and is_noun(nxt):
-            return _head_after(words, seps, b + 2, function_words, coordinators, qualifiers)
+            return _head_after(words, seps, b + 2, words_of)
         return None
     if w in function_words or w in qualifiers:
         return None
@@ -465,5 +484,8 @@ def _head_after(words: list[str], seps, b: int, function_words: frozenset[str], 
                 continue
             break
         if can_head(w) or split_compound(w):
+            if head is not None and head not in depiction and _is_thing(head):
+                # "leopard gecko photo": the photo is of a gecko, which the class word modifies
+                return head
             head = w
     return head
