@@ -38,6 +38,14 @@ from curate.sample import (
     stable_keys,
     target_counts,
 )
+from curate.similarity import (
+    SimilarityReport,
+    check_scores,
+    filter_pool,
+    knn_select,
+    manifest_diversity,
+    split_knn,
+)
 from curate.util import atomic_path, file_sha256
 
 MANIFEST_SCHEMA = {
@@ -174,9 +182,12 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
         plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+        # the similarity stage joins its scores and embeddings on uid
+        with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
         plan = (
             plan.select(
                 "row",
+                *with_uid,
                 pl.col("labels").list.len().alias("n_any"),
                 pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
@@ -185,6 +196,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             .with_columns(pl.col("labels").list.len().alias("n"))
             .select(
                 "row",
+                *with_uid,
                 "key",
                 "n_any",
                 # compact: most rows name one class; only the others keep a list
@@ -231,18 +243,23 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     from curate.vocab import load_vocab
 
     caption_mode(recipe.captions)
+    # knn:QUERIES narrows the pool to the rows the queries choose, then keeps them as they are
+    knn_arg = split_knn(recipe.profile)
+    target_profile = "natural" if knn_arg is not None else recipe.profile
     check_target_options(
-        profile=recipe.profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
+        profile=target_profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
         max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
-    profile_name, profile_arg = split_profile(recipe.profile)
+    profile_name, profile_arg = split_profile(target_profile)
     source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True, image_root=recipe.image_root)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
     resolved = recipe.replace(name=recipe.name or recipe.slug(), vocab=vocab_spec)
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
+    if recipe.similarity_from is not None:
+        check_scores(recipe.similarity_from, vocab_spec)
 
     say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
@@ -250,12 +267,22 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
+    sim = SimilarityReport()
+    if recipe.similarity_from is not None:
+        pool_multi = filter_pool(
+            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
+            min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
+        )
     if profile_name == "metaclip-entry":
         before = pool_multi.height
         pool_multi = metaclip_entry_keep(pool_multi, profile_arg)
         reasons[f"not kept by MetaCLIP balancing ({recipe.profile})"] = before - pool_multi.height
+    uids = pool_multi.select("row", "uid") if knn_arg is not None else None
     pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
+    if knn_arg is not None:
+        pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=knn_arg, report=sim, seed=recipe.seed)
+    reasons.update(sim.reasons)
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
     classes = (
         chosen.select("label", "vocab_label", "wnid", "name", "lemmas")
@@ -266,7 +293,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
     targets = target_counts(
         classes,
-        profile=recipe.profile,
+        profile=target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,
@@ -355,6 +382,14 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    if recipe.embeddings is not None:
+        div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
+        sim.info["intra_class_cosine"] = {
+            "mean": div["mean_cosine"].mean(),
+            "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
+        }
+    if sim.info:
+        stats["similarity"] = sim.info
     result = BuildResult(resolved, train, evals, table, stats, reasons, short)
     if write:
         write_manifest(result, reference=reference)
@@ -506,6 +541,8 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         ]
     else:
         lines += ["", "Every class got exactly its target."]
+    if "similarity" in s:
+        lines += ["", "## Similarity", "", _similarity_lines(s["similarity"])]
     lines += [
         "",
         "## Classes (head first; the full table is classes.parquet)",
@@ -526,6 +563,32 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _similarity_lines(info: dict) -> str:
+    rows = []
+    if info.get("scores"):
+        rows += [
+            ["scores", f"`{info['scores']}` (curate score)"],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["definition text", f"`{info.get('definition_format')}`"],
+            ["min similarity", _f(info.get("min_similarity"))],
+            ["top-k per class", _f(info.get("top_k_per_class"))],
+            ["(caption, class) pairs kept", _f(info.get("kept_pairs"))],
+            ["lowest / mean similarity kept", f"{_f(info['similarity_of_kept']['min'])} / {_f(info['similarity_of_kept']['mean'])}"],
+        ]
+    if info.get("knn_queries"):
+        kinds = ", ".join(f"{k} for {v} class(es)" for k, v in sorted(info["index_per_class"].items()))
+        rows += [
+            ["kNN queries", f"`{info['knn_queries']}`: {_f(info['queries'])} texts, {_f(info['queries_in_selected_classes'])} in the selected classes"],
+            ["neighbours per query", _f(info["knn_k"])],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["rows chosen (distinct)", f"{_f(info['distinct_rows_kept'])} of {_f(info['neighbours_found'])} neighbours found"],
+            ["faiss index", kinds or "n/a"],
+        ]
+    if info.get("intra_class_cosine"):
+        rows.append(["intra-class similarity (mean pairwise cosine of caption embeddings, mean over classes)", _f(info["intra_class_cosine"]["mean"], 4)])
+    return _md_table(["", "value"], rows)
 
 
 # ---------------------------------------------------------------------------------------------

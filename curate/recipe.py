@@ -70,6 +70,10 @@ class Recipe:
     trim_tail: str | None = None  # K:C
     captions: str = "template"  # see curate.captions.CAPTION_MODES
     eval_per_class: int = 0
+    min_similarity: float | None = None  # keep (caption, class) pairs scored at least this (curate score)
+    similarity_from: str | None = None  # the curate score file those scores come from
+    top_k_per_class: int | None = None  # keep each class's K most similar pairs
+    embeddings: str | None = None  # the source's caption embeddings (curate embed): knn profile, diversity
     allow_shortfall: bool = False
     seed: int = 0
     out_root: str = "manifests"
@@ -103,14 +107,14 @@ class Recipe:
             if not cond:
                 raise CurateError(f"{where}: {message}")
 
-        ints = ("max_per_class", "total", "eval_per_class", "seed", "min_per_class")
+        ints = ("max_per_class", "total", "eval_per_class", "seed", "min_per_class", "top_k_per_class")
         for name in ints:
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool)), f"{name} must be a whole number, got {v!r}")
-        for name in ("imbalance", "head_fraction", "fraction"):
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
-        for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
+        for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
         need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")
@@ -118,6 +122,9 @@ class Recipe:
         need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
         need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
+        if self.min_similarity is not None or self.top_k_per_class is not None:
+            need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
+        need(self.top_k_per_class is None or self.top_k_per_class >= 1, f"top_k_per_class must be at least 1, got {self.top_k_per_class!r}")
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
         # normalise numbers that YAML may hand over as ints
@@ -128,6 +135,8 @@ class Recipe:
             changes["head_fraction"] = float(self.head_fraction)
         if isinstance(self.fraction, int):
             changes["fraction"] = float(self.fraction)
+        if isinstance(self.min_similarity, int):
+            changes["min_similarity"] = float(self.min_similarity)
         for name in ("classes", "trim_tail"):
             if isinstance(getattr(self, name), int):
                 changes[name] = str(getattr(self, name))
@@ -194,6 +203,10 @@ class Recipe:
             parts.append(f"min{self.min_per_class}")
         if self.trim_tail:
             parts.append("trim" + str(self.trim_tail).replace(":", "x"))
+        if self.min_similarity is not None:
+            parts.append(f"sim{_num(self.min_similarity)}")
+        if self.top_k_per_class is not None:
+            parts.append(f"top{self.top_k_per_class}")
         parts.append(_slug_text(self.captions))
         if self.eval_per_class:
             parts.append(f"eval{self.eval_per_class}")

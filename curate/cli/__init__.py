@@ -31,7 +31,7 @@ app = typer.Typer(
 _state = {"debug": False}
 
 # one module per command group, each registering on ``app`` when imported
-COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train")
+COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train", "embed", "similarity")
 
 
 @app.callback()

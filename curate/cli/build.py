@@ -74,7 +74,7 @@ def build_command(
     labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) (default: match)."),
     label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first), each (a row per class, as the study's YFCC-15M-Cls) (default: all)."),
     match_mode: str | None = typer.Option(None, "--match-mode", help="Matching: curate (normalised whole words, plurals, negative context) or reference (the reference study's counting) (default: curate)."),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE|NAME (a name<TAB>count reference, scaled; NAME: a published table such as laion400m), metaclip:T (min(count, T) per class), metaclip-entry:t (MetaCLIP's probabilistic balancing, per caption) (default: exp)."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE|NAME (a name<TAB>count reference, scaled; NAME: a published table such as laion400m), metaclip:T (min(count, T) per class), metaclip-entry:t (MetaCLIP's probabilistic balancing, per caption), knn:QUERIES[:K] (the K rows of its class nearest to each query text of a curate embed folder, LAIONet's match to ImageNet-Captions; needs --embeddings) (default: exp)."),
     imbalance: float | None = typer.Option(None, "--imbalance", "-r", help="R, the max/min class-count ratio for exp, pareto and step (default: 1, balanced)."),
     head_fraction: float | None = typer.Option(None, "--head-fraction", help="step: the share of classes at the head level (default: 0.5)."),
     order: str | None = typer.Option(None, "--order", help="Which classes are head: natural (the source's ranking), random (seeded) or a file listing every class head first (default: natural)."),
@@ -86,6 +86,10 @@ def build_command(
     trim_tail: str | None = typer.Option(None, "--trim-tail", help="K:C — cap the K tail-most classes (by --order) at C training samples; C may be 0."),
     captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, a-synset, openai80, synset, original, title, tags, description, no-title, no-tags, no-description, full, or MODE+cname for the source text modes (class name first, every row kept) (default: template)."),
     eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) (default: 0, none)."),
+    min_similarity: float | None = typer.Option(None, "--min-similarity", help="LAIONet's filter: keep a (caption, class) pair only when its text-to-definition similarity in --similarity-from is at least this (0.82 in LAIONet; thresholds never transfer between encoders)."),
+    similarity_from: str | None = typer.Option(None, "--similarity-from", help="The scores for --min-similarity / --top-k-per-class: a Parquet file written by curate score."),
+    top_k_per_class: int | None = typer.Option(None, "--top-k-per-class", help="Keep only each class's K most similar (caption, class) pairs in --similarity-from."),
+    embeddings: str | None = typer.Option(None, "--embeddings", help="The source's caption embeddings (curate embed): needed by --profile knn:QUERIES; adds intra-class similarity to the card."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
@@ -107,6 +111,8 @@ def build_command(
         "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
         "total": total, "fraction": fraction, "sampling": sampling, "min_per_class": min_per_class, "trim_tail": trim_tail, "captions": captions,
         "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "seed": seed, "out_root": out_root,
+        "min_similarity": min_similarity, "similarity_from": similarity_from, "top_k_per_class": top_k_per_class,
+        "embeddings": embeddings,
     }
     given = {k: v for k, v in given.items() if v is not None}
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
