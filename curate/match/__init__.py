@@ -1,8 +1,11 @@
 """Concept matching: which captions mention which vocabulary classes.
 
-This module owns caption/lexicon normalisation, the surface forms of every lemma, the compiled
-multi-pattern matcher, the built-in negative-context rules for ImageNet's known traps, and the
-label policies.
+The package, one concern per module: ``normalise`` (caption and lemma normalisation),
+``kernels`` (the optional numba loops), ``forms`` (surface forms), ``rules`` (the rule data of
+``curate/data/match_rules.json``), ``matcher`` (the compiled matcher, longest match, vetoes, label
+policies, spans), ``lexicon`` and ``disambiguate`` (which candidates stand), ``reference`` (the
+reference study's counting), ``quality`` (precision and recall against hand-judged pairs); this
+module is the stage, :func:`match_captions`.
 
 How a caption is matched (``mode="curate"``):
 
@@ -40,7 +43,14 @@ How a caption is matched (``mode="curate"``):
    all lemmas somewhere in WordNet) are never matched. Context words sit in a second automaton that only runs over the captions holding a
    mention some rule could veto. ``BLOCKED_LEMMAS`` lists lemmas too generic to be evidence on
    their own ("light" for the lighter class).
-5. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
+5. **Disambiguation** (:mod:`curate.match.disambiguate`, on by default; ``disambiguate=False``
+   keeps every candidate left by step 4): a candidate stands unless WordNet and SemCor say it is
+   another sense of the word with nothing in the caption speaking for the class (``sense``), part of
+   a name (``name``), or a modifier of another noun in a head-final compound (``modifier``). Only
+   captions holding a candidate reach this step. With ``spans`` every candidate is listed with its
+   ``reason`` (``kept``, ``veto``, ``sense``, ``name``, ``modifier``); :func:`explain_caption` does
+   the same for one caption (``curate match --explain``).
+6. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
 
    - ``all``: every matched class, sorted ascending, each once;
    - ``drop``: the class when exactly one class matched, else an empty list (captions that name two
