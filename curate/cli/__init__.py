@@ -11,8 +11,12 @@ import importlib
 import os
 import sys
 
-import click
-import typer
+# typer's rich help costs 0.3 s of imports (rich.markdown, markdown_it) on every --help; plain
+# click help says the same. TYPER_USE_RICH=1 brings the rich panels back.
+os.environ.setdefault("TYPER_USE_RICH", "0")
+
+import click  # noqa: E402
+import typer  # noqa: E402
 
 from curate.errors import CurateError
 

@@ -28,12 +28,15 @@ def freq_command(
     plot, and print the headline numbers."""
     import polars as pl
 
+    from curate.engine.local import expected_rows
     from curate.errors import CurateError
     from curate.freq import class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
+    from curate.match.kernels import compiled_for
     from curate.vocab import load_vocab
 
     ref = read_reference(reference) if reference is not None else None
+    src = None
     if source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
         if vocab is None:
             raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
@@ -41,11 +44,13 @@ def freq_command(
         matched = pl.scan_parquet(source)
     else:
         src, voc = open_for_matching(source, vocab, caption_col)
-        matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
-    try:
-        table = class_table(matched, voc)
-    except pl.exceptions.PolarsError as e:
-        raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
+    with compiled_for(expected_rows(src.files) if src is not None else 0):
+        if src is not None:
+            matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
+        try:
+            table = class_table(matched, voc)
+        except pl.exceptions.PolarsError as e:
+            raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
     stats = distribution_stats(table["count"], ref, names=table["name"].to_list())
     stats.update({"source": source, "vocab": vocab, "policy": policy, "mode": mode})
     write_freq(out, table, stats, reference=ref)

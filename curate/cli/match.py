@@ -44,8 +44,10 @@ def match_command(
     Streams: memory stays flat however many captions the source has."""
     import polars as pl
 
+    from curate.engine.local import expected_rows
     from curate.errors import CurateError
     from curate.match import match_captions
+    from curate.match.kernels import compiled_for
     from curate.ui import info
     from curate.util import atomic_path
 
@@ -57,9 +59,9 @@ def match_command(
     missing = [c for c in kept if c not in names]
     if missing:
         raise CurateError(f"--keep: column(s) {', '.join(missing)} not in source {source} (columns: {', '.join(names)})")
-    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans)
     cols = ["uid", "labels", *(["spans"] if spans else []), *[c for c in kept if c not in ("uid", "labels", "spans")]]
-    with atomic_path(out) as tmp:
+    with compiled_for(expected_rows(src.files)), atomic_path(out) as tmp:
+        matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans)
         try:
             matched.select(cols).sink_parquet(tmp)
         except CurateError:
