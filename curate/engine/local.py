@@ -27,3 +27,20 @@ def expected_rows(files: tuple[str, ...] | list[str]) -> int | None:
         else:
             total += os.path.getsize(path) // _TEXT_BYTES_PER_ROW + 1
     return total
+
+
+def run_sharded(job, out: Path, *, shards: int | None = None, address: str | None = None) -> list:
+    """All ``shards`` of ``job`` (default: one per source file) in this process, in order,
+    skipping completed ones: [(skipped, partial counts)]."""
+    import polars as pl
+
+    from curate.engine.shard import Shard, run_shard
+    from curate.errors import CurateError
+
+    if address is not None:
+        raise CurateError("--ray-address goes with --engine ray")
+    opened = job.open()
+    src = opened[0]
+    n = shards or max(1, len(src.files))
+    total = int(src.lazy.select(pl.len()).collect(engine="streaming").item())
+    return [run_shard(job, Shard(i, n), out, opened=opened, total_rows=total) for i in range(n)]
