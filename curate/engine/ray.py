@@ -39,15 +39,16 @@ class _ShardActor:
     def __init__(self, job: MatchJob, out: str) -> None:
         from curate.match import compile_matcher
 
-        self.job, self.out = job, Path(out)
+        self.job, self.out = job, out
         self.opened = job.open()
-        if job.mode == "curate":
+        if self.job.mode == "curate":
             compile_matcher(self.opened[1]).warm_up()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        job, out = self.job, Path(self.out)
         results: dict[str, list] = {"shard": [], "skipped": [], "rows": [], "matched": [], "counts": []}
         for index, count, total in zip(batch["shard"], batch["shards"], batch["total"]):
-            skipped, part = run_shard(self.job, Shard(int(index), int(count)), self.out, opened=self.opened, total_rows=int(total))
+            skipped, part = run_shard(job, Shard(int(index), int(count)), out, opened=self.opened, total_rows=int(total))
             results["shard"].append(int(index))
             results["skipped"].append(skipped)
             results["rows"].append(part.rows)
@@ -86,12 +87,16 @@ def run_sharded(
     per_actor = actor_cpus if actor_cpus is not None else min(1.0, cpus / (pool + 1))
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    ctx = ray.data.DataContext.get_current()
+    # progress is the caller's to report: Ray Data's own bars and banners would interleave with it
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
     ds = ray.data.from_items([{"shard": i, "shards": n, "total": total} for i in range(n)], override_num_blocks=n)
     done = ds.map_batches(
         _ShardActor,
         fn_constructor_kwargs={"job": job, "out": str(out)},
         batch_size=1,
-        concurrency=pool,
+        compute=ray.data.ActorPoolStrategy(size=pool),
         num_cpus=per_actor,
     ).take_all()
     by_shard = {int(r["shard"]): r for r in done}

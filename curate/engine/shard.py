@@ -123,18 +123,22 @@ def output_path(out: Path, shard: Shard) -> Path:
 
 
 def is_complete(out: Path, shard: Shard, params: dict) -> bool:
-    """Whether this shard's marker is there (from a run with the same ``params``: else an error)."""
+    """Whether this shard's marker is there. A marker of another run in the folder (other
+    parameters, or another split) is an error: one folder holds one run's shards."""
     marker = _paths(out, shard)[2]
-    if not marker.is_file():
-        return False
-    try:
-        done = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CurateError(f"{marker}: unreadable completion marker ({e}); remove it to redo the shard") from None
-    if done.get("params") != params:
-        diff = sorted(k for k in {*params, *done.get("params", {})} if params.get(k) != done.get("params", {}).get(k))
-        raise CurateError(f"{out} holds shard {shard} of another run (differs in {', '.join(diff)}); write to another --out or remove it")
-    return True
+    others = sorted(p for p in out.glob("shard-*-of-*.done") if p != marker) if out.is_dir() else []
+    for path in ([marker] if marker.is_file() else []) + others[:1]:
+        try:
+            done = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CurateError(f"{path}: unreadable completion marker ({e}); remove it to redo the shard") from None
+        theirs = done.get("params", {})
+        if done.get("shards") != shard.count:
+            raise CurateError(f"{out} holds shards of a run split {done.get('shards')} ways, not {shard.count}; write to another --out or remove them")
+        if theirs != params:
+            diff = sorted(k for k in {*params, *theirs} if params.get(k) != theirs.get(k))
+            raise CurateError(f"{out} holds shards of another run (differs in {', '.join(diff)}); write to another --out or remove them")
+    return marker.is_file()
 
 
 def finish(out: Path, shard: Shard, params: dict, partial: Partial) -> None:
