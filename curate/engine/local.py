@@ -29,13 +29,19 @@ def expected_rows(files: tuple[str, ...] | list[str]) -> int | None:
     return total
 
 
-def run_sharded(job, out: Path, *, shards: int | None = None, address: str | None = None) -> list:
-    """All ``shards`` of ``job`` (default: one per source file) in this process, in order,
-    skipping completed ones: [(skipped, partial counts)]."""
+def run_sharded(job, out: Path, *, shards: int | None = None, address: str | None = None, workers: int | None = None) -> list:
+    """All ``shards`` of ``job`` (default: one per source file) in this process, skipping completed
+    ones: [(skipped, partial counts)] in shard order. ``workers`` shards run side by side (default:
+    one per core, at most one per shard): threads, since the compiled pass, polars' readers and
+    writers release the GIL, and they share one loaded matcher. Each shard's files are the same
+    whatever runs beside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import polars as pl
 
     from curate.engine.shard import Shard, run_shard
     from curate.errors import CurateError
+    from curate.match.kernels import compiled_for
 
     if address is not None:
         raise CurateError("--ray-address goes with --engine ray")
@@ -43,4 +49,15 @@ def run_sharded(job, out: Path, *, shards: int | None = None, address: str | Non
     src = opened[0]
     n = shards or max(1, len(src.files))
     total = int(src.lazy.select(pl.len()).collect(engine="streaming").item())
-    return [run_shard(job, Shard(i, n), out, opened=opened, total_rows=total) for i in range(n)]
+    pool = max(1, min(n, workers or os.cpu_count() or 1))
+    # decided once for the whole run: the shards share the loaded loops (or the numpy path)
+    with compiled_for(total):
+        if job.mode == "curate":  # compiled and warmed here, once, before threads share it
+            from curate.match import compile_matcher
+
+            compile_matcher(opened[1]).warm_up()
+        if pool == 1:
+            return [run_shard(job, Shard(i, n), out, opened=opened, total_rows=total, decide_compiled=False) for i in range(n)]
+        with ThreadPoolExecutor(pool, thread_name_prefix="curate-shard") as ex:
+            futures = [ex.submit(run_shard, job, Shard(i, n), out, opened=opened, total_rows=total, decide_compiled=False) for i in range(n)]
+            return [f.result() for f in futures]

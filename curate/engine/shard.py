@@ -17,6 +17,7 @@ a temporary name:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -227,10 +228,13 @@ class MatchJob:
         return ["uid", "labels", *(["spans"] if self.spans else []), *[c for c in self.keep if c not in ("uid", "labels", "spans")]]
 
 
-def run_shard(job: MatchJob, shard: Shard, out: str | Path, *, opened=None, total_rows: int | None = None) -> tuple[bool, Partial]:
+def run_shard(
+    job: MatchJob, shard: Shard, out: str | Path, *, opened=None, total_rows: int | None = None, decide_compiled: bool = True
+) -> tuple[bool, Partial]:
     """Run one shard of ``job`` into ``out`` unless its marker is there; returns (skipped, its
     partial counts). ``opened`` reuses :meth:`MatchJob.open`'s result (an actor keeps it);
-    ``total_rows`` spares counting the source again."""
+    ``total_rows`` spares counting the source again; ``decide_compiled=False`` leaves the choice
+    of compiled loops to the caller (shards running side by side share one choice)."""
     from curate.match import match_captions
     from curate.match.kernels import compiled_for
     from curate.util import atomic_path
@@ -250,7 +254,7 @@ def run_shard(job: MatchJob, shard: Shard, out: str | Path, *, opened=None, tota
     start, stop = shard.bounds(total_rows)
     part = src.lazy.slice(start, stop - start)
     out.mkdir(parents=True, exist_ok=True)
-    with compiled_for(stop - start):
+    with compiled_for(stop - start) if decide_compiled else contextlib.nullcontext():
         matched = match_captions(part, voc, policy=job.policy, mode=job.mode, spans=job.spans)
         try:
             if job.kind == "match":
