@@ -96,7 +96,10 @@ def test_a_killed_run_resumes_and_skips_completed_shards(three_files, tmp_path, 
     # as if the job died while writing shard 1: its rows written, no marker yet
     (out / "shard-00001-of-00003.done").unlink()
     (out / "shard-00001-of-00003.counts.json").unlink()
+    stale = out / ".shard-00001-of-00003.parquet.k1ll3d.tmp"  # what a SIGKILL mid-write leaves
+    stale.write_bytes(b"half a parquet file")
     code, _, err = run_cli(args, capsys)
+    assert not stale.exists()
     assert code == 0 and "1 run now, 2 already complete" in err
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert set(after) == set(before)
@@ -119,6 +122,8 @@ def test_reduce_refuses_missing_or_mixed_shards(three_files, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     code, _, err = run_cli(["match", str(three_files), "--out", str(tmp_path / "x"), "--shard", "1/3", "--shards", "3"], capsys)
     assert code == 2 and "--shard" in err
+    code, _, err = run_cli(["match", str(three_files), "--out", str(tmp_path / "m.parquet"), "--shard", "1/3"], capsys)
+    assert code == 2 and "a folder of shard files" in err
 
 
 def test_engine_names_are_checked(three_files, tmp_path, capsys):

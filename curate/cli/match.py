@@ -10,7 +10,7 @@ from curate.cli import app
 
 _SOURCE_HELP = "'demo', a caption file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or an http(s) URL (see curate head)."
 SHARD_HELP = "Run one shard only: i/N (0 <= i < N; a contiguous 1/N of the rows), or slurm (the task of a job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT)."
-SHARDS_HELP = "Run all N shards here (local engine, one after another) or on Ray (--engine ray; default there: one per source file)."
+SHARDS_HELP = "Run all N shards: here (local engine, side by side on every core) or on Ray (--engine ray). Default with --engine ray: one shard per source file."
 ENGINE_HELP = "local (this process) or ray (Ray Data actors on a local or running cluster; pip install 'curate[ray]')."
 RAY_ADDRESS_HELP = "The Ray cluster to join (ray.init(address=...); 'auto' for the one this machine belongs to); default: start a local Ray."
 

@@ -29,7 +29,8 @@ import numpy as np
 import polars as pl
 
 from curate.errors import CurateError
-from curate.util import stable_hash, write_text_atomic
+from curate.match.lexicon_cache import vocab_hash
+from curate.util import write_text_atomic
 
 _SPEC = re.compile(r"^(\d+)/(\d+)$")
 
@@ -81,12 +82,6 @@ def shard_frame(lf: pl.LazyFrame, shard: Shard) -> pl.LazyFrame:
     total = int(lf.select(pl.len()).collect(engine="streaming").item())
     start, stop = shard.bounds(total)
     return lf.slice(start, stop - start)
-
-
-def vocab_hash(vocab: pl.DataFrame) -> str:
-    """A content hash of what matching reads from a vocabulary."""
-    cols = [c for c in ("label", "wnid", "name", "lemmas", "negatives") if c in vocab.columns]
-    return stable_hash(*(vocab[c].to_list() for c in cols))
 
 
 @dataclass(frozen=True)
@@ -240,8 +235,8 @@ def run_shard(
     from curate.util import atomic_path
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CurateError(f"--out {out}: a sharded run writes into a folder, and this is a file")
+    if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() == ".parquet"):
+        raise CurateError(f"--out {out}: a sharded run writes a folder of shard files; give a folder")
     src, voc, params = opened if opened is not None else job.open()
     if is_complete(out, shard, params):
         return True, read_partial(out, shard)
@@ -254,6 +249,8 @@ def run_shard(
     start, stop = shard.bounds(total_rows)
     part = src.lazy.slice(start, stop - start)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f".{shard.name}.*.tmp"):  # left by a killed run of this shard (one task per shard)
+        stale.unlink(missing_ok=True)
     with compiled_for(stop - start) if decide_compiled else contextlib.nullcontext():
         matched = match_captions(part, voc, policy=job.policy, mode=job.mode, spans=job.spans)
         try:

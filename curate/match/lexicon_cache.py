@@ -21,7 +21,13 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.util import atomic_path, cache_dir
+from curate.util import atomic_path, cache_dir, stable_hash
+
+
+def vocab_hash(vocab: pl.DataFrame) -> str:
+    """A content hash of what matching reads from a vocabulary."""
+    cols = [c for c in ("label", "wnid", "name", "lemmas", "negatives") if c in vocab.columns]
+    return stable_hash(*(vocab[c].to_list() for c in cols))
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,8 +51,6 @@ def code_version() -> str:
 
 
 def _key(vocab: pl.DataFrame) -> str:
-    from curate.engine.shard import vocab_hash
-
     return hashlib.sha256(f"{vocab_hash(vocab)}:{code_version()}".encode()).hexdigest()[:24]
 
 
