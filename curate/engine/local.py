@@ -53,9 +53,9 @@ def run_sharded(job, out: Path, *, shards: int | None = None, address: str | Non
     # decided once for the whole run: the shards share the loaded loops (or the numpy path)
     with compiled_for(total):
         if job.mode == "curate":  # compiled and warmed here, once, before threads share it
-            from curate.match import compile_matcher
+            from curate.match.lexicon_cache import cached_matcher
 
-            compile_matcher(opened[1]).warm_up()
+            cached_matcher(opened[1]).warm_up()
         if pool == 1:
             return [run_shard(job, Shard(i, n), out, opened=opened, total_rows=total, decide_compiled=False) for i in range(n)]
         with ThreadPoolExecutor(pool, thread_name_prefix="curate-shard") as ex:

@@ -37,12 +37,12 @@ class _ShardActor:
     """One per worker: opens the source and compiles the matcher once, then runs shards."""
 
     def __init__(self, job: MatchJob, out: str) -> None:
-        from curate.match import compile_matcher
+        from curate.match.lexicon_cache import cached_matcher
 
         self.job, self.out = job, out
         self.opened = job.open()
         if self.job.mode == "curate":
-            compile_matcher(self.opened[1]).warm_up()
+            cached_matcher(self.opened[1]).warm_up()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         job, out = self.job, Path(self.out)

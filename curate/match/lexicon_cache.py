@@ -4,7 +4,8 @@ process loads it in milliseconds instead of compiling it again (a fifth of a sec
 ImageNet-1k, seconds for ImageNet-21k).
 
 The key covers everything compiling reads: the vocabulary's content, the source of the matching
-code and its rules data (any edit recompiles), and WordNet's ``noun.exc`` (path, size, time). A
+code and the package's data files (any edit recompiles), and WordNet's ``noun.exc`` (path, size,
+time). A
 matcher that cannot be pickled, or a cache entry that cannot be read back, is simply compiled
 again: the cache only ever saves time.
 """
@@ -38,7 +39,10 @@ def code_version() -> str:
     for path in sorted(here.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    h.update(resources.files("curate.data").joinpath("match_rules.json").read_bytes())
+    data = Path(str(resources.files("curate.data")))
+    for path in sorted(q for q in data.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
+        h.update(str(path.relative_to(data)).encode())  # rules, and any table matching may come to read
+        h.update(path.read_bytes())
     try:
         from curate.wordnet import _wordnet_source_dir
 
