@@ -9,11 +9,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from cli_helpers import run_cli
 
 from curate.engine.shard import Shard, parse_shard
 from curate.errors import CurateError
 from curate.util import file_sha256
-from tests.cli_helpers import run_cli
 
 CAPTIONS = [
     "A tiger shark near the reef", "two geese on a pond", "my Golden Retriever at the beach", "nothing to see here",
