@@ -55,3 +55,14 @@ def test_plural_exceptions_do_not_need_nltk():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_usage_errors_and_version_exit_cleanly(capsys):
+    from cli_helpers import run_cli
+
+    import curate
+
+    code, _, err = run_cli(["match", "--bogus"], capsys)
+    assert code == 2 and "No such option: --bogus" in err and "Traceback" not in err
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == curate.__version__
