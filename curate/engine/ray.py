@@ -13,6 +13,7 @@ Ray is an optional extra (``pip install 'curate[ray]'``), imported only here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def run_sharded(
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     elif not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    job = dataclasses.replace(job, workdir=job.workdir or os.getcwd())  # actors may run in another folder
     opened = job.open()  # here first: a bad source or vocabulary fails before any actor starts
     src = opened[0]
     n = shards or max(1, len(src.files))

@@ -202,15 +202,23 @@ class MatchJob:
     spans: bool = False
     keep: tuple[str, ...] = ()
     caption_col: str | None = None
+    # where relative paths in source/vocab were written (the driver's folder, for workers that run
+    # elsewhere); not a parameter of the run: the markers record the paths as given
+    workdir: str | None = None
+
+    def _here(self, spec: str) -> str:
+        if self.workdir and not os.path.isabs(spec) and os.path.exists(os.path.join(self.workdir, spec)):
+            return os.path.join(self.workdir, spec)
+        return spec
 
     def open(self):
         """The opened source, the vocabulary table and the parameters recorded in markers."""
         from curate.sources import open_source
         from curate.vocab import load_vocab
 
-        src = open_source(self.source, caption_col=self.caption_col)
+        src = open_source(self._here(self.source), caption_col=self.caption_col)
         spec = self.vocab or src.vocab
-        voc = load_vocab(spec)
+        voc = load_vocab(self._here(spec))
         params = {
             "kind": self.kind, "source": self.source, "vocab": self.vocab, "vocab_spec": spec, "vocab_sha": vocab_hash(voc),
             "policy": self.policy, "mode": self.mode, "columns": self.columns(), "caption_col": self.caption_col,
