@@ -52,6 +52,20 @@ def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame, *, we
         .collect(engine="streaming")
         .with_columns(pl.col("label").cast(pl.Int32), pl.col("count").cast(pl.Int64))
     )
+    return _class_table(counts, vocab)
+
+
+def class_table_from_counts(counts: np.ndarray | list[int], vocab: pl.DataFrame) -> pl.DataFrame:
+    """:func:`class_table` from caption counts already made, one per label (partial counts of
+    shards, added)."""
+    arr = np.asarray(counts, dtype=np.int64)
+    if arr.shape != (vocab.height,):
+        raise CurateError(f"{arr.size} counts for a vocabulary of {vocab.height} classes")
+    frame = pl.DataFrame({"label": np.arange(len(arr), dtype=np.int32), "count": arr}).filter(pl.col("count") > 0)
+    return _class_table(frame, vocab)
+
+
+def _class_table(counts: pl.DataFrame, vocab: pl.DataFrame) -> pl.DataFrame:
     base = vocab.select(
         pl.col("label").cast(pl.Int32),
         (pl.col("wnid") if "wnid" in vocab.columns else pl.lit(None)).cast(pl.Utf8).alias("wnid"),

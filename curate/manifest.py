@@ -156,6 +156,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
     rows left the pool, counted."""
     from curate import ui
+    from curate.pool import matched_pool
 
     lf = source.lazy.with_row_index("row")
     names = lf.collect_schema().names()
@@ -181,7 +182,11 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             progress.advance(task, len(uids))
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
-        plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+        pool = matched_pool(source, vocab, policy=recipe.label_policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
+            plan = pl.concat([lf, pool], how="horizontal").filter(has_text(recipe.captions)).select(*keep, "labels")
+        else:
+            plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
         # the similarity stage joins its scores and embeddings on uid
         with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
         plan = (

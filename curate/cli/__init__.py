@@ -11,8 +11,16 @@ import importlib
 import os
 import sys
 
-import click
-import typer
+# typer's rich help costs 0.3 s of imports (rich.markdown, markdown_it) on every --help; plain
+# click help says the same. TYPER_USE_RICH=1 brings the rich panels back.
+os.environ.setdefault("TYPER_USE_RICH", "0")
+
+import typer  # noqa: E402
+
+try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
+    from typer import TyperException as _UsageError
+except ImportError:  # older typer raises click's own
+    from click import ClickException as _UsageError
 
 from curate.errors import CurateError
 
@@ -34,16 +42,20 @@ _state = {"debug": False}
 COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train", "embed", "similarity")
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from curate import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    # eager: printed before click asks for the missing command
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+) -> None:
     _state["debug"] = debug or bool(os.environ.get("CURATE_DEBUG"))
 
 
@@ -62,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:
+    except _UsageError as e:  # a usage error: click's message and exit code (2), no traceback
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
-from curate.cli.match import _SOURCE_HELP, open_for_matching
+from curate.cli.match import (
+    _SOURCE_HELP,
+    ENGINE_HELP,
+    RAY_ADDRESS_HELP,
+    SHARD_HELP,
+    SHARDS_HELP,
+    open_for_matching,
+    run_sharded_cli,
+)
 
 
 @app.command("freq")
@@ -30,36 +38,64 @@ def freq_command(
     entry_counts: bool = typer.Option(
         False, "--entry-counts", help="SOURCE is a MetaCLIP entry -> count JSON (datacard_400m.json): each entry is matched as a caption and adds its count to its classes (the study's MetaCLIP counting)."
     ),
+    shard: str | None = typer.Option(None, "--shard", help=SHARD_HELP + " Writes only the shard's partial counts into --out; add them with --reduce."),
+    shards: int | None = typer.Option(None, "--shards", help=SHARDS_HELP + " Partial counts go to OUT/shards/, the tables to OUT."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    reduce: bool = typer.Option(
+        False, "--reduce", help="SOURCE is a folder of shard outputs (curate match/freq --shard): add their partial counts and write what one run over the whole source writes."
+    ),
 ) -> None:
     """Count how many captions of SOURCE mention each class; write the class table, statistics and
     plot, and print the headline numbers."""
     import polars as pl
 
+    from curate.engine.local import expected_rows
+    from curate.engine.shard import MatchJob
     from curate.errors import CurateError
     from curate.freq import class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
+    from curate.match.kernels import compiled_for
     from curate.vocab import load_vocab
 
     ref = read_reference(reference) if reference is not None else None
+    src = None
     weight = None
-    if entry_counts:
-        from curate.match.reference import read_entry_counts
-
-        voc = load_vocab(vocab or "imagenet1k")
-        matched = match_captions(read_entry_counts(source).lazy(), voc, policy=policy, mode=mode)
-        weight = "count"
-    elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
-        if vocab is None:
-            raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
-        voc = load_vocab(vocab)
-        matched = pl.scan_parquet(source)
+    if reduce:
+        if shard is not None or shards is not None or engine != "local":
+            raise CurateError("--reduce adds the partial counts already written: it goes without --shard, --shards and --engine")
+        table, params = _reduced(Path(source), vocab)
+        source, vocab, policy, mode = params["source"], params["vocab"], params["policy"], params["mode"]
+    elif shard is not None or shards is not None or engine != "local":
+        if entry_counts:
+            raise CurateError("--entry-counts reads one entry -> count file: it goes without --shard, --shards and --engine")
+        job = MatchJob(source=source, vocab=vocab, policy=policy, mode=mode, kind="freq", caption_col=caption_col)
+        if shard is not None:
+            run_sharded_cli(job, out, shard=shard, shards=None, engine=engine, ray_address=ray_address)
+            return
+        run_sharded_cli(job, out / "shards", shard=None, shards=shards, engine=engine, ray_address=ray_address)
+        table, _ = _reduced(out / "shards", vocab)
     else:
-        src, voc = open_for_matching(source, vocab, caption_col)
-        matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
-    try:
-        table = class_table(matched, voc, weight=weight)
-    except pl.exceptions.PolarsError as e:
-        raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
+        if entry_counts:
+            from curate.match.reference import read_entry_counts
+
+            voc = load_vocab(vocab or "imagenet1k")
+            matched = match_captions(read_entry_counts(source).lazy(), voc, policy=policy, mode=mode)
+            weight = "count"
+        elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
+            if vocab is None:
+                raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
+            voc = load_vocab(vocab)
+            matched = pl.scan_parquet(source)
+        else:
+            src, voc = open_for_matching(source, vocab, caption_col)
+        with compiled_for(expected_rows(src.files) if src is not None else 0):
+            if src is not None:
+                matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
+            try:
+                table = class_table(matched, voc, weight=weight)
+            except pl.exceptions.PolarsError as e:
+                raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
     stats = distribution_stats(table["count"], ref, names=table["name"].to_list())
     stats.update({"source": source, "vocab": vocab, "policy": policy, "mode": mode})
     write_freq(out, table, stats, reference=ref)
@@ -74,6 +110,20 @@ def freq_command(
         lines.append(f"vs reference: Spearman {_fmt(r['spearman'])}, Pearson(log) {_fmt(r['pearson_log'])}, KL {r['kl_divergence']:.3f}")
     lines.append(f"wrote {out}/classes.tsv, classes.parquet, stats.json, freq.png")
     typer.echo("\n".join(lines))
+
+
+def _reduced(folder: Path, vocab: str | None):
+    """The class table of a folder of shard outputs, added up, and the run's parameters."""
+    from curate.engine.shard import reduce_counts, vocab_hash
+    from curate.errors import CurateError
+    from curate.freq import class_table_from_counts
+    from curate.vocab import load_vocab
+
+    params, total = reduce_counts(folder)
+    voc = load_vocab(vocab or params["vocab_spec"])
+    if vocab_hash(voc) != params["vocab_sha"]:
+        raise CurateError(f"--reduce {folder}: the shards were matched against another vocabulary than {vocab or params['vocab_spec']} (its content changed)")
+    return class_table_from_counts(total.counts, voc), params
 
 
 def _fmt(value: float | None) -> str:

@@ -74,6 +74,7 @@ import polars as pl
 
 from curate.errors import CurateError
 from curate.match.forms import regular_plural, surface_forms
+from curate.match.lexicon_cache import cached_matcher
 from curate.match.matcher import (
     LABELS_DTYPE,
     POLICIES,
@@ -160,7 +161,7 @@ def match_captions(
             .map_batches(lambda s: reference_labels(s, ref, policy=policy), return_dtype=LABELS_DTYPE, is_elementwise=True)
             .alias("labels")
         )
-    matcher = compile_matcher(vocab, disambiguate=disambiguate)
+    matcher = cached_matcher(vocab, disambiguate=disambiguate)  # compiled once, kept on disk between processes
     matcher.warm_up()  # build and compile now, not inside the first batch of every worker
     if not spans:
         return lf.with_columns(

@@ -6,19 +6,47 @@ Without numba every caller falls back to numpy and an Aho–Corasick automaton w
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 
 # False forces the numpy and Aho–Corasick paths even where numba is installed (the benchmark's
-# side-by-side row; the results are the same)
+# side-by-side row; the results are the same), and keeps numba from being imported at all
 COMPILED = True
+
+# Below this many captions the numpy and Aho–Corasick paths finish before numba is loaded (about
+# 1.5 CPU-seconds per process: its import, its typing registries, the cached machine code), so a
+# short run never pays for it (see :func:`compiled_for`).
+COMPILE_MIN_ROWS = 300_000
+
+
+@contextlib.contextmanager
+def compiled_for(expected_rows: int | None) -> Iterator[bool]:
+    """Within the block, the compiled loops run only when a pass over about ``expected_rows``
+    captions repays loading numba: fewer than :data:`COMPILE_MIN_ROWS` take the numpy path (same
+    results), unless numba is loaded already. Unknown sizes (None) keep the compiled loops. Yields
+    whether they run; :data:`COMPILED` is restored on exit."""
+    global COMPILED
+    before = COMPILED
+    if expected_rows is not None and expected_rows < COMPILE_MIN_ROWS and "numba" not in sys.modules:
+        COMPILED = False
+    try:
+        yield COMPILED
+    finally:
+        COMPILED = before
+
+
+def _kernels():
+    """The compiled loops of :func:`normalised_buffer`, or None without numba (an optional
+    speed-up: the numpy path gives the same bytes) or when :data:`COMPILED` is off."""
+    return _load_kernels() if COMPILED else None
 
 
 @functools.lru_cache(maxsize=1)
-def _kernels():
-    """The compiled loops of :func:`normalised_buffer`, or None without numba (an optional
-    speed-up: the numpy path gives the same bytes)."""
+def _load_kernels():
     try:
         import numba  # noqa: F401
     except ImportError:
@@ -37,10 +65,15 @@ def _jit(func):
         return numba.njit(nogil=True, boundscheck=False)(func)
 
 
-@functools.lru_cache(maxsize=1)
 def _word_kernels():
-    """The compiled word-table build and search of :class:`WordTable`, or None without numba."""
-    if _kernels() is None:
+    """The compiled word-table build and search of :class:`WordTable`, or None without numba or
+    when :data:`COMPILED` is off."""
+    return _load_word_kernels() if COMPILED else None
+
+
+@functools.lru_cache(maxsize=1)
+def _load_word_kernels():
+    if _load_kernels() is None:
         return None
     _compile_load_u64()
     return _jit(_build_table), _jit(_word_find)
@@ -226,7 +259,7 @@ class WordTable:
     the padded-pattern automaton on buffers laid out by :func:`normalised_buffer`."""
 
     def __init__(self, patterns: list[str]) -> None:
-        build, self._find = _word_kernels()
+        build, self._find = _load_word_kernels()
         cores = [p.strip().encode("utf-8") for p in patterns]
         self.forms = np.frombuffer(b"".join(cores), dtype=np.uint8) if cores else np.zeros(0, dtype=np.uint8)
         self.form_offsets = np.zeros(len(cores) + 1, dtype=np.int64)

@@ -49,6 +49,24 @@ def _buffer(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
+class _ArrowCapsule:
+    """An Arrow array seen only through the Arrow C data interface (``__arrow_c_array__``)."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.array.__arrow_c_array__(requested_schema)
+
+
+def arrow_series(name: str, array: pa.Array, dtype: pl.DataType) -> pl.Series:
+    """``pl.Series(name, array, dtype=dtype)`` without its pyarrow detour: handed a pyarrow array,
+    polars imports ``pyarrow.compute`` (0.2 s of start-up) to coerce it; through the C data
+    interface the same buffers arrive with no import. (Likewise ``pa.array(ndarray)`` imports
+    pandas; ``pa.Array.from_buffers`` does not.)"""
+    return pl.Series(name, _ArrowCapsule(array), dtype=dtype)
+
+
 def _html(s: pl.Expr) -> pl.Expr:
     s = s.str.replace_all(_HTML_TAG, " ")
     s = s.str.replace_many(list(_ENTITIES), list(_ENTITIES.values()))
@@ -162,7 +180,7 @@ def normalise(captions: pl.Series) -> pl.Series:
     """
     data, offsets = normalised_buffer(captions)
     arr = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
-    return pl.Series(captions.name, arr, dtype=pl.Utf8)
+    return arrow_series(captions.name, arr, pl.Utf8)
 
 
 def normalise_text(text: str) -> str:
