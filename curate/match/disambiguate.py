@@ -56,8 +56,9 @@ KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
 _TOKEN = re.compile(r"[^\W_]+")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _HTML_TAG = re.compile(r"<[A-Za-z/!][^<>]*>")
-# nltk's WordNet reader shares open files between threads; polars runs batches on several
-WORDNET_LOCK = threading.Lock()
+# nltk's WordNet reader shares open files between threads, and polars runs batches on several:
+# every WordNet lookup after compiling goes through this lock (re-entrant: lookups nest)
+WORDNET_LOCK = threading.RLock()
 
 
 @dataclass
@@ -67,7 +68,7 @@ class SenseTable:
     needs_context: np.ndarray  # bool, the word read with all its parts of speech
     needs_context_noun: np.ndarray  # bool, the word read as a noun (plural, after a determiner)
     plural_only: np.ndarray  # bool: the form is this class's plural and another class's lemma
-    synset_of: list  # nltk synset per sense, or None (vocabulary without WordNet ids)
+    synset_name: list  # the WordNet synset's name per sense ("tiger.n.02"), or None
     lemma_of: list[str]  # the WordNet spelling of the sense's lemma
 
     _profiles: dict = field(default_factory=dict, repr=False)
@@ -75,13 +76,24 @@ class SenseTable:
     _compounds: dict = field(default_factory=dict, repr=False)
     _kindred: dict = field(default_factory=dict, repr=False)
 
+    # Plain values only (names, strings, sets), so a compiled matcher pickles into the lexicon
+    # cache; the synsets themselves are looked up under WORDNET_LOCK when a question first needs them.
+    def synset_of(self, sense: int):
+        name = self.synset_name[sense]
+        if name is None:
+            return None
+        from curate.wordnet import wordnet
+
+        return wordnet().synset(name)
+
     def profile(self, sense: int):
         """The :class:`~curate.match.lexicon.SenseProfile` of a sense (built on first use)."""
         got = self._profiles.get(sense)
-        if got is None and self.synset_of[sense] is not None:
+        if got is None and self.synset_name[sense] is not None:
             from curate.wordnet import wordnet
 
-            got = sense_profile(wordnet(), self.synset_of[sense], self.lemma_of[sense])
+            with WORDNET_LOCK:
+                got = sense_profile(wordnet(), self.synset_of(sense), self.lemma_of[sense])
             self._profiles[sense] = got
         return got
 
@@ -93,11 +105,10 @@ class SenseTable:
         if got != 0:
             return got
         got = None
-        s = self.synset_of[sense]
         lemma = self.lemma_of[sense]
         known = noun_lemmas()
         low = lemma.lower()
-        if s is not None and lemma and (
+        if self.synset_name[sense] is not None and lemma and (
             (before and (f"{before}_{low}" in known or f"{before}{low}" in known))
             or (after and (f"{low}_{after}" in known or f"{low}{after}" in known))
         ):
@@ -105,6 +116,7 @@ class SenseTable:
 
             wn = wordnet()
             with WORDNET_LOCK:
+                s = self.synset_of(sense)
                 sides = []
                 before = None if before in _function_words() else before
                 after = None if after in _function_words() else after
@@ -129,11 +141,11 @@ class SenseTable:
         got = self._kindred.get(key)
         if got is None:
             got = False
-            s = self.synset_of[sense]
-            if s is not None:
+            if self.synset_name[sense] is not None:
                 from curate.wordnet import wordnet
 
                 with WORDNET_LOCK:
+                    s = self.synset_of(sense)
                     got = any(_kindred(h, s) for h in wordnet().synsets(head, "n"))
             self._kindred[key] = got
         return got
@@ -142,12 +154,12 @@ class SenseTable:
         """The words of every hypernym of a sense's synset ("sneaker" -> shoe, footwear, ...)."""
         got = self._hypernyms.get(sense)
         if got is None:
-            s = self.synset_of[sense]
             out: set[str] = set()
-            if s is not None:
-                for h in s.closure(lambda x: x.hypernyms()):
-                    for name in h.lemma_names():
-                        out.update(name.lower().split("_"))
+            if self.synset_name[sense] is not None:
+                with WORDNET_LOCK:
+                    for h in self.synset_of(sense).closure(lambda x: x.hypernyms()):
+                        for name in h.lemma_names():
+                            out.update(name.lower().split("_"))
             got = self._hypernyms[sense] = frozenset(out)
         return got
 
@@ -197,17 +209,10 @@ def sense_table(
         if form != sense_lemma[s]:  # a plural is a noun
             needs[s] = needs_noun[s]
         lemmas[s] = spelled
-    table = SenseTable(
-        needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only, synset_of=synsets, lemma_of=lemmas
+    return SenseTable(
+        needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only,
+        synset_name=[x.name() if x is not None else None for x in synsets], lemma_of=lemmas,
     )
-    # nltk's reader is not thread-safe and polars runs batches on several threads: everything the
-    # cascade asks WordNet is computed here, once
-    for s in range(n):
-        if synsets[s] is not None:
-            table.hypernym_words(s)
-            if needs[s] or needs_noun[s]:
-                table.profile(s)
-    return table
 
 
 def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False, ruled: bool = False) -> bool:
