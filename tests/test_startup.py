@@ -33,6 +33,10 @@ def test_one_caption_match_loads_no_nltk_scipy_or_numba(tmp_path):
     src = tmp_path / "one.csv"
     src.write_text("caption\nA Tiger Shark and two geese\n")
     out = tmp_path / "one.parquet"
+    # the first run compiles the vocabulary's lexicon (WordNet sense evidence through nltk) into
+    # the on-disk cache; every later run, the start-up measured here, loads it
+    code, _, err = _loaded(["match", str(src), "--vocab", "imagenet1k", "--out", str(out)])
+    assert code == 0, err
     code, modules, err = _loaded(["match", str(src), "--vocab", "imagenet1k", "--out", str(out)])
     assert code == 0, err
     assert not modules & {"nltk", "scipy", "numba", "llvmlite"}, modules & {"nltk", "scipy", "numba", "llvmlite"}

@@ -327,14 +327,9 @@ def _function_words() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _word_sets() -> tuple[frozenset[str], ...]:
-    from curate.wordnet import wordnet
-
     rules = disambiguation_rules()
-    wn = wordnet()
-    depiction = set()
-    for key in rules["depiction"]:
-        lemma = wn.lemma(key)
-        depiction.update(lemma.name().lower().split("_"))
+    # the words of the depiction lemmas (listed as WordNet lemma keys beside them, for provenance)
+    depiction = set(rules["depiction"])
     return (
         frozenset(depiction),
         frozenset(rules["honorifics"]),
