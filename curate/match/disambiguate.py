@@ -182,6 +182,13 @@ def sense_table(
     lemma_forms: dict[str, set[int]] = {}
     for s in range(n):
         lemma_forms.setdefault(sense_lemma[s], set()).add(int(sense_label[s]))
+    rivals: frozenset = frozenset()
+    try:
+        rivals = frozenset(
+            wn.synset_from_pos_and_offset("n", int(str(w)[1:])) for w in set(wnids) if w and str(w)[:1] == "n" and str(w)[1:].isdigit()
+        )
+    except Exception:  # an id that is not a WordNet 3.0 noun offset: rivals stay unknown
+        pass
     cache: dict[tuple, tuple] = {}
     for s in range(n):
         label = int(sense_label[s])
@@ -202,8 +209,8 @@ def sense_table(
             else:
                 cache[key] = (
                     synset,
-                    _needs_context(wn, synset, spelled, ruled=is_ruled),
-                    _needs_context(wn, synset, spelled, nouns_only=True, ruled=is_ruled),
+                    _needs_context(wn, synset, spelled, ruled=is_ruled, rivals=rivals),
+                    _needs_context(wn, synset, spelled, nouns_only=True, ruled=is_ruled, rivals=rivals),
                 )
         synsets[s], needs[s], needs_noun[s] = cache[key]
         if form != sense_lemma[s]:  # a plural is a noun
@@ -215,14 +222,16 @@ def sense_table(
     )
 
 
-def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False, ruled: bool = False) -> bool:
+def _needs_context(
+    wn, synset, lemma_name: str, *, nouns_only: bool = False, ruled: bool = False, rivals: frozenset = frozenset()
+) -> bool:
     """Whether a mention through ``lemma_name`` needs positive context to stand for ``synset``:
     when the class is not the lemma's most frequent sense in SemCor (ties stand), or, untagged,
     when the lemma is also a verb or adjective, or its first noun sense is neither the class nor a
     part, whole, kind or genus of it. ``nouns_only``: the caption uses the word as a noun (a plural,
     or after a determiner or number), so verb and adjective senses do not compete. ``ruled``: a
     negative-context rule of the class already separates its senses; only SemCor's own tags
-    (``min_tagged`` or more) overrule it."""
+    (``min_tagged`` or more) overrule it. ``rivals``: the synsets of the vocabulary's other classes."""
     lemmas = wn.lemmas(lemma_name)
     if not any(lem.synset() == synset for lem in lemmas):
         # a display name or spelling of the vocabulary's own ("mountain" for alp): its choice
@@ -240,7 +249,12 @@ def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False, rul
     for lem in lemmas:
         counts[lem.synset()] = counts.get(lem.synset(), 0) + lemma_count(lem)
     if sum(counts.values()) >= disambiguation_rules()["min_tagged"]:
-        return counts.get(synset, 0) < max(counts.values())
+        top = max(counts, key=lambda x: (counts[x], x == synset))
+        if counts.get(synset, 0) >= counts[top]:
+            return False
+        # a near sense ("purse" the handbag beside the money bag: both bags) names a look-alike,
+        # unless it is another class of the vocabulary, which the word then belongs to
+        return top in rivals or not (top in _related(synset) or set(_up(top, 2)) & set(_up(synset, 2)))
     if ruled:
         return False
     if sum(counts.values()) and counts.get(synset, 0) >= max(counts.values()):
@@ -251,8 +265,13 @@ def _needs_context(wn, synset, lemma_name: str, *, nouns_only: bool = False, rul
     first = next(lem.synset() for lem in lemmas if lem.synset().pos() == "n")
     if first == synset or first in _related(synset) or _kindred(first, synset):
         return False
-    # regular polysemy: a plant and its fruit, an animal and its meat, name one kind of thing
-    return {first.lexname(), synset.lexname()} not in _REGULAR_POLYSEMY
+    if first in rivals:
+        return True  # the word's first sense is another class of the vocabulary
+    # untagged senses of one kind of thing (two artifacts: a canvas stretcher and a litter) are
+    # not told apart by WordNet's order; a first sense of another kind (a person, an act) is.
+    # Regular polysemy (a plant and its fruit, an animal and its meat) names one thing.
+    pair = {first.lexname(), synset.lexname()}
+    return len(pair) == 2 and pair not in _REGULAR_POLYSEMY
 
 
 def _up(synset, levels: int) -> list:
