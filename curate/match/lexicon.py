@@ -282,7 +282,8 @@ def sense_profile(wn, synset, lemma_name: str) -> SenseProfile:
 
     def add_synset(s, *, gloss: bool = False) -> None:
         for name in s.lemma_names():
-            context.update(_words(name))
+            if "_" not in name:  # a multi-word lemma's words ("card index") say little alone
+                context.update(_words(name))
         if gloss:
             context.update(w for w in _words(s.definition()) if is_noun(w))
 
