@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -290,7 +291,8 @@ def test_demo_build_shards_train_eval_compare(tmp_path: Path) -> None:
             "--out", "runs/sl", "--no-eval", cwd=tmp_path)
     _curate("eval", "runs/sl", cwd=tmp_path)
     m = json.loads((tmp_path / "runs/clip/metrics.json").read_text())
-    assert m["num_classes"] == 10 and m["eval_samples"] == 80
+    # every eval row of the build is scored (8 per class where the matched pool has them)
+    assert m["num_classes"] == 10 and m["eval_samples"] == pl.read_parquet(tmp_path / "manifests/e2e/eval.parquet").height
     assert m["top1"] >= 2 * m["chance_top1"], m["top1"]  # zero-shot, from scratch
     # the training distribution the report reads is the build's
     classes = [line.split("\t") for line in (tmp_path / "manifests/e2e/classes.tsv").read_text().splitlines()]
