@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from curate.errors import CurateError
-from curate.models import CLASSIFIERS, MODELS, PROMPT_SETS, prompt_set
+from curate.models import CLASSIFIERS, MODELS, PROMPT_ALIASES, PROMPT_SETS, prompt_set
 from curate.objectives import OBJECTIVES, Setup
 from curate.util import atomic_path, write_text_atomic
 
@@ -115,6 +115,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        # run.json of earlier versions: --templates, --text-from
+        if "templates" in data:
+            data.setdefault("prompts", PROMPT_ALIASES.get(data["templates"], data["templates"]))
+        if data.get("text_from"):
+            data.setdefault("head", data["text_from"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -184,6 +184,86 @@ def _resume_config(run_dir: Path, manifest: Path, cfg: TrainConfig) -> TrainConf
     return dataclasses.replace(saved, epochs=cfg.epochs, steps=cfg.steps).validate()
 
 
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint beside the weights."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    images_seen: int = 0
+    train_time_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    """A run resolved against its data: everything the loop needs besides the model."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    shards: object  # curate.loader.TensorShards
+    setup: Setup
+    device: torch.device
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+
+
+def plan_run(manifest: Path, cfg: TrainConfig, *, out: Path | None, resume: bool) -> Plan:
+    from curate.loader import open_shards
+
+    cfg = cfg.validate()
+    run_dir = Path(out) if out is not None else default_run_dir(manifest, cfg)
+    if resume:
+        cfg = _resume_config(run_dir, manifest, cfg)
+    elif (run_dir / RUN_FILE).exists() or (run_dir / CHECKPOINT).exists():
+        raise CurateError(f"--out {run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    device = resolve_device(cfg.device)
+    shards = open_shards(manifest, split="train")
+    n = int(shards.num_samples)
+    if n < 2:
+        raise CurateError(f"{manifest}: the train split has {n} samples; training needs at least 2")
+    batch_size = min(cfg.batch_size, n)
+    # contrastive batches must be full (the loss changes with batch size); at least one per epoch
+    steps_per_epoch = n // batch_size
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup if cfg.warmup is not None else round(0.05 * total_steps)
+    setup = _setup(cfg, shards, for_training=not resume)  # a resumed run's checkpoint holds every weight
+    return Plan(cfg, run_dir, shards, setup, device, batch_size, steps_per_epoch, total_steps, warmup)
+
+
+def _run_meta(plan: Plan, manifest: Path, model: nn.Module) -> dict:
+    return {
+        "config": plan.cfg.to_dict(),
+        "manifest": str(manifest.resolve()),
+        "num_classes": plan.setup.num_classes,
+        "class_names": plan.setup.class_names,
+        "wnids": plan.setup.wnids,
+        "train_counts": plan.setup.train_counts.astype(int).tolist(),
+        "train_samples": int(plan.shards.num_samples),
+        "shard_resolution": int(plan.shards.resolution),
+        "image_size": model_image_size(model),
+        "batch_size": plan.batch_size,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "total_steps": plan.total_steps,
+        "warmup_steps": plan.warmup,
+        "device": str(plan.device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "torch": torch.__version__,
+    }
+
+
+def _save(plan: Plan, model: nn.Module, optimizer: torch.optim.Optimizer, pos: Position, meter: Meter) -> None:
+    """Checkpoint; the time spent writing it is not training time."""
+    meter.sync()
+    pos.train_time_s = meter.train_time
+    save_checkpoint(plan.run_dir / CHECKPOINT, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                 **dataclasses.asdict(pos)})
+    meter.mark = time.perf_counter()
+
+
 def train(manifest: Path, cfg: TrainConfig, *, out: Path | None = None, resume: bool = False) -> TrainResult:
     """Train ``cfg`` on ``manifest``'s train shards into the run folder ``out``.
 
@@ -192,154 +272,108 @@ def train(manifest: Path, cfg: TrainConfig, *, out: Path | None = None, resume: 
     the configuration saved there (``cfg`` may raise ``epochs``/``steps`` to train longer).
     Evaluation is ``curate.evaluate.evaluate_run`` (the CLI runs it next).
     """
-    from curate.loader import gpu_augment, open_shards
+    from curate.loader import gpu_augment
     from curate.ui import info, make_progress
 
     manifest = Path(manifest)
-    cfg = cfg.validate()
-    run_dir = Path(out) if out is not None else default_run_dir(manifest, cfg)
-    ckpt_path = run_dir / CHECKPOINT
-    if resume:
-        cfg = _resume_config(run_dir, manifest, cfg)
-    elif (run_dir / RUN_FILE).exists() or ckpt_path.exists():
-        raise CurateError(f"--out {run_dir} already holds a run; pass --resume to continue it, or choose another --out")
-
-    device = resolve_device(cfg.device)
-    shards = open_shards(manifest, split="train")
-    n = int(shards.num_samples)
-    if n < 2:
-        raise CurateError(f"{manifest}: the train split has {n} samples; training needs at least 2")
+    plan = plan_run(manifest, cfg, out=out, resume=resume)
+    cfg, device, run_dir = plan.cfg, plan.device, plan.run_dir
     objective = OBJECTIVES[cfg.objective]
-    setup = _setup(cfg, shards, for_training=not resume)
-    batch_size = min(cfg.batch_size, n)
-    # contrastive batches must be full (the loss changes with batch size); at least one per epoch
-    steps_per_epoch = n // batch_size
-    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup if cfg.warmup is not None else round(0.05 * total_steps)
-
     torch.manual_seed(cfg.seed)
-    model = objective.build(cfg, setup).to(device)
+    model = objective.build(cfg, plan.setup).to(device)
     image_size = model_image_size(model)
     optimizer = make_optimizer(model, cfg)
-    loss_fn = objective.loss_fn(cfg, setup, device)
+    loss_fn = objective.loss_fn(cfg, plan.setup, device)
     forward_model = torch.compile(model) if cfg.compile else model
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    step, epoch, batch_in_epoch, images_seen, train_time = 0, 0, 0, 0, 0.0
+    pos = Position()
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(run_dir / CHECKPOINT)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        images_seen, train_time = state["images_seen"], state["train_time_s"]
-        trim_log(run_dir / LOG_FILE, step)
+        pos = Position(**{f.name: state[f.name] for f in dataclasses.fields(Position)})
+        trim_log(run_dir / LOG_FILE, pos.step)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / LOG_FILE).unlink(missing_ok=True)
-    write_run(run_dir, {
-        "config": cfg.to_dict(),
-        "manifest": str(manifest.resolve()),
-        "num_classes": setup.num_classes,
-        "class_names": setup.class_names,
-        "wnids": setup.wnids,
-        "train_counts": setup.train_counts.astype(int).tolist(),
-        "train_samples": n,
-        "shard_resolution": int(shards.resolution),
-        "image_size": image_size,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "warmup_steps": warmup,
-        "device": str(device),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "torch": torch.__version__,
-    })
+    write_run(run_dir, _run_meta(plan, manifest, model))
 
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch, "images_seen": images_seen, "train_time_s": meter.train_time,
-        })
-
-    meter = Meter(device, train_time)
+    meter = Meter(device, pos.train_time_s)
     log_rows: list[dict] = []
     lr = cfg.lr
     label = f"train {cfg.objective}/{cfg.model}"
     progress = make_progress()
-    task = progress.add_task(label, total=total_steps, completed=step)
+    task = progress.add_task(label, total=plan.total_steps, completed=pos.step)
     model.train()
     try:
         with progress, open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
-            while step < total_steps:
-                batches = shards.batches(batch_size, seed=cfg.seed, epoch=epoch, shuffle=True, drop_last=True,
-                                         device=str(device), pin_memory=device.type == "cuda")
+            while pos.step < plan.total_steps:
+                batches = plan.shards.batches(plan.batch_size, seed=cfg.seed, epoch=pos.epoch, shuffle=True, drop_last=True,
+                                              device=str(device), pin_memory=device.type == "cuda")
                 for i, batch in enumerate(batches):
-                    if i < batch_in_epoch:
+                    if i < pos.batch_in_epoch:
                         continue  # resumed mid-epoch: these batches were trained before
-                    if step >= total_steps:
+                    if pos.step >= plan.total_steps:
                         break
-                    lr = lr_at(step, base=cfg.lr, total=total_steps, warmup=warmup, schedule=cfg.schedule)
+                    lr = lr_at(pos.step, base=cfg.lr, total=plan.total_steps, warmup=plan.warmup, schedule=cfg.schedule)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    gen = step_generator(cfg.seed, step, device)
-                    images = gpu_augment(batch.images, train=True, out_size=image_size, generator=gen)
+                    images = gpu_augment(batch.images, train=True, out_size=image_size,
+                                         generator=step_generator(cfg.seed, pos.step, device))
                     labels = batch.labels.to(device, non_blocking=True)
                     with autocast(device, cfg.precision):
-                        loss = loss_fn(forward_model, images, batch.tokens, labels, step_generator(cfg.seed, step, torch.device("cpu")))
+                        loss = loss_fn(forward_model, images, batch.tokens, labels,
+                                       step_generator(cfg.seed, pos.step, torch.device("cpu")))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     clamp_logit_scale(model)
-                    step, batch_in_epoch, images_seen = step + 1, batch_in_epoch + 1, images_seen + len(batch)
+                    pos.step, pos.batch_in_epoch, pos.images_seen = pos.step + 1, pos.batch_in_epoch + 1, pos.images_seen + len(batch)
                     meter.add(loss, len(batch))
                     progress.advance(task)
-                    logged = step % cfg.log_every == 0 or step == total_steps
+                    logged = pos.step % cfg.log_every == 0 or pos.step == plan.total_steps
                     if logged or not meter.warm:
                         mean = meter.sync()
                         if not math.isfinite(mean):
-                            raise CurateError(f"training diverged by step {step} (loss {mean}); lower --lr (now {cfg.lr})")
+                            raise CurateError(f"training diverged by step {pos.step} (loss {mean}); lower --lr (now {cfg.lr})")
                     if logged:
-                        log_rows.append(meter.row(step=step, epoch=epoch, lr=lr, images_seen=images_seen))
+                        log_rows.append(meter.row(step=pos.step, epoch=pos.epoch, lr=lr, images_seen=pos.images_seen))
                         log_file.write(json.dumps(log_rows[-1]) + "\n")
                         log_file.flush()
                         progress.update(task, description=f"{label} loss {meter.last_loss:.3f}")
-                    if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                        meter.sync()
-                        checkpoint()
-                        meter.mark = time.perf_counter()
+                    if cfg.save_every and pos.step % cfg.save_every == 0 and pos.step < plan.total_steps:
+                        _save(plan, model, optimizer, pos, meter)
                 else:  # the epoch ran out (rather than the step budget)
-                    epoch, batch_in_epoch = epoch + 1, 0
-                if step >= total_steps or epoch % cfg.checkpoint_epochs == 0:
-                    meter.sync()
-                    checkpoint()
-                    meter.mark = time.perf_counter()
+                    pos.epoch, pos.batch_in_epoch = pos.epoch + 1, 0
+                if pos.step >= plan.total_steps or pos.epoch % cfg.checkpoint_epochs == 0:
+                    _save(plan, model, optimizer, pos, meter)
     except KeyboardInterrupt:
-        checkpoint()
-        info(f"interrupted at step {step}: checkpoint saved; continue with --resume --out {run_dir}")
+        _save(plan, model, optimizer, pos, meter)
+        info(f"interrupted at step {pos.step}: checkpoint saved; continue with --resume --out {run_dir}")
         raise
 
-    images_per_s = meter.images_per_s(images_seen)
+    images_per_s = meter.images_per_s(pos.images_seen)
     summary = {
-        "steps": step,
-        "epochs_done": epoch,
-        "images_seen": images_seen,
+        "steps": pos.step,
+        "epochs_done": pos.epoch,
+        "images_seen": pos.images_seen,
         "train_time_s": meter.train_time,
         "images_per_s": images_per_s,
         "final_loss": meter.last_loss,
         "device": str(device),
         "precision": cfg.precision,
         "compile": cfg.compile,
-        "batch_size": batch_size,
+        "batch_size": plan.batch_size,
     }
     write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     info(
-        f"trained {step} steps ({images_seen} images) in {meter.train_time:.1f}s, {images_per_s:.0f} images/s "
+        f"trained {pos.step} steps ({pos.images_seen} images) in {meter.train_time:.1f}s, {images_per_s:.0f} images/s "
         f"on {device}; final loss {meter.last_loss:.4f}"
     )
     return TrainResult(
-        run_dir=run_dir, steps=step, epochs_done=epoch, images_seen=images_seen, train_time_s=meter.train_time,
-        images_per_s=images_per_s, final_loss=meter.last_loss, log=log_rows,
+        run_dir=run_dir, steps=pos.step, epochs_done=pos.epoch, images_seen=pos.images_seen,
+        train_time_s=meter.train_time, images_per_s=images_per_s, final_loss=meter.last_loss, log=log_rows,
     )

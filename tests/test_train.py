@@ -128,6 +128,12 @@ def test_subsample_weights_draw_classes_in_proportion(how: str) -> None:
     assert np.all(np.abs(freq - p) <= 4.5 * se + 1e-9), (how, freq.round(4), p.round(4))
 
 
+def test_run_json_of_earlier_versions_still_loads() -> None:
+    cfg = TrainConfig.from_dict({"objective": "sl-frozen-text", "templates": "openai", "text_from": "runs/x", "gone": 1})
+    assert (cfg.prompts, cfg.head) == ("openai80", "runs/x")
+    assert cfg.validate().prompts == "openai80"
+
+
 def test_lr_schedule() -> None:
     assert lr_at(0, base=1.0, total=100, warmup=10, schedule="cosine") == pytest.approx(0.1)
     assert lr_at(9, base=1.0, total=100, warmup=10, schedule="cosine") == pytest.approx(1.0)
@@ -347,7 +353,7 @@ def test_demo_build_shards_train_eval_compare(tmp_path: Path) -> None:
     classes = [line.split("\t") for line in (tmp_path / "manifests/e2e/classes.tsv").read_text().splitlines()]
     assert sorted(m["train_counts"]) == sorted(int(c[1]) for c in classes if c[1].isdigit())
     table = _curate("compare", "--tsv", "runs/clip", "runs/sl", cwd=tmp_path).splitlines()
-    assert [row.split("\t")[:2] for row in table[1:]] == [["clip", "clip"], ["sl", "sl"]]
+    assert [row.split("\t")[:3] for row in table[1:]] == [["clip", "heldout", "clip"], ["sl", "heldout", "sl"]]
 
 
 # --------------------------------------------------------------------------- objectives, towers, heads
