@@ -70,7 +70,7 @@ def test_part_of_speech_by_use():
         ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),
         # another sense: the class sense is not the word's common use and nothing speaks for it
         ("the board of directors met on monday", "dining table", "sense"),
-        ("dining room board and chairs", "dining table", "kept"),
+        ("a board laden with meals", "dining table", "kept"),
     ],
 )
 def test_rule_families(matcher, in1k, caption, name, reason):

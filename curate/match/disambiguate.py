@@ -259,19 +259,18 @@ def _needs_context(
         return False
     if sum(counts.values()) and counts.get(synset, 0) >= max(counts.values()):
         return False  # the few tags there are agree with the class
-    n_noun = len({lem.synset() for lem in lemmas if lem.synset().pos() == "n"})
-    if n_noun * 2 <= len({lem.synset() for lem in lemmas}):  # as much a verb or adjective as a noun
+    nouns = [lem.synset() for lem in lemmas if lem.synset().pos() == "n"]
+    if not nouns:
         return True
-    first = next(lem.synset() for lem in lemmas if lem.synset().pos() == "n")
+    first = nouns[0]
     if first == synset or first in _related(synset) or _kindred(first, synset):
         return False
     if first in rivals:
         return True  # the word's first sense is another class of the vocabulary
-    # untagged senses of one kind of thing (two artifacts: a canvas stretcher and a litter) are
-    # not told apart by WordNet's order; a first sense of another kind (a person, an act) is.
-    # Regular polysemy (a plant and its fruit, an animal and its meat) names one thing.
-    pair = {first.lexname(), synset.lexname()}
-    return len(pair) == 2 and pair not in _REGULAR_POLYSEMY
+    # Untagged, WordNet's order of senses says little about use: two physical things (a canvas
+    # stretcher and a litter, a bees' honeycomb and a hexagonal one) are look-alikes; a first sense
+    # that is no thing at all (a person, an act, an idea) makes the class sense need evidence.
+    return synset.lexname() in _THINGS and first.lexname() not in _THINGS
 
 
 def _up(synset, levels: int) -> list:
@@ -292,9 +291,6 @@ def _kindred(a, b) -> bool:
     if a.lexname() not in _LIVING or b.lexname() != a.lexname():
         return False
     return bool(set(_up(a, 3)) & set(_up(b, 3)))
-
-
-_REGULAR_POLYSEMY = ({"noun.plant", "noun.food"}, {"noun.animal", "noun.food"})
 
 
 def _related(synset) -> set:
