@@ -13,8 +13,9 @@ import sys
 
 import click
 import typer
+from typer._click import exceptions as typer_click  # typer >= 0.16 vendors its own click
 
-from curate.errors import CurateError
+from curate.errors import USER_OS_ERRORS, CurateError, os_error_line
 
 app = typer.Typer(
     name="curate",
@@ -51,8 +52,26 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"curate.cli.{_name}")
 
 
+# typer raises its vendored click's exceptions; an older typer raises click's own
+_USAGE_ERRORS = (typer_click.UsageError, click.exceptions.UsageError)
+_CLICK_ERRORS = (typer_click.ClickException, click.ClickException)
+_EXITS = (typer.Exit, click.exceptions.Exit)
+_ABORTS = (typer.Abort, click.exceptions.Abort)
+_NO_ARGS = tuple(
+    c for c in (getattr(typer_click, "NoArgsIsHelpError", None), getattr(click.exceptions, "NoArgsIsHelpError", None)) if c
+)
+
+
+def _usage_line(e: Exception) -> str:
+    """A usage error as one line naming the command: ``curate head: No such option: --bogus``."""
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None and getattr(ctx, "command_path", None) else "curate"
+    message = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+    return f"{where}: {message} (see {where} --help)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning user errors into one clear line."""
+    """Console entry point: run the app, turning user errors into one clear line (exit 2)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     command = typer.main.get_command(app)
     try:
@@ -62,17 +81,33 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _NO_ARGS as e:
+        e.show()  # the help text itself, as click prints it
+        sys.exit(2)
+    except _USAGE_ERRORS as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {_usage_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except _ABORTS:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except _CLICK_ERRORS as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(2)
+    except _EXITS as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        # the disk, permissions or a path the user gave, not a bug: one line naming the file
+        if _state["debug"] or e.errno not in USER_OS_ERRORS:
+            raise
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
     # without standalone mode click returns (not raises) the exit code of an aborted command (Ctrl-C: 130)
     if isinstance(rv, int) and rv:
         sys.exit(rv)
