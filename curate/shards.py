@@ -470,12 +470,29 @@ def _decode(data: bytes, resolution: int) -> np.ndarray:
 
 _IMAGE_EXT = ("jpg", "jpeg", "png", "webp")
 
+#: Why a downloaded sample is not in the tensor shards: stable keys (index.json's ``skipped``,
+#: so the counts of two runs add up) and what each means.
+SKIP_REASONS = {
+    "no_image": "no image file in the sample",
+    "bad_metadata": "the sample's JSON metadata is unreadable",
+    "no_uid_or_label": "no uid or label in the sample's metadata",
+    "label_out_of_range": "label outside the class table",
+    "undecodable": "the image bytes do not decode",
+    "tar_truncated": "the tar is cut short (downloaded, then lost with the rest of the tar)",
+    "missing_from_tar": "img2dataset logged a success, but the sample is not in the tar",
+}
+
+
+class _TruncatedTar(ValueError):
+    """The tar ends inside a member or without its end-of-archive blocks (a cut download or copy)."""
+
 
 def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
     """(name, bytes) of each regular file in an uncompressed tar held in memory.
 
     A direct walk over the 512-byte headers (ustar, pax and GNU long names): several times
-    faster than ``tarfile`` on shards of many small files. Raises ValueError on anything odd.
+    faster than ``tarfile`` on shards of many small files. Raises ``_TruncatedTar`` where the data
+    stops early (after yielding every whole member before the cut), ValueError on anything odd.
     """
     off, end = 0, len(data)
     long_name: str | None = None
@@ -491,6 +508,8 @@ def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
             if raw_size[0] & 0x80
             else int(raw_size.strip(b"\0 ") or b"0", 8)
         )
+        if off + 512 + size > end:
+            raise _TruncatedTar(f"the data ends inside a member, at byte {end}")
         kind = header[156:157]
         body = data[off + 512 : off + 512 + size]
         off += 512 + -(-size // 512) * 512
@@ -512,22 +531,62 @@ def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
                 name = prefix.decode("utf-8", "surrogateescape") + "/" + name
         if kind in (b"0", b"\0", b"7"):
             yield name, body
+    # a whole tar ends with zero blocks; running out of data first means it was cut
+    raise _TruncatedTar(f"no end-of-archive marker (the data stops at byte {end})")
 
 
-def _read_tar(path: Path) -> list[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample of a webdataset tar, in key order."""
-    data = path.read_bytes()
+def _tarfile_members(data: bytes) -> Iterable[tuple[str, bytes]]:
+    """The same through ``tarfile`` (for tars the fast walk finds odd), truncation raised alike."""
     try:
-        members = list(_tar_members(data))
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            for m in tar:
+                if m.isfile():
+                    f = tar.extractfile(m)
+                    body = f.read() if f is not None else b""
+                    if len(body) != m.size:
+                        raise _TruncatedTar(f"member {m.name} is cut short")
+                    yield m.name, body
+    except tarfile.ReadError as e:
+        raise _TruncatedTar(str(e)) from e
+
+
+def _read_tar(path: Path) -> tuple[list[tuple[str, dict[str, bytes]]], bool]:
+    """(key, {extension: bytes}) per sample of a webdataset tar, in key order, and whether the tar
+    was cut short. A cut tar gives the samples before the cut; the sample the cut went through is
+    left out whole (some of its files may be missing)."""
+    data = path.read_bytes()
+    members: list[tuple[str, bytes]] = []
+    truncated = False
+    try:
+        members.extend(_tar_members(data))
+    except _TruncatedTar:
+        truncated = True
     except ValueError:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:  # let tarfile judge odd tars
-            members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]  # type: ignore[union-attr]
+        members, truncated = [], False
+        try:
+            members.extend(_tarfile_members(data))  # let tarfile judge odd tars
+        except _TruncatedTar:
+            truncated = True
     samples: dict[str, dict[str, bytes]] = {}
+    last = None
     for name, body in members:
         key, _, ext = name.rsplit("/", 1)[-1].partition(".")
         samples.setdefault(key, {})[ext.lower()] = body
+        last = key
+    if truncated and last is not None:
+        del samples[last]
     # img2dataset writes a shard's samples in download-completion order; keys follow row order
-    return sorted(samples.items())
+    return sorted(samples.items()), truncated
+
+
+def _downloaded(tar: Path) -> int | None:
+    """How many rows img2dataset's row log (``NNNNN.parquet`` beside the tar) calls a success."""
+    log = tar.with_suffix(".parquet")
+    try:
+        status = pq.read_table(log, columns=["status"]).column("status").to_pylist()
+    except Exception:  # no log, or not one img2dataset wrote: nothing to reconcile with
+        return None
+    return sum(1 for s in status if s == "success")
 
 
 _TOKENIZER: Callable[[list[str]], object] | None = None
@@ -569,33 +628,41 @@ def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
     out = Path(job.out_dir)
     skipped: Counter[str] = Counter()
     images, captions, labels, uids = [], [], [], []
-    for key, parts in _read_tar(Path(job.tar)):
+    samples, truncated = _read_tar(Path(job.tar))
+    for key, parts in samples:
         ext = next((e for e in _IMAGE_EXT if e in parts), None)
         if ext is None:
-            skipped["no image in sample"] += 1
+            skipped["no_image"] += 1
             continue
         try:
             meta = json.loads(parts.get("json", b"{}"))
         except ValueError:
-            skipped["unreadable metadata"] += 1
+            skipped["bad_metadata"] += 1
             continue
         uid, label = meta.get("uid"), meta.get("label")
         if uid is None or label is None:
-            skipped["no uid or label in metadata"] += 1
+            skipped["no_uid_or_label"] += 1
             continue
         if not (0 <= int(label) < job.num_classes):
-            skipped["label outside the class table"] += 1
+            skipped["label_out_of_range"] += 1
             continue
         try:
             images.append(_decode(parts[ext], job.resolution))
-        except Exception as e:  # PIL raises many types for bad bytes; each is a reason
-            skipped[f"decode: {type(e).__name__}"] += 1
+        except Exception:  # PIL raises many types for bad bytes
+            skipped["undecodable"] += 1
             continue
         caption = parts["txt"].decode("utf-8", "replace") if "txt" in parts else (meta.get("caption") or "")
         captions.append(caption)
         labels.append(int(label))
         uids.append(str(uid))
         del key
+    # every row img2dataset calls a success ends in the shard or under a reason
+    expected = _downloaded(Path(job.tar))
+    seen = len(labels) + sum(skipped.values())
+    if expected is not None and expected > seen:
+        skipped["tar_truncated" if truncated else "missing_from_tar"] += expected - seen
+    elif truncated:
+        skipped["tar_truncated"] += 1  # at least the sample the cut went through
     r = job.resolution
     arrays = {
         "images": np.stack(images) if images else np.zeros((0, 3, r, r), np.uint8),

@@ -276,7 +276,7 @@ def wds_manifest(tmp_path: Path) -> tuple[Path, dict[str, dict[str, object]]]:
 def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
     m, rows = wds_manifest
     rep = tensorize(m, split="train", resolution=24, workers=1)
-    assert rep.num_samples == 14 and rep.skipped == {"decode: UnidentifiedImageError": 1}
+    assert rep.num_samples == 14 and rep.skipped == {"undecodable": 1}
     from curate.loader import open_shards
 
     ds = open_shards(m)
@@ -290,7 +290,7 @@ def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
     np.testing.assert_array_equal(tokens, tokenize([str(rows[u]["caption"]) for u in want]))
     assert [int(im.reshape(3, -1).mean(1).argmax()) for im in images] == [rows[u]["label"] for u in want]
     index = ds.index
-    assert index["skipped"] == {"decode: UnidentifiedImageError": 1}
+    assert index["skipped"] == {"undecodable": 1}
     assert [s["num_samples"] for s in index["shards"]] == [5, 4, 5]
     assert index["wnids"] == ["n02123045", "n02099601", "n02119022"]
     for s in index["shards"]:
@@ -412,7 +412,7 @@ def test_labels_outside_class_table_are_skipped(wds_manifest) -> None:
     m, _ = wds_manifest
     pl.read_parquet(m / "classes.parquet").filter(pl.col("label") < 2).write_parquet(m / "classes.parquet")
     rep = tensorize(m, split="train", resolution=16, workers=1)
-    assert rep.skipped["label outside the class table"] == 5  # rows 2, 5, 8, 11, 14
+    assert rep.skipped["label_out_of_range"] == 5  # rows 2, 5, 8, 11, 14
     assert rep.num_samples == 9
 
 
@@ -543,3 +543,29 @@ def test_local_paths_become_file_urls(tmp_path: Path) -> None:
     assert urls == ["https://x.org/a.jpg", (m / "img" / "b.jpg").resolve().as_uri(), None]
     # no eval.parquet: the manifest's own eval rows form the eval split
     assert parts["eval"].rows["url"].to_list() == [(m / "img" / "d.jpg").resolve().as_uri()]
+
+
+def test_truncated_tar_accounts_for_every_downloaded_sample(tmp_path: Path) -> None:
+    """A tar cut in half: the samples before the cut are kept, every other success of img2dataset's
+    row log is counted under one reason, and nothing is reported as a decode error."""
+    m = tmp_path / "cut"
+    m.mkdir()
+    samples = [
+        {"uid": f"c{i:02d}", "label": i % 3, "caption": f"c {i}", "image": image_bytes(i % 3, i)} for i in range(16)
+    ]
+    manifest_frame([{**s, "url": f"http://example.invalid/{i}"} for i, s in enumerate(samples)], "train").write_parquet(
+        m / "manifest.parquet"
+    )
+    write_classes(m)
+    write_wds_split(m, "train", [samples])
+    tar = m / "images" / "train" / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: len(data) // 2])
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.num_samples + sum(rep.skipped.values()) == 16, rep
+    assert rep.num_samples > 0
+    assert set(rep.skipped) == {"tar_truncated"}, rep.skipped
+    from curate.loader import open_shards
+
+    kept = open_shards(m).uids.tolist()
+    assert kept == sorted(kept) and set(kept) <= {s["uid"] for s in samples}  # row order, none invented
