@@ -193,6 +193,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         except pl.exceptions.PolarsError as e:
             raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from None
     matched = pool.height
+    _check_unique_ids(source, pool)
     pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
     no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
     reasons = {
@@ -201,6 +202,26 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         "its classes are not selected (--classes)": matched - pool.height,
     }
     return pool, {"rows": n_rows, **reasons}
+
+
+def _check_unique_ids(source, pool: pl.DataFrame) -> None:
+    """Raise naming the first repeated uid among the matched rows (a manifest holds each uid once).
+
+    The draw keys hash the uid, so equal uids have equal keys: only rows sharing a key are read back.
+    """
+    dup = pool.select("row", "key").filter(pl.col("key").is_duplicated()).sort("row")
+    if dup.height == 0:
+        return
+    rows = fetch_rows(source, dup["row"], text=()).select("row", "uid").sort("row")
+    first = rows.filter(pl.col("uid").is_duplicated()).head(1)
+    if first.height == 0:
+        return  # equal 64-bit keys of different uids: harmless to the draw
+    uid = first["uid"][0]
+    where = rows.filter(pl.col("uid") == uid)["row"].head(2).to_list()
+    raise CurateError(
+        f"source {source.location}: uid {uid!r} appears more than once (source rows {where[0]} and {where[1]})",
+        hint="ids must be unique: fix the id column, or remove it so each row gets the stable FILE:ROW id",
+    )
 
 
 def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS) -> pl.DataFrame:

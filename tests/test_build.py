@@ -202,11 +202,11 @@ def test_interrupted_write_leaves_nothing_that_looks_finished(pool, tmp_path, ca
     import curate.manifest
 
     def disk_full(*args, **kwargs):  # the last file of the folder fails to write
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", str(tmp_path / "x" / "card.md"))
 
     monkeypatch.setattr(curate.manifest, "render_card", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)
+    code, _, err = run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)
+    assert code == 2 and "card.md: cannot write (No space left on device)" in err
     assert list(tmp_path.iterdir()) == []  # neither x nor a temporary folder
 
 
@@ -328,3 +328,16 @@ def test_labels_from_the_ground_truth_wnid_column(pool, tmp_path, capsys):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_repeated_source_ids_are_an_error_naming_the_first(tmp_path, capsys):
+    src = tmp_path / "same.parquet"
+    n = 40
+    pl.DataFrame(
+        {"id": ["unique-0", *(["same"] * (n - 1))], "caption": [f"an {FRUITS[i % 2]} photo {i}" for i in range(n)]}
+    ).write_parquet(src)
+    vocab = _write(tmp_path / "v.tsv", "name\n" + "\n".join(FRUITS[:2]) + "\n")
+    code, _, err = run_cli(["build", "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m")], capsys)
+    assert code == 2, err
+    assert "uid 'same' appears more than once (source rows 1 and 2)" in err
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
