@@ -217,9 +217,23 @@ def _from_file(path: Path) -> pl.DataFrame:
         if name is None or not str(name).strip():
             raise CurateError(f"vocab file {path}, row {i + 1}: empty name")
         names.append(str(name).strip())
+    wnids = [str(r["wnid"]) if r.get("wnid") is not None else None for r in rows]
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        # one name twice is one class listed twice (every caption saying it gets both labels),
+        # unless wnids tell two concepts apart (ImageNet-1k's two 'missile' classes)
+        same = seen.setdefault(name.casefold(), [])
+        earlier = next((j for j in same if wnids[j] is None or wnids[i] is None or wnids[j] == wnids[i]), None)
+        if earlier is not None:
+            raise CurateError(
+                f"vocab file {path}: rows {earlier + 1} and {i + 1} both name the class {names[earlier]!r}"
+                + ("" if names[earlier] == name else f" / {name!r}")
+                + "; class names must differ (case aside) unless their wnids do"
+            )
+        same.append(i)
     lemmas = [_dedupe(_split_list(r.get("lemmas")) + [n]) for r, n in zip(rows, names)]
     out = {
-        "wnid": [str(r["wnid"]) if r.get("wnid") is not None else None for r in rows],
+        "wnid": wnids,
         "name": names,
         "lemmas": lemmas,
         "definition": [r.get("definition") for r in rows],
