@@ -19,6 +19,7 @@ reads it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.util import atomic_path, file_sha256, write_text_atomic
+from curate.util import atomic_path, file_lock, file_sha256, write_text_atomic
 
 FORMAT_NAME = "curate-tensor-shards"
 FORMAT_VERSION = 1
@@ -289,17 +290,53 @@ def _done_shards(folder: Path) -> list[Path]:
     return sorted(folder.glob("*_stats.json"))
 
 
+_RUN_FILE = "img2dataset.run"  # names the running img2dataset child's process tree (see _RUN_ENV)
+_RUN_ENV = "CURATE_IMG2DATASET_RUN"  # a token every process of one img2dataset run inherits
+
+
+def _kill_orphans(images: Path) -> None:
+    """Kill what a killed run's img2dataset left writing, and wait until it is gone.
+
+    Called under the download lock, so a run still recorded there has lost its parent. Only
+    processes carrying that run's token in their environment are touched.
+    """
+    import psutil
+
+    record = images / _RUN_FILE
+    try:
+        token = record.read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError):
+        return
+
+    def of_that_run(p: psutil.Process) -> bool:
+        try:
+            return p.environ().get(_RUN_ENV) == token
+        except (psutil.Error, OSError):
+            return False
+
+    victims = [p for p in psutil.process_iter() if p.pid != os.getpid() and of_that_run(p)]
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(victims, timeout=30)
+    record.unlink(missing_ok=True)
+
+
 def _run_img2dataset(jobs: list[tuple[dict[str, object], int, str]], *, log: Path) -> None:
     """Run img2dataset on each ``(config, shard count, label)`` in one child process.
 
-    One child for all splits: img2dataset's import (torch, albumentations) costs seconds.
+    One child for all splits: img2dataset's import (torch, albumentations) costs seconds. The
+    child leads its own process group and takes the whole group down when this process dies
+    (see ``_die_with_parent``), so a killed ``curate shards`` leaves nothing writing.
     """
     from curate import ui
 
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps([c for c, _, _ in jobs])]
+    token = f"{os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", _RUN_ENV: token}
+    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps([c for c, _, _ in jobs]), str(os.getpid())]
     log.parent.mkdir(parents=True, exist_ok=True)
     outs = [Path(str(c["output_folder"])) for c, _, _ in jobs]
+    record = log.parent / _RUN_FILE
     with open(log, "w", encoding="utf-8") as logf, ui.make_progress() as progress:
         tasks = [progress.add_task(label, total=total) for _, total, label in jobs]
 
@@ -307,15 +344,19 @@ def _run_img2dataset(jobs: list[tuple[dict[str, object], int, str]], *, log: Pat
             for task, out in zip(tasks, outs):
                 progress.update(task, completed=len(_done_shards(out)) if out.is_dir() else 0)
 
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        write_text_atomic(record, f"{token}\n")  # first: a kill right after the start still finds it
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             while proc.poll() is None:
                 update()
                 time.sleep(0.3)
         except KeyboardInterrupt:
-            proc.terminate()
+            proc.terminate()  # the child's handler ends its whole group
             proc.wait(timeout=30)
             raise
+        finally:
+            if proc.poll() is not None:
+                record.unlink(missing_ok=True)
         update()
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
@@ -374,6 +415,25 @@ def download_images(
     root = Path(manifest_dir)
     images = root / "images"
     parts = manifest_splits(root)
+    busy = f"{images}: another curate shards is downloading here; wait for it or stop it"
+    with file_lock(images / ".lock", wait=False, busy=busy):
+        _kill_orphans(images)
+        return _download_locked(parts, images, resolution=resolution, processes=processes, threads=threads,
+                                distributor=distributor, shard_size=shard_size, timeout=timeout, retries=retries)
+
+
+def _download_locked(
+    parts: list[SplitInput],
+    images: Path,
+    *,
+    resolution: int,
+    processes: int,
+    threads: int,
+    distributor: str,
+    shard_size: int,
+    timeout: int,
+    retries: int,
+) -> list[DownloadReport]:
     jobs = []
     for part in parts:
         out = images / part.split
@@ -388,6 +448,8 @@ def download_images(
             old = json.loads(stamp_file.read_text(encoding="utf-8")) if stamp_file.is_file() else None
             if old != stamp:
                 shutil.rmtree(out)
+        # what a killed run left: img2dataset's staging folder (its row batches are rewritten)
+        shutil.rmtree(out / "_tmp", ignore_errors=True)
         rows = part.rows.filter(pl.col("url").is_not_null())
         total = -(-len(rows) // shard_size)
         # all shards finished: nothing to start img2dataset for
@@ -837,8 +899,40 @@ def verify_shards(shards_dir: str | os.PathLike[str]) -> None:
                 )
 
 
-def _img2dataset_main(configs_json: str) -> None:
+def _die_with_parent(parent: int) -> None:
+    """In the img2dataset child: when ``parent`` dies (even by SIGKILL), kill this process group.
+
+    Linux tells the child at once (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent id.
+    Either way SIGTERM ends the whole group: img2dataset's own workers included.
+    """
+    import signal
+    import threading
+
+    def end_group(*_: object) -> None:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, end_group)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        end_group()
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    if os.getppid() != parent:  # died before the watch began
+        end_group()
+
+
+def _img2dataset_main(configs_json: str, parent: int | None = None) -> None:
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    if parent is not None:
+        _die_with_parent(parent)
     from img2dataset import download
 
     for config in json.loads(configs_json):
@@ -847,7 +941,7 @@ def _img2dataset_main(configs_json: str) -> None:
 
 if __name__ == "__main__":
     # the img2dataset child: spawn re-imports this module as __mp_main__, which runs nothing
-    if len(sys.argv) == 3 and sys.argv[1] == "img2dataset":
-        _img2dataset_main(sys.argv[2])
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "img2dataset":
+        _img2dataset_main(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)
     else:
-        sys.exit("usage: python -m curate.shards img2dataset '[CONFIG, ...]' (JSON)")
+        sys.exit("usage: python -m curate.shards img2dataset '[CONFIG, ...]' (JSON) [PARENT_PID]")

@@ -51,6 +51,34 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def file_lock(lock_path: str | os.PathLike[str], *, wait: bool = True, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
+
+    The kernel drops the lock when its holder dies, even by SIGKILL, so a lock never outlives a
+    killed run. ``wait=False`` raises ``CurateError(busy)`` instead of waiting for another holder.
+    Without flock (Windows) the block runs unlocked.
+    """
+    from curate.errors import CurateError
+
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise CurateError(busy or f"{path}: held by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def write_text_atomic(dest: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``dest`` through a temporary file."""
     with atomic_path(dest) as tmp:

@@ -569,3 +569,68 @@ def test_truncated_tar_accounts_for_every_downloaded_sample(tmp_path: Path) -> N
 
     kept = open_shards(m).uids.tolist()
     assert kept == sorted(kept) and set(kept) <= {s["uid"] for s in samples}  # row order, none invented
+
+
+@pytest.mark.slow  # two real img2dataset runs (a subprocess each): seconds to start
+def test_killed_download_leaves_nothing_running_and_reruns(tmp_path: Path) -> None:
+    """SIGKILL `curate shards` while img2dataset's workers wait on the network: every process it
+    started dies with it, and the immediate rerun downloads everything."""
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    release = threading.Event()
+    hits: list[str] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            release.wait(60)  # hold every request until the test lets go
+            i = int(self.path.strip("/").split(".")[0])
+            body = image_bytes(i % 3, i)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        m = tmp_path / "slow"
+        m.mkdir()
+        rows = [{"uid": f"s{i}", "label": i % 3, "caption": f"c {i}", "url": f"http://127.0.0.1:{port}/{i}.jpg"} for i in range(6)]
+        manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+        write_classes(m)
+        cmd = [sys.executable, "-m", "curate", "shards", str(m), "-r", "16", "-p", "1", "-t", "2", "--timeout", "60"]
+        env = {**os.environ, "CURATE_NO_PROGRESS": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 120
+        while not hits and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hits, "img2dataset never asked for an image"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"still running after the kill: {[p.pid for p in alive]}"
+        release.set()
+        code = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert code.returncode == 0, code.stderr.decode()[-2000:]
+        report = json.loads((m / "images" / "train.report.json").read_text())
+        assert report["succeeded"] == 6, report
+        assert json.loads((m / "shards" / "train" / "index.json").read_text())["num_samples"] == 6
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
