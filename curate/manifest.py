@@ -35,7 +35,7 @@ from curate.sample import (
     stable_keys,
     target_counts,
 )
-from curate.util import atomic_path, file_sha256
+from curate.util import atomic_path, file_sha256, recover
 
 MANIFEST_SCHEMA = {
     "uid": pl.Utf8,
@@ -380,7 +380,9 @@ def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None
 
     recipe = result.recipe
     dest = Path(recipe.out_root) / str(recipe.name)
-    with atomic_path(dest) as tmp:
+    # images/ and shards/ of the folder replaced move into the new one (after the swap: a kill
+    # anywhere leaves them where the next command finds them, see util.recover)
+    with atomic_path(dest, carry=DERIVED_FOLDERS) as tmp:
         tmp.mkdir()
         _write_parquet(result.train, tmp / "manifest.parquet")
         if recipe.eval_per_class:
@@ -395,9 +397,6 @@ def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None
         )
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "card.md").write_text(render_card(result, files), encoding="utf-8")
-        for sub in DERIVED_FOLDERS:
-            if (dest / sub).is_dir():
-                os.replace(dest / sub, tmp / sub)
     result.out = dest
     result.files = files
     return dest
@@ -415,6 +414,7 @@ class Manifest:
 def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
     """A built manifest folder: its tables and its recipe."""
     root = Path(folder)
+    recover(root, carry=DERIVED_FOLDERS)  # a rebuild killed midway: finish or undo it first
     main = root / "manifest.parquet"
     if not main.is_file():
         raise CurateError(f"{root}: no manifest.parquet here; build one with curate build")

@@ -41,7 +41,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.util import atomic_path, file_lock, file_sha256, write_text_atomic
+from curate.util import atomic_path, file_lock, file_sha256, recover, write_text_atomic
 
 FORMAT_NAME = "curate-tensor-shards"
 FORMAT_VERSION = 1
@@ -130,6 +130,13 @@ def _prepare(df: pl.DataFrame, base: Path) -> pl.DataFrame:
     )
 
 
+def _recover(root: Path) -> None:
+    """Finish or undo a rebuild of this manifest folder that was killed midway (util.recover)."""
+    from curate.manifest import DERIVED_FOLDERS
+
+    recover(root, carry=DERIVED_FOLDERS)
+
+
 def manifest_splits(manifest_dir: str | os.PathLike[str]) -> list[SplitInput]:
     """The train rows (``manifest.parquet``) and eval rows (``eval.parquet``, when present).
 
@@ -137,6 +144,7 @@ def manifest_splits(manifest_dir: str | os.PathLike[str]) -> list[SplitInput]:
     ``eval.parquet``; with one, they are left out so no image lands in both splits.
     """
     root = Path(manifest_dir)
+    _recover(root)
     main = root / "manifest.parquet"
     if not root.is_dir():
         raise CurateError(f"{root}: no such manifest folder")
@@ -799,6 +807,7 @@ def tensorize(
     from curate import ui
 
     root = Path(manifest_dir)
+    _recover(root)
     src = root / "images" / split
     if resolution < 8:
         raise CurateError(f"--resolution {resolution}: must be at least 8 pixels")

@@ -341,3 +341,26 @@ def test_repeated_source_ids_are_an_error_naming_the_first(tmp_path, capsys):
     assert code == 2, err
     assert "uid 'same' appears more than once (source rows 1 and 2)" in err
     assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
+
+
+def test_a_rebuild_killed_between_its_renames_is_recovered_by_the_next_command(pool, tmp_path, capsys):
+    from test_util import dead_pid
+
+    assert run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)[0] == 0
+    (tmp_path / "x" / "images").mkdir()
+    (tmp_path / "x" / "images" / "marker").write_text("kept")
+    before = (tmp_path / "x" / "manifest.parquet").read_bytes()
+    # killed after moving the old folder aside, before the new one took its place
+    (tmp_path / "x").rename(tmp_path / f".x.old-{dead_pid()}")
+    code, _, err = run_cli(["export", "x", "--format", "jsonl", "--out-root", str(tmp_path), "--out", str(tmp_path / "e")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "x" / "manifest.parquet").read_bytes() == before
+    assert (tmp_path / "x" / "images" / "marker").read_text() == "kept"
+    # killed after the new folder took its place, before images/ moved over from the old one
+    old = tmp_path / f".x.old-{dead_pid()}"
+    old.mkdir()
+    (tmp_path / "x" / "images").rename(old / "images")
+    (tmp_path / "x" / "shards").mkdir()
+    code, _, err = run_cli(["shards", str(tmp_path / "x"), "--skip-download"], capsys)
+    assert (tmp_path / "x" / "images" / "marker").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "x"]
