@@ -93,6 +93,10 @@ def _read_table(file: Path) -> pl.DataFrame:
         )
     if "url" not in df.columns and "path" not in df.columns:
         raise CurateError(f"{file}: neither a url nor a path column; one of them says where each image is")
+    if "caption" not in df.columns:
+        raise CurateError(
+            f"{file}: no caption column; the tensor shards hold each row's training text (curate build writes it)"
+        )
     if not df.schema["label"].is_integer():
         raise CurateError(f"{file}: column label must be integers, found {df.schema['label']}")
     for col in ("uid", "label"):
@@ -114,11 +118,7 @@ def _read_table(file: Path) -> pl.DataFrame:
 def _prepare(df: pl.DataFrame, base: Path) -> pl.DataFrame:
     url = df["url"].cast(pl.Utf8) if "url" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
     path = df["path"].cast(pl.Utf8) if "path" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
-    caption = (
-        df["caption"].cast(pl.Utf8).fill_null("")
-        if "caption" in df.columns
-        else pl.Series([""] * len(df), dtype=pl.Utf8)
-    )
+    caption = df["caption"].cast(pl.Utf8).fill_null("")
     urls = [_to_url(u, p, base) for u, p in zip(url.to_list(), path.to_list())]
     return pl.DataFrame(
         {

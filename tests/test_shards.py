@@ -434,7 +434,7 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
         (lambda t: (t / "empty").mkdir() or t / "empty", "no manifest.parquet here"),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame(schema={"uid": pl.Utf8, "label": pl.Int32, "url": pl.Utf8})
+                t, pl.DataFrame(schema={"uid": pl.Utf8, "label": pl.Int32, "caption": pl.Utf8, "url": pl.Utf8})
             ),
             "manifest.parquet: no training rows",
         ),
@@ -443,28 +443,32 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
             "manifest.parquet: missing column(s) label",
         ),
         (
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": [0], "url": ["http://x/a.jpg"]})),
+            "manifest.parquet: no caption column",
+        ),
+        (
             lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": [0]})),
             "neither a url nor a path column",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", None], "label": [0, 1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", None], "label": [0, 1], "caption": "c", "url": ["u", "v"]})
             ),
             "column uid has 1 null value(s), first at row 1",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", "a"], "label": [0, 1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", "a"], "label": [0, 1], "caption": "c", "url": ["u", "v"]})
             ),
             "uid 'a' appears more than once",
         ),
         (
-            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": ["cat"], "url": ["u"]})),
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": ["cat"], "caption": "c", "url": ["u"]})),
             "column label must be integers",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "caption": "c", "url": ["u", "v"]})
             ),
             "row 1 has a negative label",
         ),
@@ -489,7 +493,7 @@ def test_cli_rejects_corrupt_manifest_and_bad_options(
     code, _, err = run_cli(["shards", str(m)], capsys)
     assert code == 2 and "manifest.parquet: not a readable parquet file" in err
     good = _manifest_with(
-        tmp_path, pl.DataFrame({"uid": ["a"], "label": [0], "url": ["http://127.0.0.1:9/a.jpg"]})
+        tmp_path, pl.DataFrame({"uid": ["a"], "label": [0], "caption": "c", "url": ["http://127.0.0.1:9/a.jpg"]})
     )
     for args, message in [
         (["--distributor", "dask"], "--distributor 'dask': choose one of multiprocessing, pyspark, ray"),
@@ -534,6 +538,7 @@ def test_local_paths_become_file_urls(tmp_path: Path) -> None:
             "label": [0, 1, 0, 1],
             "url": ["https://x.org/a.jpg", None, None, "img/d.jpg"],
             "path": [None, "img/b.jpg", None, None],
+            "caption": "a photo",
             "split": ["train", "train", "train", "eval"],
         }
     )
