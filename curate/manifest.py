@@ -144,6 +144,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
     rows left the pool, counted."""
     from curate import ui
+    from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
     names = lf.collect_schema().names()
@@ -152,14 +153,19 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         raise CurateError(f"--labels-from wnid: source {recipe.source} has no wnid column")
     wanted = (*mode.needs, "wnid") if recipe.labels_from == "wnid" else mode.needs
     keep = ["row", "uid", "caption", *[c for c in wanted if c in names and c != "caption"]]
+    # matching reads the caption; the caption mode may read other text too
+    usable = has_text(recipe.captions)
+    if recipe.labels_from == "match":
+        usable = usable & ~no_text("caption")
     try:
-        counts = lf.select(pl.len().alias("rows"), has_text(recipe.captions).sum().alias("text")).collect(engine="streaming")
+        counts = lf.select(pl.len().alias("rows"), usable.sum().alias("text")).collect(engine="streaming")
     except pl.exceptions.ColumnNotFoundError as e:
-        raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from None
+        raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from e
     n_rows = int(counts["rows"][0])
-    n_text = int(counts["text"][0]) if mode.needs else n_rows  # a literal True sums to 1, not to the rows
+    # a literal True sums to 1, not to the rows
+    n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from == "match" else n_rows
     if n_text == 0 and n_rows:
-        raise CurateError(f"--captions {recipe.captions}: no row of source {recipe.source} has {' / '.join(mode.needs)} text")
+        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
 
     remap = dict(zip(chosen["vocab_label"].to_list(), chosen["label"].to_list()))
     with ui.make_progress(transient=True) as progress:
@@ -169,7 +175,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             progress.advance(task, len(uids))
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
-        plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+        plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
         plan = (
             plan.select(
                 "row",
@@ -191,17 +197,39 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         try:
             pool = plan.collect(engine="streaming")
         except pl.exceptions.PolarsError as e:
-            raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from None
+            raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from e
     matched = pool.height
     _check_unique_ids(source, pool)
     pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
-    no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
-    reasons = {
-        f"no {'/'.join(mode.needs) or 'caption'} text (--captions {recipe.captions})": n_rows - n_text,
-        no_class if recipe.labels_from == "match" else "wnid missing or not in the vocabulary": n_text - matched,
-        "its classes are not selected (--classes)": matched - pool.height,
-    }
+    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched, "class_not_selected": matched - pool.height}
     return pool, {"rows": n_rows, **reasons}
+
+
+#: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
+#: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", "not_drawn")
+
+
+def _needed_text(recipe: Recipe) -> str:
+    needs = list(caption_mode(recipe.captions).needs)
+    if recipe.labels_from == "match" and "caption" not in needs:
+        needs.insert(0, "caption")
+    return " / ".join(needs) or "caption"
+
+
+def describe_reason(key: str, recipe: Recipe) -> str:
+    """A drop reason's key in words, for this recipe."""
+    if key == "no_text":
+        return f"no {_needed_text(recipe)} text (null or blank; --captions {recipe.captions})"
+    if key == "no_class":
+        if recipe.labels_from == "wnid":
+            return "wnid missing or not in the vocabulary"
+        return "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
+    return {
+        "class_not_selected": "its classes are not selected (--classes)",
+        "not_drawn": "not drawn (beyond its class's target)",
+        "rows": "source rows read",
+    }.get(key, key)
 
 
 def _check_unique_ids(source, pool: pl.DataFrame) -> None:
@@ -239,10 +267,11 @@ def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS)
 # build
 
 
-def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
+def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
     """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
     is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
-    meet the targets and ``allow_shortfall`` is off."""
+    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
+    (``no_text``); with ``strict`` the first one is an error instead."""
     from curate.freq import distribution_stats, read_reference
     from curate.sources import open_source
     from curate.vocab import load_vocab
@@ -254,7 +283,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
     profile_name, profile_arg = split_profile(recipe.profile)
-    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True)
+    source = open_source(recipe.source, preset=recipe.preset, strict=strict)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
@@ -265,7 +294,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
-        left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
+        left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
     pool = single_labels(pool_multi)
     del pool_multi
@@ -309,7 +338,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     targets = clip_to_pool(targets) if short.height else targets.with_columns(pl.col("target").alias("asked"))
 
     picked = draw(pool, targets)
-    reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
+    reasons["not_drawn"] = pool.height - picked.height
     del pool
     rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).needs)
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
@@ -514,7 +543,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
         "## Rows left out, by reason",
         "",
-        _md_table(["reason", "rows"], [[k, _f(v)] for k, v in result.reasons.items() if k != "rows"]),
+        _md_table(["reason", "key", "rows"], [[describe_reason(k, r), f"`{k}`", _f(v)] for k, v in result.reasons.items() if k != "rows"]),
         "",
         f"Source rows read: {_f(result.reasons.get('rows', 0))}.",
         "",

@@ -15,11 +15,14 @@ listing candidate column names, first present wins), overridable per column from
 ``filename``...), else ``"<file>:<row>"`` -- the file's path relative to the source root (never
 absolute) and the 0-based data row -- which is the same on every run and machine.
 
-Bad-row policy: a row whose caption is null or blank is an error naming the file, row and uid,
-raised when the plan reaches that row (``validate_source`` reads the whole source up front).
-With ``skip_bad_rows=True`` such rows are dropped instead; ``validate_source`` counts them.
-Cheap checks (file exists, not empty, parquet footer readable, columns present, the first 4 MiB
-of text files is UTF-8) run eagerly in ``open_source`` so most mistakes fail before any work.
+Rows without caption text (null or blank caption; web sources have them: YFCC titles,
+openclipart) follow one policy in every command: by default they stay in the table, get no label
+when matched, and are counted (``no_text``) and reported by the command; ``strict=True`` makes
+the first such row, in source order, an error naming its file, row and uid; ``skip_bad_rows=True``
+drops them from the table. A text file is parsed whole once per version (size, mtime) when opened,
+so a ragged line or a malformed JSON line fails the same way in every command, naming its line.
+Other cheap checks (file exists, not empty, parquet footer readable, columns present and of the
+right type, the first 4 MiB of text files is UTF-8) run eagerly in ``open_source`` too.
 """
 
 from __future__ import annotations
@@ -373,8 +376,45 @@ def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
         )
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"{f.path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from e
+    _check_once(f, lf, lambda: _first_long_line(f.path, sep, expected=len(lf.collect_schema()), has_header=not headerless))
     return lf
+
+
+def _check_once(f: _File, lf: pl.LazyFrame, locate: Callable[[], str | None]) -> None:
+    """Parse every field of a text file once (per size and mtime), so a bad line fails the same
+    way in every command, whichever columns it reads; ``locate`` names the line."""
+    from curate.util import cache_dir, stable_hash
+
+    st = f.path.stat()
+    marker = cache_dir() / "sources" / "checked" / stable_hash(f.path.resolve(), st.st_size, st.st_mtime_ns)
+    if marker.exists():
+        return
+    try:
+        lf.select(pl.all().null_count()).collect()
+    except pl.exceptions.PolarsError as e:
+        _check_utf8(f, limit=None)  # bad bytes past the probe: raises naming their line
+        where = locate()
+        raise CurateError(f"{f.path}: {where}" if where else f"{f.path}: cannot parse: {_first_line(e)}") from e
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _first_long_line(path: Path, sep: str, *, expected: int, has_header: bool) -> str | None:
+    """'line N has K fields, the header M' for the first line with more fields than the header."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        if sep == "\t":  # TSV: no quoting, a field per tab
+            rows = ((i, line.rstrip("\r\n").count("\t") + 1) for i, line in enumerate(fh, 1) if line.strip())
+        else:
+            reader = csv.reader(fh, delimiter=sep)
+            rows = ((reader.line_num, len(r)) for r in reader if r)
+        for line, n in rows:
+            if n > expected:
+                what = "the header" if has_header else "the first line"
+                return f"line {line} has {n} fields, {what} {expected}; fix the line (a stray separator?)"
+    return None
 
 
 def _read_csv(f: _File) -> pl.LazyFrame:
@@ -394,8 +434,25 @@ def _read_jsonl(f: _File) -> pl.LazyFrame:
         lf = pl.scan_ndjson(f.path, infer_schema_length=1000)
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"{f.path}: cannot parse as JSON lines: {_first_line(e)}") from None
+        where = _first_bad_json_line(f.path)
+        raise CurateError(f"{f.path}: {where or 'cannot parse as JSON lines: ' + _first_line(e)}") from e
+    _check_once(f, lf, lambda: _first_bad_json_line(f.path))
     return lf
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """'line N: invalid JSON (...)' for the first line that is not a JSON object."""
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {i}: invalid JSON ({e.msg} at column {e.colno})"
+            if not isinstance(value, dict):
+                return f"line {i}: a JSON {type(value).__name__}, not an object (one record per line)"
+    return None
 
 
 def _read_json(f: _File) -> pl.LazyFrame:
@@ -602,6 +659,13 @@ def _canonical(
         "wnid": _pick(preset.wnid, columns),
         "caption": caption_col or _pick(preset.caption, columns),
     }
+    if chosen["caption"] is not None:
+        dtype = schema[chosen["caption"]]
+        if not (dtype == pl.Utf8 or dtype == pl.Null or isinstance(dtype, (pl.Categorical, pl.Enum))):
+            raise CurateError(
+                f"{f.path}: caption column {chosen['caption']!r} holds {dtype}, not text",
+                hint="name the text column with --caption-col",
+            )
     texts = {
         k: (_as_text(c, schema[c], unquote=preset.unquote_plus and k in ("title", "tags", "description")) if c else None)
         for k, c in chosen.items()
@@ -647,33 +711,20 @@ def _detect_preset(columns: Sequence[str]) -> Preset:
     return PRESETS["generic"]
 
 
-class BadRowError(CurateError):
-    """A bad row met while the plan runs. Polars re-raises a UDF's error as ``type(e)(text)``
-    with the failing expression appended on further lines; only the first line is the message."""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.line = (f"{message}; {hint}" if hint else message).split("\n", 1)[0]
-
-    def __str__(self) -> str:
-        return self.line
+def no_text(column: str = "caption") -> pl.Expr:
+    """True where ``column`` holds no text (null, empty or only white space)."""
+    return pl.col(column).str.strip_chars().fill_null("") == ""
 
 
-def _bad_caption_check(location: str) -> Callable[[pl.Series], pl.Series]:
-    def check(batch: pl.Series) -> pl.Series:
-        caption = batch.struct.field("caption")
-        bad = caption.is_null() | (caption.str.strip_chars() == "")
-        if bad.any():
-            i = int(bad.arg_max())  # type: ignore[arg-type]
-            row = batch[i]
-            what = "null" if row["caption"] is None else "blank"
-            raise BadRowError(
-                f"{location}: file {row[_FILE_COL]} row {row[_ROW_COL]} (uid {row['uid']}): caption is {what}",
-                hint="fix the row or pass --skip-bad-rows to drop such rows",
-            )
-        return caption
-
-    return check
+def first_without_text(lf: pl.LazyFrame, location: str, *, files: Sequence[str] = ()) -> str | None:
+    """'file F row R (uid U)' of the first row (in source order) whose caption has no text."""
+    cols = [c for c in (_FILE_COL, _ROW_COL) if c in lf.collect_schema().names()]
+    found = collect_source(lf.filter(no_text()).select("uid", *cols).head(1), location, files=files)
+    if found.height == 0:
+        return None
+    row = found.row(0, named=True)
+    where = f"file {row[_FILE_COL]} row {row[_ROW_COL]} " if _FILE_COL in row else ""
+    return f"{where}(uid {row['uid']})"
 
 
 def open_source(
@@ -684,14 +735,15 @@ def open_source(
     url_col: str | None = None,
     uid_col: str | None = None,
     skip_bad_rows: bool = False,
+    strict: bool = False,
 ) -> Source:
     """Open ``spec`` ("demo", a file, a folder, a glob or an http(s) URL) as the canonical table.
 
     ``preset`` names the column layout (see ``PRESETS``); without one the LAION, YFCC and
     ImageNet-Captions layouts are recognised from their columns, else ``generic`` applies.
     ``caption_col`` / ``url_col`` / ``uid_col`` override the preset. Rows with a null or blank
-    caption raise when read unless ``skip_bad_rows`` (then they are dropped; ``validate_source``
-    counts them).
+    caption stay (``no_text`` counts them) unless ``skip_bad_rows`` drops them; with ``strict``
+    the first one is an error naming its file, row and uid (one pass over the captions here).
     """
     if preset is not None and preset not in PRESETS:
         raise CurateError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -715,13 +767,14 @@ def open_source(
         frames.append(_canonical(raw, f, used, caption_col=caption_col, url_col=url_col, uid_col=uid_col))
     assert used is not None  # _resolve never returns an empty file list
     unchecked = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-    if skip_bad_rows:
-        checked = unchecked.filter(pl.col("caption").str.strip_chars().fill_null("") != "")
-    else:
-        struct = pl.struct("uid", "caption", _FILE_COL, _ROW_COL)
-        checked = unchecked.with_columns(
-            struct.map_batches(_bad_caption_check(spec), return_dtype=pl.Utf8, is_elementwise=True).alias("caption")
-        )
+    if strict:
+        first = first_without_text(unchecked, spec, files=[str(f.path) for f in files])
+        if first is not None:
+            raise CurateError(
+                f"{spec}: {first}: the caption is null or blank (--strict)",
+                hint="fix the row, or leave out --strict to count such rows and go on",
+            )
+    checked = unchecked.filter(~no_text()) if skip_bad_rows else unchecked
     lazy = checked.drop(_FILE_COL, _ROW_COL)
     return Source(
         name=name,

@@ -92,7 +92,7 @@ def test_build_writes_the_manifest_folder(pool, tmp_path, capsys):
     assert "Every class got exactly its target" in card and "freq.png" in card
     assert Recipe.load(folder / "recipe.yaml").vocab == str(pool[1])
     stats = json.loads((folder / "stats.json").read_text())
-    assert stats["dropped"]["names no class of the vocabulary"] == 50
+    assert stats["dropped"]["no_class"] == 50
 
 
 def test_same_recipe_same_bytes_other_seed_other_rows(pool, tmp_path, capsys):
@@ -177,7 +177,8 @@ def test_caption_modes_from_source_text(pool, tmp_path, capsys):
     m = pl.read_parquet(tmp_path / "t" / "manifest.parquet")
     assert m.height < 840 and m["caption"].str.starts_with(m["class_name"] + ": My ").all()
     stats = json.loads((tmp_path / "t" / "stats.json").read_text())
-    assert stats["dropped"]["no title text (--captions title+cname)"] > 100
+    assert stats["dropped"]["no_text"] > 100
+    assert "no caption / title text (null or blank; --captions title+cname)" in (tmp_path / "t" / "card.md").read_text()
 
 
 def test_bad_options_exit_2_with_one_line(pool, tmp_path, capsys):
@@ -277,7 +278,7 @@ def test_the_pool_pass_streams_in_batches(pool, tmp_path, monkeypatch):
     assert table.columns == ["row", "key", "label", "labels"] and table.height == 44_510
     # ten rows name apple and fig; only they carry a list
     assert table["labels"].drop_nulls().to_list() == [[0, 5]] * 10
-    assert reasons["names no class of the vocabulary"] == 5000
+    assert reasons["no_class"] == 5000
 
 
 def test_demo_acceptance(tmp_path, capsys):
@@ -320,7 +321,7 @@ def test_labels_from_the_ground_truth_wnid_column(pool, tmp_path, capsys):
     c = pl.read_parquet(tmp_path / "m" / "gt" / "classes.parquet")
     assert dict(zip(c["name"], c["count"])) == {"apple": 40, "banana": 30, "fig": 12}
     stats = json.loads((tmp_path / "m" / "gt" / "stats.json").read_text())
-    assert stats["dropped"]["wnid missing or not in the vocabulary"] == 1
+    assert stats["dropped"]["no_class"] == 1
     code, _, err = run_cli(["build", "--source", str(pool[0]), "--labels-from", "wnid", "--out-root", str(tmp_path)], capsys)
     assert code == 2 and "no row of source" in err and "has a wnid" in err and "890 wnid missing or not in the vocabulary" in err
 

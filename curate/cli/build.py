@@ -42,12 +42,12 @@ def _print_shortfall(err) -> None:
     ui.err_console.print(table)
 
 
-def _run_build(recipe, *, dry_run: bool = False):
+def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
     from curate.manifest import build
     from curate.sample import ShortfallError
 
     try:
-        result = build(recipe, write=not dry_run)
+        result = build(recipe, write=not dry_run, strict=strict)
     except ShortfallError as e:
         _print_shortfall(e)
         raise
@@ -87,6 +87,7 @@ def build_command(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first source row whose caption is null or blank, naming it (default: such rows are left out and counted as no_text)."),
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 
@@ -114,7 +115,7 @@ def build_command(
         merged["name"] = None  # another dataset than the recipe's: do not reuse (and overwrite) its folder
     merged.update(given)
     recipe = Recipe.from_dict(merged, where="options")
-    _run_build(recipe, dry_run=dry_run)
+    _run_build(recipe, dry_run=dry_run, strict=strict)
 
 
 @app.command("run")

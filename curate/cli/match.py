@@ -11,13 +11,16 @@ from curate.cli import app
 _SOURCE_HELP = "'demo', a caption file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or an http(s) URL (see curate head)."
 
 
-def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | None):
+_STRICT_HELP = "Stop at the first row whose caption is null or blank, naming it (default: such rows get no label and are counted)."
+
+
+def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | None, *, strict: bool = False):
     """The source's lazy table and the vocabulary to match it against (the source's default when
     ``vocab_spec`` is None)."""
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
-    src = open_source(source, caption_col=caption_col)
+    src = open_source(source, caption_col=caption_col, strict=strict)
     vocab = load_vocab(vocab_spec or src.vocab)
     return src, vocab
 
@@ -38,6 +41,7 @@ def match_command(
     spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption the mentions (label, byte offsets into the normalised caption, surface form)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.
 
@@ -46,12 +50,13 @@ def match_command(
 
     from curate.errors import CurateError
     from curate.match import match_captions
+    from curate.sources import validate_source
     from curate.ui import info
     from curate.util import atomic_path
 
     if out.suffix.lower() != ".parquet":
         raise CurateError(f"--out {out}: write a .parquet file")
-    src, voc = open_for_matching(source, vocab, caption_col)
+    src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
     names = src.lazy.collect_schema().names()
     kept = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
     missing = [c for c in kept if c not in names]
@@ -65,9 +70,11 @@ def match_command(
         except CurateError:
             raise
         except pl.exceptions.PolarsError as e:
-            raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
+            raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
+    no_text = 0 if strict else validate_source(src).bad_captions
     summary = pl.scan_parquet(out).select(
         pl.len().alias("rows"), (pl.col("labels").list.len() > 0).sum().alias("matched")
     ).collect()
     rows, hit = summary.row(0)
-    info(f"wrote {out}: {rows:,} captions, {hit:,} with a class ({hit / max(rows, 1):.1%}); vocabulary {vocab or src.vocab} ({voc.height} classes), policy {policy}, mode {mode}")
+    blank = f", {no_text:,} without caption text (no label)" if no_text else ""
+    info(f"wrote {out}: {rows:,} captions, {hit:,} with a class ({hit / max(rows, 1):.1%}){blank}; vocabulary {vocab or src.vocab} ({voc.height} classes), policy {policy}, mode {mode}")
