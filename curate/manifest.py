@@ -283,6 +283,10 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
     profile_name, profile_arg = split_profile(recipe.profile)
+    if write:
+        from curate.util import check_writable_dir
+
+        check_writable_dir(recipe.out_root, option="--out-root")
     source = open_source(recipe.source, preset=recipe.preset, strict=strict)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)

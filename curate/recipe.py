@@ -20,6 +20,7 @@ import yaml
 from curate.errors import CurateError
 
 LABEL_POLICIES = ("all", "drop", "first")
+MAX_NAME = 200
 
 
 class _Loader(yaml.SafeLoader):
@@ -114,6 +115,8 @@ class Recipe:
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
+            # a folder name, plus the suffix of its temporary, must fit the file system's 255 bytes
+            need(len(str(self.name)) <= MAX_NAME, f"name {str(self.name)[:20]}...: {len(str(self.name))} characters, at most {MAX_NAME}")
         # normalise numbers that YAML may hand over as ints
         changes: dict[str, Any] = {}
         if isinstance(self.imbalance, int):

@@ -163,6 +163,24 @@ def file_lock(lock_path: str | os.PathLike[str], *, wait: bool = True, busy: str
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def check_writable_dir(folder: str | os.PathLike[str], *, option: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it, before any long work;
+    ``CurateError`` naming ``option`` otherwise."""
+    from curate.errors import CurateError
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise CurateError(f"{option} {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe.{os.getpid()}-", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CurateError(f"{option} {path}: cannot write there ({e.strerror or type(e).__name__})") from e
+    return path
+
+
 def write_text_atomic(dest: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``dest`` through a temporary file."""
     with atomic_path(dest) as tmp:

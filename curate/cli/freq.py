@@ -35,6 +35,9 @@ def freq_command(
     from curate.sources import validate_source
     from curate.vocab import load_vocab
 
+    from curate.util import check_writable_dir
+
+    check_writable_dir(out.parent, option="--out")
     ref = read_reference(reference) if reference is not None else None
     no_text = None
     if source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():

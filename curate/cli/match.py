@@ -52,10 +52,11 @@ def match_command(
     from curate.match import match_captions
     from curate.sources import validate_source
     from curate.ui import info
-    from curate.util import atomic_path
+    from curate.util import atomic_path, check_writable_dir
 
     if out.suffix.lower() != ".parquet":
         raise CurateError(f"--out {out}: write a .parquet file")
+    check_writable_dir(out.parent, option="--out")
     src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
     names = src.lazy.collect_schema().names()
     kept = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
