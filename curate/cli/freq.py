@@ -33,9 +33,8 @@ def freq_command(
     from curate.freq import class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
     from curate.sources import validate_source
-    from curate.vocab import load_vocab
-
     from curate.util import check_writable_dir
+    from curate.vocab import load_vocab
 
     check_writable_dir(out.parent, option="--out")
     ref = read_reference(reference) if reference is not None else None
