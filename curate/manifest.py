@@ -328,6 +328,7 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
             + (f", --trim-tail {recipe.trim_tail}" if recipe.trim_tail else "")
             + "); nothing to build"
         )
+    _check_no_class_emptied(targets, recipe)
     if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and recipe.total is None:
         tmin = int(targets["target"].min())
         ratio = int(targets["target"].max()) / tmin if tmin else float("inf")
@@ -390,6 +391,27 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     if write:
         write_manifest(result, reference=reference)
     return result
+
+
+def _check_no_class_emptied(targets: pl.DataFrame, recipe: Recipe) -> None:
+    """Refuse targets that give a class with rows in the pool no training rows (an extreme
+    ``--imbalance`` rounds the tail to zero), unless ``allow_empty_classes`` or ``--trim-tail K:0``
+    asked for exactly that."""
+    if recipe.allow_empty_classes:
+        return
+    from curate.sample import parse_trim_tail
+
+    n = targets.height
+    trim = parse_trim_tail(recipe.trim_tail)
+    trimmed = pl.col("head_rank") >= n - min(trim[0], n) if trim is not None and trim[1] == 0 else pl.lit(False)
+    empty = targets.filter((pl.col("target") == 0) & (pl.col("pool") > recipe.eval_per_class) & ~trimmed)
+    if empty.height:
+        names = ", ".join(empty.sort("head_rank")["name"].head(3).to_list())
+        raise CurateError(
+            f"--profile {recipe.profile} (--imbalance {recipe.imbalance:g}): {empty.height} of {n} classes would get no "
+            f"training rows though the pool has some (e.g. {names})",
+            hint="lower --imbalance, set --max-per-class higher, or pass --allow-empty-classes to build it so",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class Recipe:
     captions: str = "template"  # see curate.captions.CAPTION_MODES
     eval_per_class: int = 0
     allow_shortfall: bool = False
+    allow_empty_classes: bool = False  # let the profile give a class that has rows zero of them
     seed: int = 0
     out_root: str = "manifests"
 
@@ -110,7 +111,8 @@ class Recipe:
         for name in ("name", "source", "preset", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
-        need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")
+        for name in ("allow_shortfall", "allow_empty_classes"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(self.label_policy in LABEL_POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
         if self.name is not None:
@@ -202,7 +204,7 @@ def _stem(spec: str) -> str:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}".replace(".", "p")
+    return f"{x:g}".replace(".", "p").replace("+", "")  # 1e+09 -> 1e09: a name holds no "+"
 
 
 def _slug_text(text: str) -> str:

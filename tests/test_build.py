@@ -365,3 +365,17 @@ def test_a_rebuild_killed_between_its_renames_is_recovered_by_the_next_command(p
     code, _, err = run_cli(["shards", str(tmp_path / "x"), "--skip-download"], capsys)
     assert (tmp_path / "x" / "images" / "marker").read_text() == "kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "x"]
+
+
+def test_a_profile_that_empties_classes_is_refused_unless_asked(pool, tmp_path, capsys):
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "1e9"), capsys)
+    assert code == 2, err
+    assert "4 of 6 classes would get no training rows though the pool has some" in err
+    assert "--allow-empty-classes" in err and len(err.strip().splitlines()) == 2  # the status line, then the error
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "1e9", "--allow-empty-classes", "--name", "e"), capsys)
+    assert code == 0, err
+    assert Recipe.load(tmp_path / "e" / "recipe.yaml").allow_empty_classes is True
+    assert (pl.read_parquet(tmp_path / "e" / "classes.parquet")["count"] == 0).sum() == 4
+    # a tail trimmed to zero on purpose is no accident
+    assert run_cli(build_args(pool, tmp_path, "--trim-tail", "2:0", "--name", "t"), capsys)[0] == 0

@@ -84,6 +84,7 @@ def build_command(
     captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, openai80, synset, original, title, tags, description, full, or MODE+cname for the source text modes (default: template)."),
     eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) (default: 0, none)."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
+    allow_empty_classes: bool | None = typer.Option(None, "--allow-empty-classes/--no-allow-empty-classes", help="Let the profile give classes that have rows in the pool zero training rows (an extreme --imbalance) instead of failing."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
@@ -104,14 +105,15 @@ def build_command(
         "labels_from": labels_from, "label_policy": label_policy, "match_mode": match_mode, "profile": profile,
         "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
         "total": total, "fraction": fraction, "trim_tail": trim_tail, "captions": captions,
-        "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "seed": seed, "out_root": out_root,
+        "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "allow_empty_classes": allow_empty_classes,
+        "seed": seed, "out_root": out_root,
     }
     given = {k: v for k, v in given.items() if v is not None}
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
     merged = base.to_dict()
     if given.keys() & SCALE_OPTIONS:  # a scale given here replaces the recipe's, whichever kind it was
         merged.update(dict.fromkeys(SCALE_OPTIONS))
-    if given.keys() - {"name", "out_root", "allow_shortfall"} and "name" not in given:
+    if given.keys() - {"name", "out_root", "allow_shortfall", "allow_empty_classes"} and "name" not in given:
         merged["name"] = None  # another dataset than the recipe's: do not reuse (and overwrite) its folder
     merged.update(given)
     recipe = Recipe.from_dict(merged, where="options")
