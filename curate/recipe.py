@@ -9,6 +9,7 @@ rebuilds the same bytes.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 from dataclasses import dataclass, fields
@@ -19,8 +20,11 @@ import yaml
 
 from curate.errors import CurateError
 
-LABEL_POLICIES = ("all", "drop", "first")
 MAX_NAME = 200
+# a scale option given on the command line replaces the recipe's, whichever kind it was
+SCALE_OPTIONS = ("max_per_class", "total", "fraction")
+# options that leave the dataset as it is: giving them keeps the recipe's name (and folder)
+SAME_DATASET_OPTIONS = ("name", "out_root", "allow_shortfall", "allow_empty_classes")
 
 
 class _Loader(yaml.SafeLoader):
@@ -43,6 +47,8 @@ def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 LABEL_SOURCES = ("match", "wnid")
+# what a recipe being made is called in its error messages ("options", "FILE, variant 2", ...)
+_WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("recipe_where", default="recipe")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Recipe:
 
     name: str | None = None  # manifests/NAME; None: a slug of the options
     source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
-    preset: str | None = None  # source column layout (laion, cc, yfcc, imagenet-captions, generic)
+    preset: str | None = None  # source column layout: a name of curate.presets.PRESETS
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
     labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
@@ -89,14 +95,40 @@ class Recipe:
             if k not in known:
                 raise CurateError(f"{where}: unknown option {key!r} (options: {', '.join(sorted(known))})")
             clean[k] = value
-        return cls(**clean).validate(where=where)
+        token = _WHERE.set(where)
+        try:
+            return cls(**clean)
+        finally:
+            _WHERE.reset(token)
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with ``changes`` applied where they are not None (how CLI options override)."""
+        """A copy with ``changes`` applied where they are not None."""
         given = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **given).validate()
+        return dataclasses.replace(self, **given)
+
+    def with_overrides(self, *, where: str = "options", **options: Any) -> Recipe:
+        """This recipe with command-line ``options`` (None: not given) applied, as ``curate build``
+        does: a scale option replaces the recipe's scale of any kind, and an option that changes
+        the dataset drops the recipe's name, so a rebuild never overwrites the recipe's folder."""
+        given = {k: v for k, v in options.items() if v is not None}
+        merged = self.to_dict()
+        if given.keys() & set(SCALE_OPTIONS):
+            merged.update(dict.fromkeys(SCALE_OPTIONS))
+        if given.keys() - set(SAME_DATASET_OPTIONS) and "name" not in given:
+            merged["name"] = None
+        merged.update(given)
+        return Recipe.from_dict(merged, where=where)
+
+    def __post_init__(self) -> None:
+        self._check(_WHERE.get())
 
     def validate(self, *, where: str = "recipe") -> Recipe:
+        """Raise ``CurateError`` (prefixed by ``where``) for an option that cannot work; every
+        Recipe is checked when made, so this only re-checks."""
+        self._check(where)
+        return self
+
+    def _check(self, where: str) -> None:
         def need(cond: bool, message: str) -> None:
             if not cond:
                 raise CurateError(f"{where}: {message}")
@@ -113,24 +145,44 @@ class Recipe:
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
         for name in ("allow_shortfall", "allow_empty_classes"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
-        need(self.label_policy in LABEL_POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
+        self._check_registries(where)
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
             # a folder name, plus the suffix of its temporary, must fit the file system's 255 bytes
             need(len(str(self.name)) <= MAX_NAME, f"name {str(self.name)[:20]}...: {len(str(self.name))} characters, at most {MAX_NAME}")
-        # normalise numbers that YAML may hand over as ints
-        changes: dict[str, Any] = {}
-        if isinstance(self.imbalance, int):
-            changes["imbalance"] = float(self.imbalance)
-        if isinstance(self.head_fraction, int):
-            changes["head_fraction"] = float(self.head_fraction)
-        if isinstance(self.fraction, int):
-            changes["fraction"] = float(self.fraction)
+        # normalise numbers that YAML may hand over as ints (frozen: set through object)
+        for name in ("imbalance", "head_fraction", "fraction"):
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("classes", "trim_tail"):
             if isinstance(getattr(self, name), int):
-                changes[name] = str(getattr(self, name))
-        return dataclasses.replace(self, **changes) if changes else self
+                object.__setattr__(self, name, str(getattr(self, name)))
+
+    def _check_registries(self, where: str) -> None:
+        """Every option that names a registry entry (caption mode, profile, preset, label policy,
+        match mode) names one that exists: a recipe fails when made, not halfway through a build."""
+        from curate.captions import caption_mode
+        from curate.match import MODES, POLICIES
+        from curate.presets import PRESETS, preset_names
+        from curate.sample import check_target_options
+
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise CurateError(f"{where}: {message}")
+
+        need(self.label_policy in POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(POLICIES)}")
+        need(self.match_mode in MODES, f"match_mode {self.match_mode!r} is not one of {', '.join(MODES)}")
+        need(self.preset is None or self.preset in PRESETS, f"preset {self.preset!r} is not one of {preset_names()}")
+        try:
+            caption_mode(str(self.captions))
+            check_target_options(
+                profile=str(self.profile), imbalance=self.imbalance, head_fraction=self.head_fraction,
+                max_per_class=self.max_per_class, total=self.total, fraction=self.fraction,
+                trim_tail=None if self.trim_tail is None else str(self.trim_tail), eval_per_class=self.eval_per_class,
+            )  # fmt: skip
+        except CurateError as e:
+            raise CurateError(f"{where}: {e}") from e
 
     # -- YAML --------------------------------------------------------------------------------
 

@@ -49,3 +49,15 @@ def test_outputs_that_cannot_be_written_are_one_line_before_any_work(tmp_path, c
         code, out, err = run_cli(args, capsys)
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1 and message in err, (args, err)
+
+
+def test_help_names_what_the_registries_hold(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from curate.presets import PRESETS
+
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside a name
+    for command in ("build", "head"):
+        code, out, err = run_cli([command, "--help"], capsys)
+        assert code == 0, err
+        text = " ".join(out.split())
+        assert ", ".join(PRESETS) in text, (command, text)
+        assert "laion, cc, yfcc" not in text

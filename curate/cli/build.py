@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
+from curate.presets import preset_names
 
-SCALE_OPTIONS = {"max_per_class", "total", "fraction"}
 _SOURCE_HELP = "Caption source: 'demo', a file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or a URL."
 
 
@@ -66,7 +66,7 @@ def build_command(
     source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " (default: demo)"),
     recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
     name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
-    preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) (default: detected)."),
+    preset: str | None = typer.Option(None, "--preset", help=f"Source column layout: {preset_names()} (default: recognised from the columns)."),
     vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
     classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
     class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
@@ -99,24 +99,11 @@ def build_command(
 
     if classes is not None and class_list is not None:
         raise CurateError("give --classes or --class-list, not both")
-    given = {
-        "source": source, "name": name, "preset": preset, "vocab": vocab,
-        "classes": str(class_list) if class_list is not None else classes,
-        "labels_from": labels_from, "label_policy": label_policy, "match_mode": match_mode, "profile": profile,
-        "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
-        "total": total, "fraction": fraction, "trim_tail": trim_tail, "captions": captions,
-        "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "allow_empty_classes": allow_empty_classes,
-        "seed": seed, "out_root": out_root,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    options = {k: v for k, v in locals().items() if k in Recipe.option_names()}  # those named as Recipe's fields
+    if class_list is not None:
+        options["classes"] = str(class_list)
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
-    merged = base.to_dict()
-    if given.keys() & SCALE_OPTIONS:  # a scale given here replaces the recipe's, whichever kind it was
-        merged.update(dict.fromkeys(SCALE_OPTIONS))
-    if given.keys() - {"name", "out_root", "allow_shortfall", "allow_empty_classes"} and "name" not in given:
-        merged["name"] = None  # another dataset than the recipe's: do not reuse (and overwrite) its folder
-    merged.update(given)
-    recipe = Recipe.from_dict(merged, where="options")
+    recipe = base.with_overrides(**options)
     _run_build(recipe, dry_run=dry_run, strict=strict)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
+from curate.presets import preset_names
 
 _SOURCE_HELP = (
     "'demo' (the embedded corpus), a file (.parquet .csv .tsv .jsonl .json .tar, also .gz/.bz2/.xz "
@@ -23,8 +24,7 @@ def head_command(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Column layout: laion400m, cc3m, cc12m, yfcc15m, imagenet-captions, generic "
-        "(default: recognised from the columns, LAION's URL/TEXT included).",
+        help=f"Column layout: {preset_names()} (default: recognised from the columns, LAION's URL/TEXT included).",
     ),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the preset)."),
     url_col: str | None = typer.Option(None, "--url-col", help="Input column holding the image URL (overrides the preset)."),
