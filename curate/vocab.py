@@ -14,7 +14,7 @@ Specs understood by :func:`load_vocab`:
 - ``imagenet21k``: every ImageNet-21k synset (timm's list; open-world concepts);
 - ``wordnet:SYNSET`` (e.g. ``wordnet:dog.n.01``): the synset and its hyponym tree, through nltk's
   WordNet (``depth`` limits how many levels below the root);
-- ``demo``: the classes of the embedded demo corpus;
+- ``demo``: the classes of the embedded demo corpus (ImageNet-100 plus ``TRAP_CLASSES``);
 - a ``.csv``/``.tsv``/``.json``/``.jsonl``/``.parquet`` file with at least a ``name`` column.
 """
 
@@ -48,6 +48,31 @@ IMAGENET100_INDICES: tuple[int, ...] = (
     599, 606, 608, 619, 620, 653, 659, 662, 665, 667, 674, 682, 703, 708, 717, 724, 748, 758, 765, 766,
     772, 775, 796, 798, 830, 854, 857, 858, 872, 876, 882, 904, 908, 936, 938, 953, 959, 960, 993, 994,
 )
+
+
+# ImageNet classes whose names are ambiguous on the web (or pair with an ambiguous class),
+# added to ImageNet-100 in the demo vocabulary so matchers meet the known traps.
+TRAP_CLASSES: dict[str, str] = {
+    "n02012849": "crane (bird)",
+    "n03126707": "crane (machine)",
+    "n02412080": "ram (sheep)",
+    "n02879718": "bow (weapon)",
+    "n02883205": "bow tie",
+    "n02422699": "impala (antelope)",
+    "n04347754": "submarine (sub)",
+    "n02389026": "sorrel (horse)",
+    "n02123159": "tiger cat",
+    "n02129604": "tiger",
+    "n01491361": "tiger shark",
+    "n03793489": "mouse (computer)",
+    "n02113186": "Cardigan (corgi)",
+    "n02963159": "cardigan (sweater)",
+    "n01847000": "drake / duck",
+    "n02128925": "jaguar (cat)",
+    "n01608432": "kite (bird)",
+    "n02229544": "cricket (insect)",
+    "n03495258": "harp (vs. the harmonica's 'harp')",
+}
 
 
 def _frame(rows: dict[str, list]) -> pl.DataFrame:
@@ -247,10 +272,26 @@ def _from_file(path: Path) -> pl.DataFrame:
     return _frame(out).sort("label")
 
 
-def _demo() -> pl.DataFrame:
-    from curate.demo import demo_vocab
+def imagenet100_wnids() -> tuple[str, ...]:
+    """The wnids of ImageNet-100 (``IMAGENET100_INDICES``), in the standard order."""
+    wnids = _timm_synsets("imagenet_synsets.txt")
+    return tuple(wnids[i] for i in IMAGENET100_INDICES)
 
-    return demo_vocab()
+
+def demo_wnids() -> tuple[str, ...]:
+    """The classes of the embedded demo corpus: ImageNet-100 plus ``TRAP_CLASSES``, sorted (the
+    standard ImageNet order, which is also the demo's label order)."""
+    return tuple(sorted(set(imagenet100_wnids()) | set(TRAP_CLASSES)))
+
+
+@functools.lru_cache(maxsize=1)
+def _demo() -> pl.DataFrame:
+    wnids = demo_wnids()
+    vocab = _imagenet1k().filter(pl.col("wnid").is_in(list(wnids))).sort("label")
+    if vocab.height != len(wnids):
+        missing = sorted(set(wnids) - set(vocab["wnid"].to_list()))
+        raise CurateError(f"the ImageNet-1k vocabulary lacks demo classes {missing}")
+    return vocab.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("label"))
 
 
 BUILTIN: dict[str, Callable[[], pl.DataFrame]] = {

@@ -167,3 +167,17 @@ def test_one_name_for_two_wnids_stays_two_classes(tmp_path):
     f.write_text("wnid,name\nn1,robin\nn1,robin\n", encoding="utf-8")
     with pytest.raises(CurateError, match="rows 1 and 2"):
         load_vocab(str(f))
+
+
+def test_vocab_does_not_import_demo():
+    """vocab owns the demo's class list; demo builds on vocab, never the other way (no cycle)."""
+    import ast
+
+    import curate.vocab
+
+    tree = ast.parse(Path(curate.vocab.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert "curate.demo" not in imported
+    assert load_vocab("demo")["wnid"].to_list() == list(__import__("curate.demo").demo.DEMO_CLASSES)
