@@ -195,8 +195,8 @@ def read_reference(path: str | Path) -> pl.DataFrame:
                 raise CurateError(f"{path}, line {lineno}: expected 'name<TAB>count', got {line[:60]!r}")
             try:
                 value = int(count)
-            except ValueError:
-                raise CurateError(f"{path}, line {lineno}: count {count[:20]!r} is not an integer") from None
+            except ValueError as e:
+                raise CurateError(f"{path}, line {lineno}: count {count[:20]!r} is not an integer") from e
             if value < 0:
                 raise CurateError(f"{path}, line {lineno}: negative count {value}")
             names.append(name)

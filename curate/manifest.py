@@ -260,7 +260,7 @@ def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS)
     try:
         return lf.filter(pl.col("row").is_in(rows.implode())).select([c for c in cols if c in names]).collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"reading source {source.location} failed: {str(e).splitlines()[0]}") from None
+        raise CurateError(f"reading source {source.location} failed: {str(e).splitlines()[0]}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
         evals = pl.read_parquet(root / "eval.parquet") if (root / "eval.parquet").is_file() else None
         classes = pl.read_parquet(root / "classes.parquet")
     except (OSError, pl.exceptions.PolarsError) as e:
-        raise CurateError(f"{root}: unreadable manifest file ({str(e).splitlines()[0]})") from None
+        raise CurateError(f"{root}: unreadable manifest file ({str(e).splitlines()[0]})") from e
     missing = [c for c in MANIFEST_SCHEMA if c not in train.columns]
     if missing:
         raise CurateError(f"{main}: missing column(s) {', '.join(missing)}")

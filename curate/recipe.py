@@ -198,7 +198,7 @@ class Recipe:
         try:
             data = _yaml_load(text)
         except yaml.YAMLError as e:
-            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
         return cls.from_dict(data or {}, where=where)
 
     @classmethod
@@ -272,9 +272,9 @@ def load_pipeline(path: str | Path) -> list[Recipe]:
     try:
         data = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise CurateError(f"{path}: not UTF-8 text") from None
+        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    except UnicodeDecodeError as e:
+        raise CurateError(f"{path}: not UTF-8 text") from e
     if data is None:
         raise CurateError(f"{path}: the file is empty")
     if not isinstance(data, dict):

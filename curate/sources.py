@@ -172,7 +172,7 @@ def _unpacked(f: _File) -> list[_File]:
                 with atomic_path(target) as tmp, zipfile.ZipFile(f.path) as zf:
                     zf.extractall(tmp)
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise CurateError(f"{f.path}: not a readable zip file: {_first_line(e)}") from None
+                raise CurateError(f"{f.path}: not a readable zip file: {_first_line(e)}") from e
         return _files_in_folder(target, prefix=f.label + "/")
     target = where / f.path.stem  # x.tsv.gz -> x.tsv
     if not target.is_file():
@@ -180,7 +180,7 @@ def _unpacked(f: _File) -> list[_File]:
             with atomic_path(target) as tmp, COMPRESSIONS[suffix](f.path, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (OSError, EOFError, lzma.LZMAError) as e:
-            raise CurateError(f"{f.path}: cannot decompress ({suffix}): {_first_line(e)}") from None
+            raise CurateError(f"{f.path}: cannot decompress ({suffix}): {_first_line(e)}") from e
     return [_File(target, f.label, f.fmt)]
 
 
@@ -257,7 +257,7 @@ def _check_utf8(f: _File, limit: int | None = _UTF8_PROBE) -> None:
         raise CurateError(
             f"{f.path}: line {line}: bytes are not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
             f"{e.start}); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
+        ) from e
 
 
 def _read_parquet(f: _File) -> pl.LazyFrame:
@@ -268,7 +268,7 @@ def _read_parquet(f: _File) -> pl.LazyFrame:
         # the footer: missing when a download was cut short
         rows = pq.ParquetFile(f.path).metadata.num_rows
     except Exception as e:
-        raise CurateError(f"{f.path}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from e
     if rows == 0:
         raise CurateError(f"{f.path}: the parquet file has no rows")
     return pl.scan_parquet(f.path)
@@ -392,7 +392,7 @@ def _read_json(f: _File) -> pl.LazyFrame:
     try:
         data = json.loads(f.path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise CurateError(f"{f.path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        raise CurateError(f"{f.path}: line {e.lineno}: invalid JSON ({e.msg})") from e
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
@@ -407,7 +407,7 @@ def _read_json(f: _File) -> pl.LazyFrame:
     try:
         return pl.from_dicts(data, infer_schema_length=None).lazy()
     except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
-        raise CurateError(f"{f.path}: records have inconsistent types: {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: records have inconsistent types: {_first_line(e)}") from e
 
 
 _TAR_SCHEMA = {"key": pl.Utf8, "caption": pl.Utf8, "url": pl.Utf8, "path": pl.Utf8}
@@ -418,7 +418,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
     try:
         tar = tarfile.open(f.path, mode="r|*")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from e
     current: str | None = None
     row: dict[str, str | None] = {}
     try:
@@ -439,17 +439,17 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
                 raw = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
                     text = raw.decode("utf-8")
-                except UnicodeDecodeError:
+                except UnicodeDecodeError as e:
                     raise CurateError(
                         f"{f.path}: member {member.name}: bytes are not valid UTF-8"
-                    ) from None
+                    ) from e
                 if ext == "txt":
                     row["caption"] = text.strip()
                 else:
                     try:
                         meta = json.loads(text)
                     except json.JSONDecodeError as e:
-                        raise CurateError(f"{f.path}: member {member.name}: invalid JSON ({e.msg})") from None
+                        raise CurateError(f"{f.path}: member {member.name}: invalid JSON ({e.msg})") from e
                     if isinstance(meta, dict):
                         if row["caption"] is None and isinstance(meta.get("caption"), str):
                             row["caption"] = meta["caption"]
@@ -462,7 +462,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
         if current is not None:
             yield row
     except tarfile.TarError as e:
-        raise CurateError(f"{f.path}: truncated or corrupt tar: {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: truncated or corrupt tar: {_first_line(e)}") from e
     finally:
         tar.close()
 
@@ -476,7 +476,7 @@ def _read_tar(f: _File) -> pl.LazyFrame:
             if tar.next() is None:
                 raise CurateError(f"{f.path}: the tar holds no files")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from None
+        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from e
 
     def batches(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
@@ -734,7 +734,7 @@ def collect_source(lf: pl.LazyFrame, location: str, *, files: Sequence[str] = ()
                 p = Path(path)
                 if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson", ".json"):
                     _check_utf8(_File(p, p.name, "text"), limit=None)
-        raise CurateError(f"{location}: cannot read the source: {msg}") from None
+        raise CurateError(f"{location}: cannot read the source: {msg}") from e
 
 
 def validate_source(source: Source, *, limit: int | None = None) -> SourceReport:

@@ -155,8 +155,8 @@ def file_lock(lock_path: str | os.PathLike[str], *, wait: bool = True, busy: str
     with open(path, "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise CurateError(busy or f"{path}: held by another process") from None
+        except BlockingIOError as e:
+            raise CurateError(busy or f"{path}: held by another process") from e
         try:
             yield
         finally:

@@ -175,7 +175,7 @@ def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
     try:
         root = wn.synset(synset_name)
     except (WordNetError, ValueError) as e:
-        raise CurateError(f"vocab 'wordnet:{synset_name}': no such synset ({e}); use a name like dog.n.01") from None
+        raise CurateError(f"vocab 'wordnet:{synset_name}': no such synset ({e}); use a name like dog.n.01") from e
     found = {root.name(): root}
     frontier = [root]
     level = 0
@@ -230,7 +230,7 @@ def _from_file(path: Path) -> pl.DataFrame:
     except CurateError:
         raise
     except Exception as e:  # polars/json parse errors carry the detail
-        raise CurateError(f"vocab file {path} could not be read: {e}") from None
+        raise CurateError(f"vocab file {path} could not be read: {e}") from e
     if raw.height == 0:
         raise CurateError(f"vocab file {path} has no rows")
     if "name" not in raw.columns:
