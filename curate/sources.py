@@ -111,6 +111,12 @@ class _File:
     path: Path
     label: str  # relative to the source root: the name used in uids and messages
     fmt: str
+    origin: Path | None = None  # the user's file this one was unpacked from (into the cache)
+
+    @property
+    def shown(self) -> Path:
+        """The path messages name: the user's file, not its unpacked copy in the cache."""
+        return self.origin if self.origin is not None else self.path
 
 
 def _format_of(path: Path) -> str:
@@ -134,7 +140,7 @@ def _is_table_file(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _files_in_folder(folder: Path, prefix: str = "") -> list[_File]:
+def _files_in_folder(folder: Path, prefix: str = "", origin: Path | None = None) -> list[_File]:
     found = sorted(p for p in folder.rglob("*") if p.is_file() and _is_table_file(p))
     # img2dataset writes NNNNN.parquet beside each NNNNN.tar (and NNNNN_stats.json): the parquet
     # holds every row's metadata, so it is the source, not the tars or the stats
@@ -151,7 +157,10 @@ def _files_in_folder(folder: Path, prefix: str = "") -> list[_File]:
             f"{folder}: holds files of several formats ({', '.join(sorted(formats))}); "
             "point at one file or use a glob such as 'DIR/*.parquet'"
         )
-    return [_File(p, prefix + p.relative_to(folder).as_posix(), _format_of(p)) for p in found]
+    return [
+        _File(p, prefix + p.relative_to(folder).as_posix(), _format_of(p), origin / p.relative_to(folder) if origin else None)
+        for p in found
+    ]
 
 
 def _unpacked(f: _File) -> list[_File]:
@@ -172,16 +181,16 @@ def _unpacked(f: _File) -> list[_File]:
                 with atomic_path(target) as tmp, zipfile.ZipFile(f.path) as zf:
                     zf.extractall(tmp)
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise CurateError(f"{f.path}: not a readable zip file: {_first_line(e)}") from e
-        return _files_in_folder(target, prefix=f.label + "/")
+                raise CurateError(f"{f.shown}: not a readable zip file: {_first_line(e)}") from e
+        return _files_in_folder(target, prefix=f.label + "/", origin=f.shown)
     target = where / f.path.stem  # x.tsv.gz -> x.tsv
     if not target.is_file():
         try:
             with atomic_path(target) as tmp, COMPRESSIONS[suffix](f.path, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (OSError, EOFError, lzma.LZMAError) as e:
-            raise CurateError(f"{f.path}: cannot decompress ({suffix}): {_first_line(e)}") from e
-    return [_File(target, f.label, f.fmt)]
+            raise CurateError(f"{f.shown}: cannot decompress ({suffix}): {_first_line(e)}") from e
+    return [_File(target, f.label, f.fmt, f.shown)]
 
 
 def _glob_root(pattern: str) -> Path:
@@ -228,7 +237,7 @@ def _resolve(spec: str) -> tuple[list[_File], str]:
 
 def _check_nonempty(f: _File) -> None:
     if f.path.stat().st_size == 0:
-        raise CurateError(f"{f.path}: the file is empty")
+        raise CurateError(f"{f.shown}: the file is empty")
 
 
 def _leading_lines(path: Path, n: int) -> list[bytes]:
@@ -255,7 +264,7 @@ def _check_utf8(f: _File, limit: int | None = _UTF8_PROBE) -> None:
             return  # a multi-byte character cut by the probe's end, not a bad byte
         line = data.count(b"\n", 0, e.start) + 1
         raise CurateError(
-            f"{f.path}: line {line}: bytes are not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
+            f"{f.shown}: line {line}: bytes are not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
             f"{e.start}); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from e
 
@@ -268,9 +277,9 @@ def _read_parquet(f: _File) -> pl.LazyFrame:
         # the footer: missing when a download was cut short
         rows = pq.ParquetFile(f.path).metadata.num_rows
     except Exception as e:
-        raise CurateError(f"{f.path}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from e
     if rows == 0:
-        raise CurateError(f"{f.path}: the parquet file has no rows")
+        raise CurateError(f"{f.shown}: the parquet file has no rows")
     return pl.scan_parquet(f.path)
 
 
@@ -279,12 +288,12 @@ def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
     _check_utf8(f)
     lines = _leading_lines(f.path, 2)
     if not lines:
-        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
+        raise CurateError(f"{f.shown}: the file is empty (only blank lines)")
     first = lines[0].rstrip(b"\r\n").decode("utf-8", "replace").split(sep)
     # CC3M/CC12M ship without a header: a first row holding a URL is data, not column names
     headerless = any(re.match(r"^https?://", v.strip(), re.I) for v in first)
     if not headerless and len(lines) < 2:
-        raise CurateError(f"{f.path}: has a header ({', '.join(first)}) but no rows")
+        raise CurateError(f"{f.shown}: has a header ({', '.join(first)}) but no rows")
     new_columns = None
     if headerless:
         url_at = next(i for i, v in enumerate(first) if re.match(r"^https?://", v.strip(), re.I))
@@ -305,7 +314,7 @@ def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
         )
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"{f.path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from e
     _check_once(f, lf, lambda: _first_long_line(f.path, sep, expected=len(lf.collect_schema()), has_header=not headerless))
     return lf
 
@@ -324,7 +333,7 @@ def _check_once(f: _File, lf: pl.LazyFrame, locate: Callable[[], str | None]) ->
     except pl.exceptions.PolarsError as e:
         _check_utf8(f, limit=None)  # bad bytes past the probe: raises naming their line
         where = locate()
-        raise CurateError(f"{f.path}: {where}" if where else f"{f.path}: cannot parse: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: {where}" if where else f"{f.shown}: cannot parse: {_first_line(e)}") from e
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
@@ -358,13 +367,13 @@ def _read_jsonl(f: _File) -> pl.LazyFrame:
     _check_nonempty(f)
     _check_utf8(f)
     if not _leading_lines(f.path, 1):
-        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
+        raise CurateError(f"{f.shown}: the file is empty (only blank lines)")
     try:
         lf = pl.scan_ndjson(f.path, infer_schema_length=1000)
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
         where = _first_bad_json_line(f.path)
-        raise CurateError(f"{f.path}: {where or 'cannot parse as JSON lines: ' + _first_line(e)}") from e
+        raise CurateError(f"{f.shown}: {where or 'cannot parse as JSON lines: ' + _first_line(e)}") from e
     _check_once(f, lf, lambda: _first_bad_json_line(f.path))
     return lf
 
@@ -392,7 +401,7 @@ def _read_json(f: _File) -> pl.LazyFrame:
     try:
         data = json.loads(f.path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise CurateError(f"{f.path}: line {e.lineno}: invalid JSON ({e.msg})") from e
+        raise CurateError(f"{f.shown}: line {e.lineno}: invalid JSON ({e.msg})") from e
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
@@ -401,13 +410,13 @@ def _read_json(f: _File) -> pl.LazyFrame:
             # {id: record} -> records carrying their id
             data = [{"key": k, **v} for k, v in data.items()]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise CurateError(f"{f.path}: expected a JSON array of records (objects)")
+        raise CurateError(f"{f.shown}: expected a JSON array of records (objects)")
     if not data:
-        raise CurateError(f"{f.path}: the JSON array is empty")
+        raise CurateError(f"{f.shown}: the JSON array is empty")
     try:
         return pl.from_dicts(data, infer_schema_length=None).lazy()
     except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
-        raise CurateError(f"{f.path}: records have inconsistent types: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: records have inconsistent types: {_first_line(e)}") from e
 
 
 _TAR_SCHEMA = {"key": pl.Utf8, "caption": pl.Utf8, "url": pl.Utf8, "path": pl.Utf8}
@@ -418,7 +427,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
     try:
         tar = tarfile.open(f.path, mode="r|*")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: not a readable tar file: {_first_line(e)}") from e
     current: str | None = None
     row: dict[str, str | None] = {}
     try:
@@ -441,7 +450,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise CurateError(
-                        f"{f.path}: member {member.name}: bytes are not valid UTF-8"
+                        f"{f.shown}: member {member.name}: bytes are not valid UTF-8"
                     ) from e
                 if ext == "txt":
                     row["caption"] = text.strip()
@@ -449,7 +458,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
                     try:
                         meta = json.loads(text)
                     except json.JSONDecodeError as e:
-                        raise CurateError(f"{f.path}: member {member.name}: invalid JSON ({e.msg})") from e
+                        raise CurateError(f"{f.shown}: member {member.name}: invalid JSON ({e.msg})") from e
                     if isinstance(meta, dict):
                         if row["caption"] is None and isinstance(meta.get("caption"), str):
                             row["caption"] = meta["caption"]
@@ -462,7 +471,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
         if current is not None:
             yield row
     except tarfile.TarError as e:
-        raise CurateError(f"{f.path}: truncated or corrupt tar: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: truncated or corrupt tar: {_first_line(e)}") from e
     finally:
         tar.close()
 
@@ -474,9 +483,9 @@ def _read_tar(f: _File) -> pl.LazyFrame:
     try:
         with tarfile.open(f.path, mode="r:*") as tar:
             if tar.next() is None:
-                raise CurateError(f"{f.path}: the tar holds no files")
+                raise CurateError(f"{f.shown}: the tar holds no files")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from e
+        raise CurateError(f"{f.shown}: not a readable tar file: {_first_line(e)}") from e
 
     def batches(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
@@ -558,7 +567,7 @@ def _unquote_series(s: pl.Series) -> pl.Series:
 def _missing_caption(f: _File, columns: Sequence[str], preset: Preset) -> CurateError:
     wanted = ", ".join(preset.caption + tuple(preset.compose)) or "caption"
     return CurateError(
-        f"{f.path}: no caption column (preset {preset.name!r} looks for {wanted}); "
+        f"{f.shown}: no caption column (preset {preset.name!r} looks for {wanted}); "
         f"the file has columns: {', '.join(columns)}",
         hint="name one with --caption-col",
     )
@@ -577,7 +586,7 @@ def _canonical(
     columns = list(schema.names())
     for option, col in (("--caption-col", caption_col), ("--url-col", url_col), ("--uid-col", uid_col)):
         if col is not None and col not in schema:
-            raise CurateError(f"{f.path}: {option} {col!r} is not a column; the file has: {', '.join(columns)}")
+            raise CurateError(f"{f.shown}: {option} {col!r} is not a column; the file has: {', '.join(columns)}")
 
     chosen: dict[str, str | None] = {
         "url": url_col or _pick(preset.url, columns),
@@ -592,7 +601,7 @@ def _canonical(
         dtype = schema[chosen["caption"]]
         if not (dtype == pl.Utf8 or dtype == pl.Null or isinstance(dtype, (pl.Categorical, pl.Enum))):
             raise CurateError(
-                f"{f.path}: caption column {chosen['caption']!r} holds {dtype}, not text",
+                f"{f.shown}: caption column {chosen['caption']!r} holds {dtype}, not text",
                 hint="name the text column with --caption-col",
             )
     texts = {

@@ -562,3 +562,14 @@ def test_captions_without_text_are_counted_everywhere_and_strict_names_the_first
     pl.DataFrame({"uid": [f"u{i}" for i in range(n)], "caption": captions}).slice(1).write_parquet(src, row_group_size=256)
     code, _, err = run_cli([*match, "--strict"], capsys)
     assert code == 2 and "row 99 (uid u100)" in err, err
+
+
+def test_a_bad_line_in_a_compressed_file_names_the_users_file(tmp_path: Path, monkeypatch) -> None:
+    import gzip
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    with gzip.open(tmp_path / "r.tsv.gz", "wt") as f:
+        f.write("caption\turl\nan apple\thttp://x/1\na banana\thttp://x/2\tx\n")
+    with pytest.raises(CurateError, match=r"^\S*r\.tsv\.gz: line 3 has 3 fields") as e:
+        open_source(str(tmp_path / "r.tsv.gz"))
+    assert "cache" not in str(e.value)
