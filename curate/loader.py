@@ -132,7 +132,7 @@ class TensorShards:
         offset = arr.offset if isinstance(arr, np.memmap) else st.st_size - arr.nbytes
         if st.st_size != offset + arr.nbytes:
             raise CurateError(f"{path}: {st.st_size} bytes where its header promises {offset + arr.nbytes}; the file was changed")
-        if self._verify != "sizes":
+        if self._verify != "sizes" and f.get("sha256"):  # an index written by hand may record none
             seen = [st.st_size, st.st_mtime_ns]
             if self._verified.get(f["file"]) != seen:
                 if file_sha256(path) != f.get("sha256"):
@@ -249,7 +249,7 @@ def open_shards(path: str | os.PathLike[str], split: str = "train", *, verify: s
     """The tensor shards of ``split`` in a manifest folder (or a ``shards/{split}`` folder itself).
 
     Every file's size is checked against its header and ``index.json``; ``verify`` says when its
-    sha256 is too: ``once`` (the first open, and again after the file changes; default),
+    sha256 (where ``index.json`` records one) is too: ``once`` (the first open, and again after the file changes; default),
     ``always``, or ``sizes`` (never). A damaged shard raises ``CurateError`` before any work.
     """
     return TensorShards(_find_index(Path(path), split), verify=verify)
