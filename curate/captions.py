@@ -1,10 +1,19 @@
 """The caption-descriptiveness ladder: the training text each manifest row gets.
 
 Owns the caption modes (a registry, least to most descriptive): ``cname`` ({name}), ``a-cname``
-(a {name}), ``template`` (a photo of a {name}), ``openai80`` (one of CLIP's 80 ImageNet templates,
-from ``open_clip.zero_shot_metadata``), ``synset`` (a WordNet lemma of the class in one of those
-templates), then the source's own text: ``original``, ``title``, ``tags``, ``description``,
-``full`` (title, tags and description), each also as ``MODE+cname`` with the class name in front.
+(a {name}), ``template`` (a photo of a {name}), ``a-synset`` (a {random lemma of the class}),
+``openai80`` (one of CLIP's 80 ImageNet templates, from ``open_clip.zero_shot_metadata``),
+``synset`` (a random lemma in one of those templates), then the source's own text: ``original``
+(the caption), ``title``, ``tags``, ``description``, the pairs ``no-title`` (tags description),
+``no-tags`` (title description), ``no-description`` (title tags), and ``full`` (title tags
+description).
+
+Source text is joined as the reference study joins it (``create_incaps_caption_variants.py``):
+the parts a row has, in that order, separated by one space; tags separated by spaces; line
+breaks and tabs become spaces. A plain text mode keeps only rows that have some of its text.
+``MODE+cname`` puts the class name first, ``{name} {text}``, and keeps **every** row (the class
+name alone where the row has none of the text), so caption variants of one draw differ in their
+text only, never in their images (the study's ``--append_cname``).
 
 Random picks (template, lemma) come from a seeded hash of the row's uid, so a row's caption
 depends on (uid, class, seed) only, never on which other rows were drawn.
@@ -34,20 +43,27 @@ def openai_templates() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class CaptionMode:
-    """One rung of the ladder: the source columns it reads, and how it renders a batch."""
+    """One rung of the ladder: the source columns it reads, which of them a row must have, and how
+    it renders a batch."""
 
     name: str
     help: str
-    needs: tuple[str, ...]  # source text columns; a row qualifies when any of them has text
+    needs: tuple[str, ...]  # a row qualifies when any of these has text (empty: every row does)
     render: Callable[[pl.DataFrame, int], pl.Series]  # rows (uid, class_name, lemmas, text cols), seed
+    reads: tuple[str, ...] = ()  # source text columns the render reads (defaults to needs)
+    lemmas: bool = False  # the render reads the class's lemmas
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.reads or self.needs
 
 
 CAPTION_MODES: dict[str, CaptionMode] = {}
 
 
-def _mode(name: str, help: str, needs: tuple[str, ...] = ()):
+def _mode(name: str, help: str, needs: tuple[str, ...] = (), *, lemmas: bool = False):
     def register(fn: Callable[[pl.DataFrame, int], pl.Series]):
-        CAPTION_MODES[name] = CaptionMode(name, help, needs, fn)
+        CAPTION_MODES[name] = CaptionMode(name, help, needs, fn, lemmas=lemmas)
         return fn
 
     return register
@@ -58,7 +74,7 @@ def _cname(df: pl.DataFrame, seed: int) -> pl.Series:
     return df["class_name"]
 
 
-@_mode("a-cname", "a {name}")
+@_mode("a-cname", "a {name} (the study's 'Template')")
 def _a_cname(df: pl.DataFrame, seed: int) -> pl.Series:
     return "a " + df["class_name"]
 
@@ -68,10 +84,21 @@ def _template(df: pl.DataFrame, seed: int) -> pl.Series:
     return "a photo of a " + df["class_name"]
 
 
+def _random_lemmas(df: pl.DataFrame, seed: int) -> list[str]:
+    lemmas = [ls if ls else [n] for ls, n in zip(df["lemmas"].to_list(), df["class_name"].to_list())]
+    keys = stable_choice(df["uid"], seed, "synset", 1 << 30)
+    return [ls[k % len(ls)] for ls, k in zip(lemmas, keys.tolist())]
+
+
 def _in_templates(df: pl.DataFrame, words: list[str], seed: int) -> pl.Series:
     templates = openai_templates()
     pick = stable_choice(df["uid"], seed, "openai80", len(templates))
     return pl.Series([templates[i].format(w) for i, w in zip(pick.tolist(), words)], dtype=pl.Utf8)
+
+
+@_mode("a-synset", "a {lemma}: a random WordNet lemma of the class, chosen per row", lemmas=True)
+def _a_synset(df: pl.DataFrame, seed: int) -> pl.Series:
+    return pl.Series(["a " + w for w in _random_lemmas(df, seed)], dtype=pl.Utf8)
 
 
 @_mode("openai80", "one of CLIP's 80 ImageNet templates (open_clip), chosen per row")
@@ -79,44 +106,53 @@ def _openai80(df: pl.DataFrame, seed: int) -> pl.Series:
     return _in_templates(df, df["class_name"].to_list(), seed)
 
 
-@_mode("synset", "a random WordNet lemma of the class in one of the 80 templates")
+@_mode("synset", "a random WordNet lemma of the class in one of the 80 templates", lemmas=True)
 def _synset(df: pl.DataFrame, seed: int) -> pl.Series:
-    lemmas = [ls if ls else [n] for ls, n in zip(df["lemmas"].to_list(), df["class_name"].to_list())]
-    sizes = [len(ls) for ls in lemmas]
-    keys = stable_choice(df["uid"], seed, "synset", 1 << 30)
-    words = [ls[k % s] for ls, k, s in zip(lemmas, keys.tolist(), sizes)]
-    return _in_templates(df, words, seed)
+    return _in_templates(df, _random_lemmas(df, seed), seed)
 
 
-def _text(col: str) -> Callable[[pl.DataFrame, int], pl.Series]:
+def _part(col: str) -> pl.Expr:
+    """One source text field as the study reads it: line breaks and tabs as spaces, tags separated
+    by spaces (curate's source table joins a tag list with ', '), blank as missing."""
+    expr = pl.col(col).str.replace_all(r"[\n\r\t]", " ")
+    if col == "tags":
+        expr = expr.str.replace_all(r",\s*", " ")
+    expr = expr.str.strip_chars()
+    return pl.when(expr == "").then(None).otherwise(expr)
+
+
+def _joined(parts: tuple[str, ...]) -> Callable[[pl.DataFrame, int], pl.Series]:
     def render(df: pl.DataFrame, seed: int) -> pl.Series:
-        return df[col].str.strip_chars()
+        text = pl.concat_str([_part(c) for c in parts], separator=" ", ignore_nulls=True)
+        return df.select(pl.when(text == "").then(None).otherwise(text).alias("caption"))["caption"]
 
     return render
 
 
+# (mode, the source fields it joins, help)
+TEXT_MODES = (
+    ("original", ("caption",), "the source caption"),
+    ("title", ("title",), "the source title"),
+    ("tags", ("tags",), "the source tags, space-separated"),
+    ("description", ("description",), "the source description"),
+    ("no-title", ("tags", "description"), "tags and description (the study's no_title)"),
+    ("no-tags", ("title", "description"), "title and description (the study's no_tags)"),
+    ("no-description", ("title", "tags"), "title and tags (the study's no_description)"),
+    ("full", ("title", "tags", "description"), "title, tags and description, space-joined (the study's full text)"),
+)
 FULL_PARTS = ("title", "tags", "description")
 
-_mode("original", "the source caption", ("caption",))(_text("caption"))
-_mode("title", "the source title", ("title",))(_text("title"))
-_mode("tags", "the source tags", ("tags",))(_text("tags"))
-_mode("description", "the source description", ("description",))(_text("description"))
+for _name, _parts, _help in TEXT_MODES:
+    _render = _joined(_parts)
+    CAPTION_MODES[_name] = CaptionMode(_name, _help, _parts, _render)
 
+    def _prefixed(df: pl.DataFrame, seed: int, _render=_render) -> pl.Series:
+        return df.select(pl.concat_str([pl.col("class_name"), _render(df, seed)], separator=" ", ignore_nulls=True))[
+            "class_name"
+        ]
 
-@_mode("full", "title, tags and description joined ('. ' between the parts a row has)", FULL_PARTS)
-def _full(df: pl.DataFrame, seed: int) -> pl.Series:
-    parts = [pl.col(c).str.strip_chars().replace("", None) for c in FULL_PARTS]
-    return df.select(pl.concat_str(parts, separator=". ", ignore_nulls=True).alias("caption"))["caption"]
-
-
-for _base in ("original", "title", "tags", "description", "full"):
-    _inner = CAPTION_MODES[_base]
-
-    def _prefixed(df: pl.DataFrame, seed: int, _inner=_inner) -> pl.Series:
-        return df["class_name"] + ": " + _inner.render(df, seed)
-
-    CAPTION_MODES[_base + CNAME_SUFFIX] = CaptionMode(
-        _base + CNAME_SUFFIX, f"{{name}}: then {_inner.help[4:]}", _inner.needs, _prefixed
+    CAPTION_MODES[_name + CNAME_SUFFIX] = CaptionMode(
+        _name + CNAME_SUFFIX, f"{{name}}, then {_help}; every row kept (the name alone where the row has none)", (), _prefixed, reads=_parts
     )
 
 
@@ -146,8 +182,8 @@ def render_captions(df: pl.DataFrame, mode: str, vocab: pl.DataFrame | None = No
         df = df.drop([c for c in ("class_name", "lemmas") if c in df.columns]).with_columns(
             pl.col("label").cast(pl.Int32)
         ).join(lookup, on="label", how="left", maintain_order="left")
-    missing = [c for c in ("uid", "class_name", *m.needs) if c not in df.columns]
-    if m.name.startswith("synset") and "lemmas" not in df.columns:
+    missing = [c for c in ("uid", "class_name", *m.columns) if c not in df.columns]
+    if m.lemmas and "lemmas" not in df.columns:
         missing.append("lemmas")
     if missing:
         raise CurateError(f"--captions {mode}: the rows lack column(s) {', '.join(missing)}")

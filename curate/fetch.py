@@ -8,11 +8,18 @@ the server for the rest with an HTTP ``Range`` request. The ``.part`` scheme is 
 
 Transient failures (connection drops, timeouts, HTTP 408/429/5xx) are retried with exponential
 backoff; other HTTP errors (404, 403, ...) fail at once with the URL and the status.
+
+Releases hosted on the Hugging Face Hub (Re-LAION, DataComp) are listed through ``huggingface_hub``
+(``HF_ENDPOINT`` chooses the server, ``HF_TOKEN`` or a ``huggingface-cli login`` token opens gated
+repos; their files' LFS sha256 become the checksums) and downloaded by the same resumable loop.
+The original LAION-400M/5B releases were withdrawn in December 2023: their presets only describe
+the layout of a copy you already have.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import re
@@ -41,31 +48,78 @@ class Part:
 
 
 @dataclass(frozen=True)
+class HubRepo:
+    """A dataset repository on the Hugging Face Hub whose files matching ``pattern`` are the parts."""
+
+    repo_id: str
+    pattern: str = "*.parquet"
+    revision: str = "main"
+
+    @property
+    def page(self) -> str:
+        return f"https://huggingface.co/datasets/{self.repo_id}"
+
+
+@dataclass(frozen=True)
 class FetchPreset:
-    """A caption-metadata release: what it is and the parts that make it up."""
+    """A caption-metadata release: what it is and the parts that make it up (listed from the Hub
+    at fetch time when ``hub`` is set; none when ``withdrawn`` says why)."""
 
     name: str
     description: str
     parts: tuple[Part, ...]
     source_preset: str  # the `curate.sources` preset that reads the downloaded files
+    hub: HubRepo | None = None
+    withdrawn: str | None = None
 
 
-def _laion400m_parts() -> tuple[Part, ...]:
-    # The LAION-400M metadata release: 32 snappy parquet parts (SAMPLE_ID, URL, TEXT, HEIGHT,
-    # WIDTH, LICENSE, NSFW, similarity), as listed by img2dataset's laion400m guide.
-    base = "https://the-eye.eu/public/AI/cah/laion400m-met-release/laion400m-meta/"
-    names = [f"part-{i:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet" for i in range(32)]
-    return tuple(Part(base + n, n) for n in names)
-
+_WITHDRAWN = (
+    "LAION withdrew its original releases in December 2023 (the-eye answers 404 for them); "
+    "download the re-release instead (curate fetch {successor}) or, with a copy of your own, read it "
+    "directly: curate build --source DIR --preset laion400m"
+)
 
 FETCH_PRESETS: dict[str, FetchPreset] = {
     p.name: p
     for p in (
         FetchPreset(
+            "relaion400m",
+            "Re-LAION-400M metadata (LAION's 2024 re-release of LAION-400M, with CSAM-linked samples removed): "
+            "parquet parts from the Hugging Face Hub (gated: accept the terms on its page, set HF_TOKEN).",
+            (),
             "laion400m",
-            "LAION-400M metadata: 32 parquet parts (URL, TEXT, SAMPLE_ID, ...), ~50 GB in all.",
-            _laion400m_parts(),
+            hub=HubRepo("laion/relaion400m"),
+        ),
+        FetchPreset(
+            "relaion2b-en-research-safe",
+            "Re-LAION-5B research-safe, English subset (Re-LAION-2B-en research-safe): parquet parts from the "
+            "Hugging Face Hub (gated: accept the terms on its page, set HF_TOKEN).",
+            (),
             "laion400m",
+            hub=HubRepo("laion/relaion2B-en-research-safe"),
+        ),
+        FetchPreset(
+            "datacomp-small",
+            "DataComp CommonPool, small scale (12.8M pairs): metadata parquet parts (uid, url, text, ...) from "
+            "the Hugging Face Hub.",
+            (),
+            "generic",
+            hub=HubRepo("mlfoundations/datacomp_small"),
+        ),
+        FetchPreset(
+            "laion400m",
+            "LAION-400M (original, withdrawn): bring your own copy; 32 parquet parts (URL, TEXT, SAMPLE_ID, "
+            "HEIGHT, WIDTH, LICENSE, NSFW, similarity).",
+            (),
+            "laion400m",
+            withdrawn=_WITHDRAWN.format(successor="relaion400m"),
+        ),
+        FetchPreset(
+            "laion2b-en",
+            "LAION-2B-en (original, withdrawn): bring your own copy; parquet parts (URL, TEXT, ...).",
+            (),
+            "laion400m",
+            withdrawn=_WITHDRAWN.format(successor="relaion2b-en-research-safe"),
         ),
         FetchPreset(
             "cc3m",
@@ -334,6 +388,56 @@ def fetch_preset(name: str) -> FetchPreset:
         ) from None
 
 
+def hub_endpoint() -> str:
+    """The Hub server: ``$HF_ENDPOINT`` (read at call time), else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _hub_token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()  # HF_TOKEN, else the token saved by `huggingface-cli login`
+
+
+def hub_parts(hub: HubRepo, *, token: str | None = None) -> list[Part]:
+    """The files of a Hub dataset repository that match its pattern, as parts (sorted by path),
+    with the sha256 the Hub publishes for LFS files."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    endpoint = hub_endpoint()
+    access = (
+        f"accept its terms at {hub.page} while logged in, then set HF_TOKEN to a token of that account"
+        " (or run huggingface-cli login)"
+    )
+    try:
+        entries = list(HfApi(endpoint=endpoint).list_repo_tree(hub.repo_id, repo_type="dataset", revision=hub.revision, recursive=True, token=token or False))
+    except GatedRepoError:
+        raise CurateError(f"{hub.repo_id} is gated and this token has no access: {access}") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(e, RepositoryNotFoundError) or status in (401, 403):
+            who = "with this token" if token else "without a token"
+            raise CurateError(f"{hub.repo_id} is not visible at {endpoint} {who} (gated, private or missing): {access}") from None
+        raise CurateError(f"listing {hub.repo_id} at {endpoint} failed: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # network failures surface as the HTTP client's own exception types
+        raise CurateError(f"cannot reach {endpoint} to list {hub.repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    files = sorted((f for f in entries if isinstance(f, RepoFile) and fnmatch.fnmatch(f.path, hub.pattern)), key=lambda f: f.path)
+    if not files:
+        raise CurateError(f"{hub.repo_id} at {endpoint} has no file matching {hub.pattern!r}")
+    names = [Path(f.path).name for f in files]
+    clash = len(set(names)) < len(names)
+    return [
+        Part(
+            f"{endpoint}/datasets/{hub.repo_id}/resolve/{urllib.parse.quote(hub.revision, safe='')}/{urllib.parse.quote(f.path)}",
+            f.path.replace("/", "--") if clash else name,
+            f.lfs.sha256 if f.lfs is not None else None,
+        )
+        for f, name in zip(files, names)
+    ]
+
+
 def fetch(
     preset: str,
     out: str | os.PathLike[str] | None = None,
@@ -345,8 +449,16 @@ def fetch(
 ) -> list[Path]:
     """Download the selected parts of a metadata preset into ``out`` (default: the cache)."""
     spec = fetch_preset(preset)
-    selected = parse_parts(parts, spec.parts)
-    return fetch_parts(selected, Path(out) if out else default_out(preset), retries=retries, backoff=backoff, timeout=timeout)
+    if spec.withdrawn:
+        raise CurateError(f"fetch {preset}: {spec.withdrawn}")
+    token = None
+    available = list(spec.parts)
+    if spec.hub is not None:
+        token = _hub_token()
+        available = hub_parts(spec.hub, token=token)
+    selected = parse_parts(parts, available)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return fetch_parts(selected, Path(out) if out else default_out(preset), retries=retries, backoff=backoff, timeout=timeout, headers=headers)
 
 
 def parts_from_urls(urls: Sequence[str]) -> list[Part]:
@@ -369,11 +481,15 @@ def fetch_parts(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Download ``parts`` into ``out`` one after another with one progress display."""
+    """Download ``parts`` into ``out`` one after another with one progress display; ``headers``
+    (a Hub token) go with every request of the session (requests drops Authorization when a
+    redirect leaves the host)."""
     out.mkdir(parents=True, exist_ok=True)
     done: list[Path] = []
     with requests.Session() as session, _progress() as progress:
+        session.headers.update(headers or {})
         for p in parts:
             done.append(
                 download(

@@ -32,24 +32,40 @@ CLASS_TABLE_SCHEMA = {
 }
 
 
-def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame) -> pl.DataFrame:
+def class_table(matched: pl.LazyFrame | pl.DataFrame, vocab: pl.DataFrame, *, weight: str | None = None) -> pl.DataFrame:
     """Caption count per vocabulary class: ``label, wnid, name, count, rank, share``.
 
     ``rank`` 1 is the most frequent class (ties: lower label first); ``share`` is the class's part
-    of all class mentions (sums to 1 when anything matched).
+    of all class mentions (sums to 1 when anything matched). With ``weight`` (a column) a row counts
+    that many times (MetaCLIP's entry -> count tables: a matched entry adds its count).
     """
     lf = matched.lazy()
     if "labels" not in lf.collect_schema().names():
         raise CurateError("the matched table has no 'labels' column; run curate match first")
+    w = pl.col(weight).cast(pl.Int64) if weight else pl.lit(1, dtype=pl.Int64)
     counts = (
-        lf.select(pl.col("labels").list.unique().alias("label"))
+        lf.select(pl.col("labels").list.unique().alias("label"), w.alias("_w"))
         .explode("label")
         .drop_nulls("label")
         .group_by("label")
-        .agg(pl.len().alias("count"))
+        .agg(pl.col("_w").sum().alias("count"))
         .collect(engine="streaming")
         .with_columns(pl.col("label").cast(pl.Int32), pl.col("count").cast(pl.Int64))
     )
+    return _class_table(counts, vocab)
+
+
+def class_table_from_counts(counts: np.ndarray | list[int], vocab: pl.DataFrame) -> pl.DataFrame:
+    """:func:`class_table` from caption counts already made, one per label (partial counts of
+    shards, added)."""
+    arr = np.asarray(counts, dtype=np.int64)
+    if arr.shape != (vocab.height,):
+        raise CurateError(f"{arr.size} counts for a vocabulary of {vocab.height} classes")
+    frame = pl.DataFrame({"label": np.arange(len(arr), dtype=np.int32), "count": arr}).filter(pl.col("count") > 0)
+    return _class_table(frame, vocab)
+
+
+def _class_table(counts: pl.DataFrame, vocab: pl.DataFrame) -> pl.DataFrame:
     base = vocab.select(
         pl.col("label").cast(pl.Int32),
         (pl.col("wnid") if "wnid" in vocab.columns else pl.lit(None)).cast(pl.Utf8).alias("wnid"),
@@ -178,11 +194,25 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
     return float((p * np.log(p / q)).sum())
 
 
+# The reference study's published ImageNet-1k class-frequency tables, shipped as package data
+# (curate/data/freqs_NAME.tsv; where each comes from: curate/data/README.md).
+REFERENCE_TABLES = ("laion400m", "laion2b", "cc12m", "yfcc15m", "metaclip400m", "incaps", "laionet-0.7", "laionet-0.82")
+
+
+def reference_path(spec: str | Path) -> Path:
+    """The file of a reference: a name of ``REFERENCE_TABLES`` (packaged table), else a path."""
+    name = str(spec).strip().lower()
+    if name in REFERENCE_TABLES:
+        return Path(__file__).resolve().parent / "data" / f"freqs_{name}.tsv"
+    return Path(spec)
+
+
 def read_reference(path: str | Path) -> pl.DataFrame:
-    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``."""
-    path = Path(path)
+    """A ``name<TAB>count`` file (no header, one class per line, class order) as ``name, count``;
+    ``path`` may also name a packaged table (``REFERENCE_TABLES``)."""
+    path = reference_path(path)
     if not path.is_file():
-        raise CurateError(f"reference file {path} does not exist")
+        raise CurateError(f"reference file {path} does not exist (or name a packaged table: {', '.join(REFERENCE_TABLES)})")
     names: list[str] = []
     counts: list[int] = []
     with open(path, encoding="utf-8") as f:
@@ -246,26 +276,28 @@ def plot_freq(table: pl.DataFrame, dest: Path, *, reference: pl.DataFrame | None
 
 
 FREQ_FILES = ("classes.tsv", "classes.parquet", "stats.json", "freq.png")
+FREQ_CARRY = ("shards",)  # partial counts of a sharded run, kept across a rewrite
 
 
 def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, reference: pl.DataFrame | None = None) -> Path:
     """Write ``classes.tsv``, ``classes.parquet``, ``stats.json`` and ``freq.png`` as one folder:
     built under a temporary name and swapped in whole, so a kill leaves the old set or the new.
 
-    ``out_dir`` must be new or hold only these files (it is replaced as a unit).
+    ``out_dir`` must be new or hold only these files (it is replaced as a unit), plus the
+    ``shards/`` of partial counts a sharded run (``--shards``) wrote there, which the new folder keeps.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CurateError(f"--out {out} exists and is not a folder")
     if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name not in FREQ_FILES)
+        others = sorted(p.name for p in out.iterdir() if p.name not in FREQ_FILES + FREQ_CARRY)
         if others:
             raise CurateError(
                 f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
                 "it is replaced as a whole, so give a new folder or one curate freq wrote"
             )
     text = classes_tsv(table)  # checked before anything is written
-    with atomic_path(out) as tmp:
+    with atomic_path(out, carry=FREQ_CARRY) as tmp:
         tmp.mkdir()
         (tmp / "classes.tsv").write_text(text, encoding="utf-8")
         table.write_parquet(tmp / "classes.parquet")

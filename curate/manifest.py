@@ -29,11 +29,24 @@ from curate.sample import (
     check_target_options,
     clip_to_pool,
     draw,
+    each_label,
+    metaclip_entry_keep,
+    sample_rows,
     shortfall,
     single_labels,
     split_profile,
     stable_keys,
     target_counts,
+)
+from curate.similarity import (
+    SIMILARITY_REASONS,
+    SimilarityReport,
+    check_scores,
+    filter_pool,
+    knn_select,
+    manifest_diversity,
+    parse_knn,
+    split_knn,
 )
 from curate.util import atomic_path, file_sha256, recover
 
@@ -135,7 +148,8 @@ def _labels_expr(recipe: Recipe, vocab: pl.DataFrame, lf: pl.LazyFrame) -> pl.La
         )
     from curate.match import match_captions
 
-    return match_captions(lf, vocab, policy=recipe.label_policy, mode=recipe.match_mode)
+    policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: all classes, a row per class later
+    return match_captions(lf, vocab, policy=policy, mode=recipe.match_mode)
 
 
 def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -144,6 +158,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
     rows left the pool, counted."""
     from curate import ui
+    from curate.pool import matched_pool
     from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
@@ -175,10 +190,17 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             progress.advance(task, len(uids))
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
-        plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
+        pool = matched_pool(source, vocab, policy=recipe.label_policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
+            plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
+        else:
+            plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
+        # the similarity stage joins its scores and embeddings on uid
+        with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
         plan = (
             plan.select(
                 "row",
+                *with_uid,
                 pl.col("labels").list.len().alias("n_any"),
                 pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
@@ -187,6 +209,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             .with_columns(pl.col("labels").list.len().alias("n"))
             .select(
                 "row",
+                *with_uid,
                 "key",
                 "n_any",
                 # compact: most rows name one class; only the others keep a list
@@ -207,7 +230,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
 
 #: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
 #: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
-DROP_REASONS = ("no_text", "no_class", "class_not_selected", "not_drawn")
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn")
 
 
 def _needed_text(recipe: Recipe) -> str:
@@ -225,11 +248,28 @@ def describe_reason(key: str, recipe: Recipe) -> str:
         if recipe.labels_from == "wnid":
             return "wnid missing or not in the vocabulary"
         return "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
+    if key in SIMILARITY_REASONS:
+        return _similarity_reason(key, recipe)
     return {
         "class_not_selected": "its classes are not selected (--classes)",
+        "metaclip_not_kept": f"not kept by MetaCLIP balancing ({recipe.profile})",
         "not_drawn": "not drawn (beyond its class's target)",
         "rows": "source rows read",
     }.get(key, key)
+
+
+def _similarity_reason(key: str, recipe: Recipe) -> str:
+    if key == "no_similarity_score":
+        return f"no similarity score in {recipe.similarity_from} (--similarity-from)"
+    if key == "below_min_similarity":
+        return f"text-to-definition similarity below {recipe.min_similarity:g} (--min-similarity)"
+    if key == "not_top_k_similar":
+        return f"not among its class's {recipe.top_k_per_class} most similar (--top-k-per-class)"
+    if key == "no_embedding":
+        return "no embedding in --embeddings"
+    knn_arg = split_knn(recipe.profile)
+    k = parse_knn(knn_arg)[1] if knn_arg else 1
+    return f"not among the {k} nearest of a query of its class (--profile knn)"
 
 
 def _check_unique_ids(source, pool: pl.DataFrame) -> None:
@@ -277,22 +317,27 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     from curate.vocab import load_vocab
 
     caption_mode(recipe.captions)
+    # knn:QUERIES narrows the pool to the rows the queries choose, then keeps them as they are
+    knn_arg = split_knn(recipe.profile)
+    target_profile = "natural" if knn_arg is not None else recipe.profile
     check_target_options(
-        profile=recipe.profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
+        profile=target_profile, imbalance=recipe.imbalance, head_fraction=recipe.head_fraction,
         max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
-    profile_name, profile_arg = split_profile(recipe.profile)
+    profile_name, profile_arg = split_profile(target_profile)
     if write:
         from curate.util import check_writable_dir
 
         check_writable_dir(recipe.out_root, option="--out-root")
-    source = open_source(recipe.source, preset=recipe.preset, strict=strict)
+    source = open_source(recipe.source, preset=recipe.preset, strict=strict, image_root=recipe.image_root)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
     resolved = recipe.replace(name=recipe.name or recipe.slug(), vocab=vocab_spec)
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
+    if recipe.similarity_from is not None:
+        check_scores(recipe.similarity_from, vocab_spec)
 
     say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
@@ -300,8 +345,22 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
-    pool = single_labels(pool_multi)
+    sim = SimilarityReport()
+    if recipe.similarity_from is not None:
+        pool_multi = filter_pool(
+            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
+            min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
+        )
+    if profile_name == "metaclip-entry":
+        before = pool_multi.height
+        pool_multi = metaclip_entry_keep(pool_multi, profile_arg)
+        reasons["metaclip_not_kept"] = before - pool_multi.height
+    uids = pool_multi.select("row", "uid") if knn_arg is not None else None
+    pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
+    if knn_arg is not None:
+        pool = knn_select(pool, uids, chosen, embeddings=recipe.embeddings, arg=knn_arg, report=sim, seed=recipe.seed)
+    reasons.update(sim.reasons)
     pool_counts = pool.group_by("label").agg(pl.len().alias("pool"))
     classes = (
         chosen.select("label", "vocab_label", "wnid", "name", "lemmas")
@@ -309,26 +368,28 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         .with_columns(pl.col("pool").fill_null(0).cast(pl.Int64))
         .sort("label")
     )
-    targets = target_counts(
-        classes,
-        profile=recipe.profile,
+    by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
+    shape = dict(
+        profile=target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,
         seed=recipe.seed,
         max_per_class=recipe.max_per_class,
-        total=recipe.total,
-        fraction=recipe.fraction,
         trim_tail=recipe.trim_tail,
         eval_per_class=recipe.eval_per_class,
     )
+    scaled = not by_rows and (recipe.total is not None or recipe.fraction is not None)
+    targets = target_counts(classes, **shape, total=recipe.total if scaled else None, fraction=recipe.fraction if scaled else None)
     if int(targets["target"].sum()) == 0:
         raise CurateError(
             f"the targets add up to no training rows ({recipe.profile}, {targets.height} classes"
             + (f", --trim-tail {recipe.trim_tail}" if recipe.trim_tail else "")
             + "); nothing to build"
         )
-    _check_no_class_emptied(targets, recipe)
+    # a class that --total/--fraction scales down to no rows was asked for (a small subset of many
+    # classes); one that the profile's shape itself empties (an extreme --imbalance) was not
+    _check_no_class_emptied(target_counts(classes, **shape) if scaled else targets, recipe)
     if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and recipe.total is None:
         tmin = int(targets["target"].min())
         ratio = int(targets["target"].max()) / tmin if tmin else float("inf")
@@ -343,18 +404,32 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     targets = clip_to_pool(targets) if short.height else targets.with_columns(pl.col("target").alias("asked"))
 
     picked = draw(pool, targets)
+    if by_rows:
+        picked = sample_rows(picked, total=recipe.total, fraction=recipe.fraction, min_per_class=recipe.min_per_class)
+        drawn = picked.filter(pl.col("split") == "train").group_by("label").agg(pl.len().alias("_n"))
+        targets = (
+            targets.join(drawn, on="label", how="left")
+            .with_columns(pl.col("_n").fill_null(0).cast(pl.Int64).alias("target"))
+            .with_columns(pl.col("target").alias("asked"))
+            .drop("_n")
+        )
     reasons["not_drawn"] = pool.height - picked.height
     del pool
-    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).needs)
+    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
-    if recipe.captions == "synset":
+    if caption_mode(recipe.captions).lemmas:
         class_cols.append(pl.col("lemmas"))
     df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
     del rows
     df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
+    uid = pl.col("uid").cast(pl.Utf8)
+    if recipe.label_policy == "each":
+        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
+        tag = pl.coalesce(pl.col("class_wnid").cast(pl.Utf8), pl.col("label").cast(pl.Utf8))
+        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
     manifest = df.select(
-        pl.col("uid").cast(pl.Utf8),
+        uid.alias("uid"),
         pl.col("label").cast(pl.Int32),
         pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
         pl.col("class_name").cast(pl.Utf8),
@@ -387,6 +462,14 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    if recipe.embeddings is not None:
+        div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
+        sim.info["intra_class_cosine"] = {
+            "mean": div["mean_cosine"].mean(),
+            "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
+        }
+    if sim.info:
+        stats["similarity"] = sim.info
     result = BuildResult(resolved, train, evals, table, stats, reasons, short)
     if write:
         write_manifest(result, reference=reference)
@@ -559,6 +642,8 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         ]
     else:
         lines += ["", "Every class got exactly its target."]
+    if "similarity" in s:
+        lines += ["", "## Similarity", "", _similarity_lines(s["similarity"], result)]
     lines += [
         "",
         "## Classes (head first; the full table is classes.parquet)",
@@ -579,6 +664,34 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _similarity_lines(info: dict, result: BuildResult) -> str:
+    rows = []
+    if info.get("scores"):
+        rows += [
+            ["scores", f"`{info['scores']}` (curate score)"],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["definition text", f"`{info.get('definition_format')}`"],
+            ["min similarity", _f(info.get("min_similarity"))],
+            ["top-k per class", _f(info.get("top_k_per_class"))],
+            ["(caption, class) pairs kept", _f(info.get("kept_pairs"))],
+            ["lowest / mean similarity kept", f"{_f(info['similarity_of_kept']['min'])} / {_f(info['similarity_of_kept']['mean'])}"],
+        ]
+    if info.get("knn_queries"):
+        kinds = ", ".join(f"{k} for {v} class(es)" for k, v in sorted(info["index_per_class"].items()))
+        rows += [
+            ["kNN queries", f"`{info['knn_queries']}`: {_f(info['queries'])} texts, {_f(info['queries_in_selected_classes'])} in the selected classes"],
+            ["neighbours per query", _f(info["knn_k"])],
+            ["encoder", f"`{info.get('encoder')}`"],
+            ["rows chosen (distinct)", f"{_f(info['distinct_rows_kept'])} of {_f(info['neighbours_found'])} neighbours found"],
+            ["faiss index", kinds or "n/a"],
+        ]
+    if info.get("intra_class_cosine"):
+        rows.append(["intra-class similarity (mean pairwise cosine of caption embeddings, mean over classes)", _f(info["intra_class_cosine"]["mean"], 4)])
+    # the rows this stage left out (also in the table of all reasons, under their keys)
+    rows += [[f"left out: {describe_reason(k, result.recipe)}", _f(v)] for k, v in result.reasons.items() if k in SIMILARITY_REASONS]
+    return _md_table(["", "value"], rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,10 +58,11 @@ class Recipe:
     name: str | None = None  # manifests/NAME; None: a slug of the options
     source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
     preset: str | None = None  # source column layout: a name of curate.presets.PRESETS
+    image_root: str | None = None  # ImageNet-Captions: the ImageNet folder its file names live in (train/WNID/FILE)
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
     labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
-    label_policy: str = "all"  # all / drop / first, for captions naming several classes
+    label_policy: str = "all"  # all / drop / first / each (a row per class), for captions naming several classes
     match_mode: str = "curate"  # curate.match mode: curate or reference
     profile: str = "exp"  # see curate.sample.PROFILES
     imbalance: float = 1.0  # R = max/min count (exp, pareto, step)
@@ -70,9 +71,15 @@ class Recipe:
     max_per_class: int | None = None
     total: int | None = None
     fraction: float | None = None
+    sampling: str = "classes"  # how --total/--fraction scale: classes (per-class allocation) or rows (random rows)
+    min_per_class: int = 1  # sampling rows: classes that had rows keep at least this many
     trim_tail: str | None = None  # K:C
     captions: str = "template"  # see curate.captions.CAPTION_MODES
     eval_per_class: int = 0
+    min_similarity: float | None = None  # keep (caption, class) pairs scored at least this (curate score)
+    similarity_from: str | None = None  # the curate score file those scores come from
+    top_k_per_class: int | None = None  # keep each class's K most similar pairs
+    embeddings: str | None = None  # the source's caption embeddings (curate embed): knn profile, diversity
     allow_shortfall: bool = False
     allow_empty_classes: bool = False  # let the profile give a class that has rows zero of them
     seed: int = 0
@@ -133,26 +140,30 @@ class Recipe:
             if not cond:
                 raise CurateError(f"{where}: {message}")
 
-        ints = ("max_per_class", "total", "eval_per_class", "seed")
+        ints = ("max_per_class", "total", "eval_per_class", "seed", "min_per_class", "top_k_per_class")
         for name in ints:
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool)), f"{name} must be a whole number, got {v!r}")
-        for name in ("imbalance", "head_fraction", "fraction"):
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
-        for name in ("name", "source", "preset", "vocab", "classes", "profile", "order", "trim_tail", "captions"):
+        for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
         for name in ("allow_shortfall", "allow_empty_classes"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
+        if self.min_similarity is not None or self.top_k_per_class is not None:
+            need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
+        need(self.top_k_per_class is None or self.top_k_per_class >= 1, f"top_k_per_class must be at least 1, got {self.top_k_per_class!r}")
         self._check_registries(where)
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
             # a folder name, plus the suffix of its temporary, must fit the file system's 255 bytes
             need(len(str(self.name)) <= MAX_NAME, f"name {str(self.name)[:20]}...: {len(str(self.name))} characters, at most {MAX_NAME}")
         # normalise numbers that YAML may hand over as ints (frozen: set through object)
-        for name in ("imbalance", "head_fraction", "fraction"):
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
             if isinstance(getattr(self, name), int):
                 object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("classes", "trim_tail"):
@@ -165,19 +176,23 @@ class Recipe:
         from curate.captions import caption_mode
         from curate.match import MODES, POLICIES
         from curate.presets import PRESETS, preset_names
-        from curate.sample import check_target_options
+        from curate.sample import SAMPLINGS, check_target_options
+        from curate.similarity import split_knn
 
         def need(cond: bool, message: str) -> None:
             if not cond:
                 raise CurateError(f"{where}: {message}")
 
-        need(self.label_policy in POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(POLICIES)}")
+        policies = (*POLICIES, "each")  # each: a row per class, the build's own (curate.sample.each_label)
+        need(self.label_policy in policies, f"label_policy {self.label_policy!r} is not one of {', '.join(policies)}")
+        need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
         need(self.match_mode in MODES, f"match_mode {self.match_mode!r} is not one of {', '.join(MODES)}")
         need(self.preset is None or self.preset in PRESETS, f"preset {self.preset!r} is not one of {preset_names()}")
         try:
             caption_mode(str(self.captions))
             check_target_options(
-                profile=str(self.profile), imbalance=self.imbalance, head_fraction=self.head_fraction,
+                # knn:QUERIES chooses rows, then keeps them as they are (the build's profile natural)
+                profile="natural" if split_knn(str(self.profile)) is not None else str(self.profile), imbalance=self.imbalance, head_fraction=self.head_fraction,
                 max_per_class=self.max_per_class, total=self.total, fraction=self.fraction,
                 trim_tail=None if self.trim_tail is None else str(self.trim_tail), eval_per_class=self.eval_per_class,
             )  # fmt: skip
@@ -239,8 +254,16 @@ class Recipe:
             parts.append(f"n{self.total}")
         if self.fraction is not None:
             parts.append(f"f{_num(self.fraction)}")
+        if self.sampling != d.sampling:
+            parts.append(self.sampling)
+        if self.min_per_class != d.min_per_class:
+            parts.append(f"min{self.min_per_class}")
         if self.trim_tail:
             parts.append("trim" + str(self.trim_tail).replace(":", "x"))
+        if self.min_similarity is not None:
+            parts.append(f"sim{_num(self.min_similarity)}")
+        if self.top_k_per_class is not None:
+            parts.append(f"top{self.top_k_per_class}")
         parts.append(_slug_text(self.captions))
         if self.eval_per_class:
             parts.append(f"eval{self.eval_per_class}")

@@ -159,12 +159,12 @@ def _natural(p: ProfileInput) -> np.ndarray:
     return p.available / top if top else np.zeros(len(p.available))
 
 
-@profile("match", "match:FILE follows a `class<TAB>count` reference (by name, else wnid, else position), scaled")
+@profile("match", "match:FILE follows a `class<TAB>count` reference (by name, else wnid, else position), scaled; FILE may name a table the reference study published (laion400m, cc12m, ...)")
 def _match(p: ProfileInput) -> np.ndarray:
     from curate.freq import read_reference
 
     if not p.arg:
-        raise CurateError("--profile match needs a reference file: match:FILE")
+        raise CurateError("--profile match needs a reference: match:FILE or match:NAME (laion400m, laion2b, cc12m, yfcc15m, metaclip400m, incaps, laionet-0.7, laionet-0.82)")
     ref = read_reference(p.arg)
     lookup = dict(zip(ref["name"].to_list(), ref["count"].to_list()))
     if all(n in lookup for n in p.names):
@@ -202,6 +202,53 @@ def _metaclip(p: ProfileInput) -> np.ndarray:
         raise CurateError(f"--profile metaclip:{t}: T must be a positive integer")
     capped = np.minimum(p.available.astype(np.float64), t)
     return capped / capped.max() if capped.max() > 0 else capped
+
+
+def _entry_t(arg: str | None) -> int:
+    try:
+        t = int(arg or "")
+    except ValueError:
+        t = 0
+    if t < 1:
+        raise CurateError(f"--profile metaclip-entry:{arg}: t must be a positive integer (e.g. metaclip-entry:20000)")
+    return t
+
+
+@profile(
+    "metaclip-entry",
+    "metaclip-entry:t is MetaCLIP's balancing: a caption stays with probability 1 - prod(1 - min(1, t/count(c))) "
+    "over the classes c it names (classes as MetaCLIP's entries); what stays keeps its own distribution",
+)
+def _metaclip_entry(p: ProfileInput) -> np.ndarray:
+    _entry_t(p.arg)
+    return _natural(p)  # the rows were thinned before the targets (metaclip_entry_keep)
+
+
+def metaclip_entry_keep(pool: pl.DataFrame, t_arg: str | None) -> pl.DataFrame:
+    """The rows of a pool (``row, key`` + ``label``/``labels``, before one class is chosen per row)
+    that MetaCLIP's entry-level balancing keeps: each class c a caption names selects it with
+    probability min(1, t / count(c)) (count: the captions naming c in this pool), and the caption
+    stays when any of its classes selects it. The coin is the row's seeded key (its top 53 bits as
+    a uniform number in [0, 1)), so the choice is reproducible and does not depend on row order."""
+    t = _entry_t(t_arg)
+    lists = pool.select(
+        "row",
+        pl.when(pl.col("label").is_not_null()).then(pl.concat_list(pl.col("label"))).otherwise(pl.col("labels")).alias("_l")
+        if "label" in pool.columns
+        else pl.col("labels").alias("_l"),
+    )
+    pairs = lists.explode("_l").drop_nulls("_l")
+    counts = pairs.group_by("_l").agg(pl.len().alias("_n"))
+    miss = (
+        pairs.join(counts, on="_l")
+        .with_columns((1.0 - (float(t) / pl.col("_n")).clip(upper_bound=1.0)).alias("_miss"))
+        .group_by("row")
+        .agg(pl.col("_miss").product().alias("_miss"))
+    )
+    u = (pool["key"].to_numpy() >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    coin = pl.DataFrame({"row": pool["row"], "_u": u})
+    keep = coin.join(miss, on="row", how="left").filter(pl.col("_u") < 1.0 - pl.col("_miss").fill_null(1.0))
+    return pool.filter(pl.col("row").is_in(keep["row"].implode()))
 
 
 def split_profile(spec: str) -> tuple[str, str | None]:
@@ -363,7 +410,7 @@ def target_counts(
         n_max = float(np.min(available[positive] / shape[positive])) if positive.any() else 0.0
         s_min = float(shape[positive].min()) if positive.any() else 1.0
         tail = math.floor(n_max * s_min + 1e-9)
-        if tail >= 1 and name not in ("natural", "metaclip"):
+        if tail >= 1 and name not in ("natural", "metaclip", "metaclip-entry"):
             n_max = tail / s_min  # the tail a whole number, the ratio exact
         if fraction is not None:
             n_max *= fraction
@@ -496,3 +543,71 @@ def draw(pool: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
             "split": pl.Series(np.where(is_eval, "eval", "train"), dtype=pl.Utf8),
         }
     )
+
+
+def each_label(pool: pl.DataFrame) -> pl.DataFrame:
+    """Label policy ``each``: ``row, key`` + ``label``/``labels`` -> ``row, label, key`` with one
+    row per (caption, class): a caption naming two classes is a sample of each (the study's
+    YFCC-15M-Cls and CC-12M-Cls). Both copies share the row's key, so each class's draw stays a
+    uniform sample of its own captions."""
+    if "label" not in pool.columns:
+        return pool.select("row", "key", pl.col("labels").alias("label")).explode("label").drop_nulls("label").select(
+            "row", pl.col("label").cast(pl.Int32), "key"
+        )
+    single = pool.filter(pl.col("label").is_not_null()).select("row", pl.col("label").cast(pl.Int32), "key")
+    multi = (
+        pool.filter(pl.col("labels").is_not_null())
+        .select("row", "key", pl.col("labels").alias("label"))
+        .explode("label")
+        .select("row", pl.col("label").cast(pl.Int32), "key")
+    )
+    return pl.concat([single, multi]).sort("row", "label")
+
+
+SAMPLINGS = ("classes", "rows")
+
+
+def sample_rows(picked: pl.DataFrame, *, total: int | None, fraction: float | None, min_per_class: int = 1) -> pl.DataFrame:
+    """``--sampling rows``: a seeded random sample of the training rows of ``picked`` (the rows
+    the profile's full-scale targets drew), as the study scales LAIONet and ImageNet-Captions.
+
+    The ``total`` (or ``round(fraction · rows)``) training rows with the smallest keys, whatever
+    their class; then every class that had training rows gets at least ``min_per_class`` (its
+    smallest keys: the study keeps one per class so no class vanishes); when that overshoots
+    ``total``, the surplus leaves the largest classes (their largest keys). Eval rows are kept as
+    they are. The sample nests: a smaller total takes a subset of a larger one's rows.
+    """
+    if min_per_class < 0:
+        raise CurateError(f"--min-per-class {min_per_class}: must be >= 0")
+    evals = picked.filter(pl.col("split") == "eval")
+    train = picked.filter(pl.col("split") == "train").sort("key", "row")
+    n_train = train.height
+    if total is not None:
+        n = min(int(total), n_train)
+    elif fraction is not None:
+        n = int(_round(np.array([fraction * n_train]))[0])
+    else:
+        return picked
+    # rank of each row within its class, by key: the first min_per_class of every class are guaranteed
+    train = train.with_columns(pl.int_range(pl.len()).alias("_pos"), pl.int_range(pl.len()).over("label").alias("_rank"))
+    keep = (pl.col("_pos") < n) | (pl.col("_rank") < min_per_class)
+    chosen = train.filter(keep)
+    extra = chosen.height - n
+    if total is not None and extra > 0:
+        # drop the surplus from the largest classes, one row at a time off the current largest
+        counts = chosen.group_by("label").agg(pl.len().alias("n")).sort(["n", "label"], descending=[True, False])
+        labels, sizes = counts["label"].to_list(), counts["n"].to_numpy().copy()
+        floor = np.full(len(sizes), max(min_per_class, 0))
+        cut = np.zeros(len(sizes), dtype=np.int64)
+        for _ in range(extra):
+            room = np.where(sizes - cut > floor, sizes - cut, -1)
+            i = int(np.argmax(room))
+            if room[i] < 0:
+                break
+            cut[i] += 1
+        limit = dict(zip(labels, (sizes - cut).tolist()))
+        chosen = chosen.with_columns(pl.int_range(pl.len()).over("label").alias("_r2")).filter(
+            pl.col("_r2") < pl.col("label").replace_strict(limit, return_dtype=pl.Int64)
+        ).drop("_r2")
+    chosen = chosen.drop("_pos", "_rank")
+    return pl.concat([evals, chosen.select(evals.columns)]).sort("label", "split", "key", "row")

@@ -674,6 +674,7 @@ def open_source(
     uid_col: str | None = None,
     skip_bad_rows: bool = False,
     strict: bool = False,
+    image_root: str | Path | None = None,
 ) -> Source:
     """Open ``spec`` ("demo", a file, a folder, a glob or an http(s) URL) as the canonical table.
 
@@ -682,6 +683,8 @@ def open_source(
     ``caption_col`` / ``url_col`` / ``uid_col`` override the preset. Rows with a null or blank
     caption stay (``no_text`` counts them) unless ``skip_bad_rows`` drops them; with ``strict``
     the first one is an error naming its file, row and uid (one pass over the captions here).
+    ``image_root`` (ImageNet-Captions only) is an ImageNet folder: each row's ``path`` becomes
+    ``IMAGE_ROOT/train/WNID/FILENAME``, the ImageFolder layout ``curate shards`` reads.
     """
     if preset is not None and preset not in PRESETS:
         raise CurateError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -714,6 +717,13 @@ def open_source(
             )
     checked = unchecked.filter(~no_text()) if skip_bad_rows else unchecked
     lazy = checked.drop(_FILE_COL, _ROW_COL)
+    if image_root is not None:
+        if used.name != "imagenet-captions":
+            raise CurateError(f"--image-root applies to ImageNet-Captions sources; {spec} reads as preset {used.name!r}")
+        root = Path(image_root)
+        if not (root / "train").is_dir():
+            raise CurateError(f"--image-root {root}: no train/ folder there (expected ImageNet's train/WNID/FILENAME layout)")
+        lazy = lazy.with_columns(pl.format("{}/train/{}/{}", pl.lit(str(root.resolve())), pl.col("wnid"), pl.col("uid")).alias("path"))
     return Source(
         name=name,
         lazy=lazy,

@@ -12,6 +12,8 @@ Specs understood by :func:`load_vocab`:
   shipped by timm;
 - ``imagenet100``: the 100-class subset used by the reference study (CMC's ImageNet-100);
 - ``imagenet21k``: every ImageNet-21k synset (timm's list; open-world concepts);
+- ``imagenet1k-study``: ImageNet-1k with the reference study's own synonyms and class names
+  (``curate/data/imagenet1k_study_synonyms.json``; the lemmas of ``--mode reference``'s counting);
 - ``wordnet:SYNSET`` (e.g. ``wordnet:dog.n.01``): the synset and its hyponym tree, through nltk's
   WordNet (``depth`` limits how many levels below the root);
 - ``demo``: the classes of the embedded demo corpus (ImageNet-100 plus ``TRAP_CLASSES``);
@@ -40,7 +42,7 @@ VOCAB_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # The reference study's ImageNet-100 (indices into the standard ImageNet-1k order), a published
-# class list (CMC, Tian et al. 2019); ../shared/reference/imagenet100_class_indices.txt holds the same.
+# class list (CMC, Tian et al. 2019); the study's metadata/imagenet100_idxs.txt holds the same.
 IMAGENET100_INDICES: tuple[int, ...] = (
     15, 45, 54, 57, 64, 74, 90, 99, 119, 120, 122, 131, 137, 151, 155, 157, 158, 166, 167, 169,
     176, 180, 209, 211, 222, 228, 234, 236, 242, 246, 267, 268, 272, 275, 277, 281, 299, 305, 313, 317,
@@ -164,6 +166,18 @@ def _imagenet100() -> pl.DataFrame:
 @functools.lru_cache(maxsize=1)
 def _imagenet21k() -> pl.DataFrame:
     return _vocab_from_wnids(_timm_synsets("imagenet21k_goog_synsets.txt"))
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet1k_study() -> pl.DataFrame:
+    """The study's synonym lists exactly (not deduplicated, no name added: its counting reads them
+    as they are), named as its published frequency tables name the classes."""
+    data = Path(__file__).resolve().parent / "data"
+    synonyms = json.loads((data / "imagenet1k_study_synonyms.json").read_text(encoding="utf-8"))
+    names = [line.split("\t")[0] for line in (data / "freqs_laion400m.tsv").read_text(encoding="utf-8").splitlines()]
+    _, definitions = _timm_tables()
+    wnids = list(synonyms)
+    return _frame({"wnid": wnids, "name": names, "lemmas": list(synonyms.values()), "definition": [definitions.get(w) for w in wnids]})
 
 
 def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
@@ -298,6 +312,7 @@ BUILTIN: dict[str, Callable[[], pl.DataFrame]] = {
     "imagenet1k": _imagenet1k,
     "imagenet100": _imagenet100,
     "imagenet21k": _imagenet21k,
+    "imagenet1k-study": _imagenet1k_study,
     "demo": _demo,
 }
 ALIASES = {"imagenet": "imagenet1k", "in1k": "imagenet1k", "in100": "imagenet100", "in21k": "imagenet21k", "imagenet-1k": "imagenet1k", "imagenet-21k": "imagenet21k", "imagenet-100": "imagenet100"}

@@ -68,28 +68,46 @@ def _shim(system_dir: Path) -> Path:
     return shim
 
 
-def find_wordnet_dir() -> Path:
-    """The folder holding WordNet's dict files, ready for nltk's reader."""
+def _nltk_data_dirs() -> list[str]:
+    """nltk's data path, without importing nltk (which pulls in scipy.stats: over a second): its
+    live ``nltk.data.path`` when nltk is already loaded, else the same list nltk builds on import
+    (``$NLTK_DATA``, ``~/nltk_data``, the interpreter's prefix, the usual system folders)."""
+    import sys
+
+    if "nltk.data" in sys.modules:
+        return list(sys.modules["nltk.data"].path)
+    dirs = [os.path.expanduser(d) for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d]
+    home = os.path.expanduser("~/nltk_data")
+    if home not in dirs:
+        dirs.append(home)
+    dirs += [os.path.join(sys.prefix, "nltk_data"), os.path.join(sys.prefix, "share", "nltk_data"), os.path.join(sys.prefix, "lib", "nltk_data")]
+    return dirs + ["/usr/share/nltk_data", "/usr/local/share/nltk_data", "/usr/lib/nltk_data", "/usr/local/lib/nltk_data"]
+
+
+def _wordnet_source_dir() -> tuple[Path, bool]:
+    """The WordNet dict folder as found (CURATE_WORDNET, nltk's data path, a system copy), and
+    whether it needs the ``lexnames`` shim before nltk can read it."""
     env = os.environ.get("CURATE_WORDNET")
     if env:
         path = Path(env)
         if not _is_wordnet_dir(path):
             raise CurateError(f"CURATE_WORDNET={env} is not a WordNet dict folder (no {', '.join(_NEEDED)})")
-        return path if (path / "lexnames").is_file() else _shim(path)
-    try:
-        import nltk
-
-        found = nltk.data.find("corpora/wordnet")
-        path = Path(str(found))
+        return path, not (path / "lexnames").is_file()
+    for root in _nltk_data_dirs():
+        path = Path(root) / "corpora" / "wordnet"
         if path.is_dir() and _is_wordnet_dir(path):
-            return path
-    except LookupError:
-        pass
+            return path, False
     for candidate in SYSTEM_DIRS:
         path = Path(candidate)
         if _is_wordnet_dir(path):
-            return path if (path / "lexnames").is_file() else _shim(path)
+            return path, not (path / "lexnames").is_file()
     raise CurateError("WordNet 3.0 was not found (looked in CURATE_WORDNET, nltk's data path, " + ", ".join(SYSTEM_DIRS) + ")", hint=HOW_TO_GET)
+
+
+def find_wordnet_dir() -> Path:
+    """The folder holding WordNet's dict files, ready for nltk's reader."""
+    path, needs_shim = _wordnet_source_dir()
+    return _shim(path) if needs_shim else path
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +139,8 @@ def plural_exceptions() -> dict[str, list[str]]:
     ends in 's' and equals the regular plural are kept too: they are harmless duplicates.
     """
     table: dict[str, list[str]] = {}
-    with open(find_wordnet_dir() / "noun.exc", encoding="utf-8") as f:
+    # read where it lies: neither nltk nor the lexnames shim is needed for one plain text file
+    with open(_wordnet_source_dir()[0] / "noun.exc", encoding="utf-8") as f:
         for line in f:
             parts = line.split()
             if len(parts) < 2:

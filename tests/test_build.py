@@ -172,13 +172,20 @@ def test_trim_tail_and_classes_subset(pool, tmp_path, capsys):
 
 
 def test_caption_modes_from_source_text(pool, tmp_path, capsys):
-    code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--captions", "title+cname", "--name", "t"), capsys)
+    code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--captions", "title", "--name", "t"), capsys)
     assert code == 0, err
     m = pl.read_parquet(tmp_path / "t" / "manifest.parquet")
-    assert m.height < 840 and m["caption"].str.starts_with(m["class_name"] + ": My ").all()
+    assert m.height < 840 and m["caption"].str.starts_with("My ").all()
     stats = json.loads((tmp_path / "t" / "stats.json").read_text())
     assert stats["dropped"]["no_text"] > 100
-    assert "no caption / title text (null or blank; --captions title+cname)" in (tmp_path / "t" / "card.md").read_text()
+    assert "no caption / title text (null or blank; --captions title)" in (tmp_path / "t" / "card.md").read_text()
+    # +cname keeps every image: the class name alone where the row has no title (the study's --append_cname)
+    code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--captions", "title+cname", "--name", "tc"), capsys)
+    assert code == 0, err
+    mc = pl.read_parquet(tmp_path / "tc" / "manifest.parquet")
+    assert mc.height > m.height
+    titled = mc["caption"].str.starts_with(mc["class_name"] + " My ")
+    assert (titled | (mc["caption"] == mc["class_name"])).all() and titled.sum() == m.height
 
 
 def test_bad_options_exit_2_with_one_line(pool, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -59,28 +61,49 @@ def test_source_text_modes():
     df = rows()
     assert render_captions(df, "original").to_list() == df["caption"].to_list()
     assert render_captions(df, "title").to_list() == df["title"].to_list()
-    assert render_captions(df, "tags").to_list() == df["tags"].to_list()
-    assert render_captions(df, "description").to_list() == df["description"].str.strip_chars().to_list()
+    assert render_captions(df, "tags").to_list() == df["tags"].str.replace_all(", ", " ").to_list()
+    assert render_captions(df, "description").to_list() == [d.strip() or None for d in df["description"]]
     full = render_captions(df, "full").to_list()
-    assert full[1] == "Title 1. fish, sea, 1. seen at the aquarium 1"
-    assert full[0] == "fish, sea, 0"  # no title, blank description: only what the row has
+    assert full[1] == "Title 1 fish sea 1 seen at the aquarium 1"  # the study's join: spaces, tags too
+    assert full[0] == "fish sea 0"  # no title, blank description: only what the row has
+    assert render_captions(df, "no-title").to_list()[1] == "fish sea 1 seen at the aquarium 1"
+    assert render_captions(df, "no-tags").to_list()[1] == "Title 1 seen at the aquarium 1"
+    assert render_captions(df, "no-description").to_list()[1] == "Title 1 fish sea 1"
+    assert render_captions(df, "no-tags").to_list()[0] is None  # neither field: no text
 
 
-def test_cname_prefixed_variants():
+def test_the_studys_full_text_example():
+    df = pl.DataFrame(
+        {
+            "uid": ["x"], "class_name": ["tench"], "title": ["Tench fishing"], "tags": ["fish, lake, tench"],
+            "description": ["Caught\ntoday"],
+        }
+    )
+    assert render_captions(df, "full+cname").to_list() == ["tench Tench fishing fish lake tench Caught today"]
+
+
+def test_cname_variants_put_the_name_first_and_keep_every_row():
     df = rows()
-    for base in ("original", "title", "tags", "description", "full"):
+    for base in ("original", "title", "tags", "description", "no-title", "no-tags", "no-description", "full"):
         plain = render_captions(df, base).to_list()
         prefixed = render_captions(df, base + "+cname").to_list()
         for p, q, n in zip(plain, prefixed, df["class_name"]):
-            if p is not None:
-                assert q == f"{n}: {p}"
+            assert q == (n if p is None else f"{n} {p}")
+        assert df.filter(has_text(base + "+cname")).height == df.height
+        assert CAPTION_MODES[base + "+cname"].columns == CAPTION_MODES[base].needs
+
+
+def test_a_synset_is_a_random_lemma_after_a():
+    df = rows(200)
+    out = render_captions(df, "a-synset", seed=1).to_list()
+    assert all(c in {"a " + lemma for lemma in ls} for c, ls in zip(out, df["lemmas"]))
+    assert {"a Galeocerdo cuvieri", "a tiger shark"} <= set(out)
+    assert out == render_captions(df, "a-synset", seed=1).to_list()
 
 
 def test_every_mode_is_covered():
-    assert set(CAPTION_MODES) == {
-        "cname", "a-cname", "template", "openai80", "synset", "original", "title", "tags", "description", "full",
-        "original+cname", "title+cname", "tags+cname", "description+cname", "full+cname",
-    }
+    texts = {"original", "title", "tags", "description", "no-title", "no-tags", "no-description", "full"}
+    assert set(CAPTION_MODES) == {"cname", "a-cname", "template", "a-synset", "openai80", "synset"} | texts | {t + "+cname" for t in texts}
 
 
 def test_has_text_selects_rows_with_the_needed_column():
@@ -101,3 +124,52 @@ def test_names_from_the_vocabulary_and_errors():
         render_captions(df, "poem", vocab)
     with pytest.raises(CurateError, match="title"):
         render_captions(df, "title", vocab)
+
+
+PAPER = Path(__file__).resolve().parent.parent / "pipelines" / "paper"
+
+
+def test_paper_recipes_load_and_name_their_variants_apart():
+    from curate.recipe import load_pipeline
+
+    sizes = {p.name: len(load_pipeline(p)) for p in sorted(PAPER.glob("*.yaml"))}
+    assert sizes == {
+        "captions.yaml": 10, "concept-scale.yaml": 3, "data-scale.yaml": 6, "diversity.yaml": 1,
+        "imbalance.yaml": 3, "open-world.yaml": 1, "trim-tail.yaml": 12,
+    }
+    for p in PAPER.glob("*.yaml"):
+        names = [r.name or r.slug() for r in load_pipeline(p)]
+        assert len(set(names)) == len(names), p.name
+    text = "".join(p.read_text() for p in PAPER.glob("*.yaml")) + (PAPER.parent / "README.md").read_text()
+    assert "../shared" not in text
+
+
+def test_paper_caption_variants_keep_the_same_images(tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    n = 60
+    src = tmp_path / "incaps.parquet"
+    pl.DataFrame(
+        {
+            "uid": [f"img{i}" for i in range(n)],
+            "caption": [f"photo {i}" for i in range(n)],
+            "path": [f"/imagenet/train/{i}.JPEG" for i in range(n)],
+            "title": [f"Title {i}" if i % 3 else None for i in range(n)],
+            "tags": [["fish", "lake"] if i % 2 else [] for i in range(n)],
+            "description": [None if i % 4 == 0 else f"Caught\nat {i}" for i in range(n)],
+            "wnid": ["n01440764" if i % 3 else "n01443537" for i in range(n)],
+        }
+    ).write_parquet(src)
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text("wnid\tname\tlemmas\nn01440764\ttench\ttench|Tinca tinca\nn01443537\tgoldfish\tgoldfish\n")
+    code, _, err = run_cli(["run", str(PAPER / "captions.yaml"), "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    # a named variant run on another source gets the source's stem: incaps-full-incaps
+    built = {p.name.removesuffix("-incaps"): pl.read_parquet(p / "manifest.parquet").sort("uid") for p in (tmp_path / "m").iterdir()}
+    assert len(built) == 10
+    uids = {tuple(m["uid"].to_list()) for m in built.values()}
+    assert len(uids) == 1 and len(next(iter(uids))) == n  # every image, in every variant
+    full = dict(zip(built["incaps-full"]["uid"], built["incaps-full"]["caption"]))
+    assert full["img1"] == "tench Title 1 fish lake Caught at 1"
+    assert full["img3"] == "goldfish fish lake Caught at 3"  # no title
+    assert dict(zip(built["incaps-title"]["uid"], built["incaps-title"]["caption"]))["img0"] == "goldfish"  # nothing but the name

@@ -126,7 +126,7 @@ def test_connection_refused_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 def test_unknown_preset_and_bad_parts(capsys) -> None:
     code, _, err = run_cli(["fetch", "laion9b"], capsys)
-    assert code == 2 and "unknown fetch preset 'laion9b'; known presets: cc12m, cc3m, imagenet-captions, laion400m, yfcc15m" in err
+    assert code == 2 and "unknown fetch preset 'laion9b'; known presets: cc12m, cc3m, datacomp-small, imagenet-captions, laion2b-en" in err
     code, _, err = run_cli(["fetch", "cc12m", "--parts", "3"], capsys)
     assert code == 2 and "--parts: '3' is out of range; this preset has parts 0-0" in err
 
@@ -140,9 +140,9 @@ def test_parse_parts() -> None:
 
 
 def test_presets_have_real_locations() -> None:
-    laion = FETCH_PRESETS["laion400m"]
-    assert len(laion.parts) == 32 and len({p.filename for p in laion.parts}) == 32
+    assert FETCH_PRESETS["relaion400m"].hub.repo_id == "laion/relaion400m"
     for preset in FETCH_PRESETS.values():
+        assert bool(preset.parts) + (preset.hub is not None) + (preset.withdrawn is not None) == 1, preset.name
         assert preset.source_preset in __import__("curate.sources", fromlist=["PRESETS"]).PRESETS
         for p in preset.parts:
             assert p.url.startswith("https://") and p.url.endswith(p.filename)
@@ -164,3 +164,69 @@ def test_a_second_concurrent_download_of_one_file_is_refused(loopback_server, tm
     assert loopback_server.requests == []
     assert download(loopback_server.url("x.tsv"), tmp_path / "x.tsv").stat().st_size == 1_000
     assert not (tmp_path / ".x.tsv.lock").exists()
+
+
+def _hub_repo(server, repo: str, files: dict[str, bytes]) -> None:
+    """A dataset repository laid out as the Hub serves it: the tree listing as JSON at
+    api/datasets/REPO/tree/main (the query is ignored), the files at datasets/REPO/resolve/main/PATH."""
+    import json
+
+    tree = []
+    for path, data in files.items():
+        dest = server.root / "datasets" / repo / "resolve" / "main" / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        entry = {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+        if path.endswith(".parquet"):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        tree.append(entry)
+    tree.append({"type": "directory", "path": "data", "size": 0, "oid": "0" * 40})
+    listing = server.root / "api" / "datasets" / repo / "tree" / "main"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(json.dumps(tree))
+
+
+def test_hub_preset_lists_downloads_resumes_and_verifies(loopback_server, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", loopback_server.base_url)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    files = {f"data/part-{i:05d}.parquet": random.Random(i).randbytes(200_000 + i) for i in range(3)}
+    files["README.md"] = b"# card"
+    _hub_repo(loopback_server, "laion/relaion400m", files)
+    out = tmp_path / "out"
+    loopback_server.drop_after("datasets/laion/relaion400m/resolve/main/data/part-00001.parquet", 100_000)
+    code, _, err = run_cli(["fetch", "relaion400m", "--out", str(out), "--parts", "0-1", "--retries", "0"], capsys)
+    assert code == 2 and "run again to resume" in err
+    assert (out / "part-00000.parquet").read_bytes() == files["data/part-00000.parquet"]
+    code, stdout, err = run_cli(["fetch", "relaion400m", "--out", str(out), "--parts", "0-1", "--retries", "0"], capsys)
+    assert code == 0, err
+    assert stdout.split() == [str(out / "part-00000.parquet"), str(out / "part-00001.parquet")]
+    assert (out / "part-00001.parquet").read_bytes() == files["data/part-00001.parquet"]
+    assert loopback_server.range_requests("datasets/laion/relaion400m/resolve/main/data/part-00001.parquet")[-1].startswith("bytes=")
+    assert not (out / "README.md").exists()  # only the preset's pattern (*.parquet)
+
+
+def test_hub_checksum_from_the_listing_is_enforced(loopback_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", loopback_server.base_url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no saved login token either
+    _hub_repo(loopback_server, "mlfoundations/datacomp_small", {"a.parquet": b"x" * 5000})
+    (loopback_server.root / "datasets/mlfoundations/datacomp_small/resolve/main/a.parquet").write_bytes(b"y" * 5000)
+    with pytest.raises(CurateError, match="checksum mismatch for a.parquet"):
+        fetch_mod.fetch("datacomp-small", tmp_path / "out", retries=0)
+    assert not (tmp_path / "out" / "a.parquet").exists()
+
+
+def test_gated_or_missing_hub_repo_names_the_page_and_the_token(loopback_server, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", loopback_server.base_url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    loopback_server.fail("api/datasets/laion/relaion2B-en-research-safe/tree/main", 401)
+    code, _, err = run_cli(["fetch", "relaion2b-en-research-safe", "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert "https://huggingface.co/datasets/laion/relaion2B-en-research-safe" in err and "HF_TOKEN" in err
+    assert "without a token" in err
+
+
+def test_withdrawn_presets_point_to_the_rerelease(capsys) -> None:
+    code, _, err = run_cli(["fetch", "laion400m"], capsys)
+    assert code == 2 and "withdrew" in err and "curate fetch relaion400m" in err and "--preset laion400m" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -126,6 +127,16 @@ def test_match_profile_follows_a_reference_by_name(tmp_path):
     assert got == {"class0": 800, "class1": 200, "class2": 80}
 
 
+def test_match_profile_reads_a_published_table_by_name():
+    from curate.freq import read_reference
+
+    ref = read_reference("laion400m")
+    names = ref["name"].to_list()[:3]  # tench 917, goldfish 30282, great white shark 19521
+    t = target_counts(classes_frame([40_000, 40_000, 40_000], names=names), profile="match:laion400m", max_per_class=30_282)
+    got = dict(zip(t["name"].to_list(), t["target"].to_list()))
+    assert got == dict(zip(names, ref["count"].to_list()[:3]))
+
+
 def test_match_profile_missing_classes_is_an_error(tmp_path):
     ref = tmp_path / "ref.tsv"
     ref.write_text("zebra\t40\n", encoding="utf-8")
@@ -140,7 +151,7 @@ def test_metaclip_profile_caps_at_t():
 
 
 def test_every_registered_profile_is_tested():
-    assert set(PROFILES) == {"exp", "pareto", "step", "balanced", "natural", "match", "metaclip"}
+    assert set(PROFILES) == {"exp", "pareto", "step", "balanced", "natural", "match", "metaclip", "metaclip-entry"}
 
 
 def test_unknown_profile_and_bad_parameters():
@@ -278,3 +289,140 @@ def test_draw_takes_smallest_keys_eval_first_and_nests():
         assert sub.filter(pl.col("split") == "eval")["key"].max() < sub.filter(pl.col("split") == "train")["key"].min()
     smaller = draw(pool, targets.with_columns(pl.col("target") // 2))
     assert set(smaller["row"].to_list()) <= set(got["row"].to_list())
+
+
+def _picked(sizes: list[int], seed: int = 0) -> pl.DataFrame:
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    uids = pl.Series([f"r{i}" for i in range(len(labels))])
+    return pl.DataFrame(
+        {
+            "row": pl.Series(np.arange(len(labels)), dtype=pl.UInt32),
+            "label": pl.Series(labels, dtype=pl.Int32),
+            "key": pl.Series(stable_keys(uids, seed, "draw"), dtype=pl.UInt64),
+            "split": ["train"] * len(labels),
+        }
+    )
+
+
+def test_row_sampling_is_random_rows_with_a_floor_per_class():
+    from curate.sample import sample_rows
+
+    picked = _picked([5000, 800, 60, 3, 1])
+    out = sample_rows(picked, total=500, fraction=None, min_per_class=1)
+    assert out.height == 500  # the floor's extra rows left the largest class
+    counts = dict(out.group_by("label").len().iter_rows())
+    assert set(counts) == {0, 1, 2, 3, 4}  # no class vanishes
+    # the rest is a uniform draw of rows, not a per-class allocation: shares follow the pool
+    assert 380 < counts[0] < 460 and 40 < counts[1] < 95
+    # the smallest keys overall, plus each class's smallest key
+    by_key = picked.sort("key", "row")
+    assert set(out["row"].to_list()) >= set(by_key.head(450)["row"].to_list()) - set(picked.filter(pl.col("label") == 0)["row"].to_list())
+    # nests: a smaller sample is a subset of a larger one (min_per_class 0: pure prefix of keys)
+    small = set(sample_rows(picked, total=100, fraction=None, min_per_class=0)["row"].to_list())
+    large = set(sample_rows(picked, total=300, fraction=None, min_per_class=0)["row"].to_list())
+    assert small < large
+    frac = sample_rows(picked, total=None, fraction=1 / 32, min_per_class=1)
+    assert frac.group_by("label").len().height == 5 and frac.height >= round(picked.height / 32)
+    with pytest.raises(CurateError, match="--min-per-class"):
+        sample_rows(picked, total=10, fraction=None, min_per_class=-1)
+
+
+def test_label_policy_each_gives_a_row_per_class():
+    from curate.sample import each_label
+
+    pool = pl.DataFrame(
+        {
+            "row": pl.Series([0, 1, 2], dtype=pl.UInt32),
+            "key": pl.Series([9, 8, 7], dtype=pl.UInt64),
+            "label": pl.Series([3, None, None], dtype=pl.Int32),
+            "labels": pl.Series([None, [1, 2], None], dtype=pl.List(pl.Int32)),
+        }
+    )
+    out = each_label(pool)
+    assert out.rows() == [(0, 3, 9), (1, 1, 8), (1, 2, 8)]
+    lists = each_label(pool.drop("label").with_columns(pl.Series("labels", [[3], [1, 2], []], dtype=pl.List(pl.Int32))))
+    assert lists.sort("row", "label").rows() == [(0, 3, 9), (1, 1, 8), (1, 2, 8)]
+
+
+def test_builds_with_row_sampling_and_label_policy_each(tmp_path, capsys):
+    from cli_helpers import run_cli
+    from test_build import POOLS, make_source
+
+    src, vocab = make_source(tmp_path)
+    base = ["build", "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m"), "--profile", "natural", "--captions", "cname"]
+    code, _, err = run_cli([*base, "--total", "12", "--sampling", "rows", "--name", "rows"], capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "m" / "rows" / "manifest.parquet")
+    assert m.height == 12 and m["label"].n_unique() == len(POOLS)
+    code, _, err = run_cli([*base, "--total", "12", "--name", "classes"], capsys)
+    assert code == 0, err
+    assert pl.read_parquet(tmp_path / "m" / "classes" / "manifest.parquet")["label"].n_unique() < len(POOLS)
+    code, _, err = run_cli([*base, "--label-policy", "each", "--name", "each"], capsys)
+    assert code == 0, err
+    each = pl.read_parquet(tmp_path / "m" / "each" / "manifest.parquet")
+    two = each.filter(pl.col("uid").str.starts_with("two-"))
+    assert two.height == 20 and each["uid"].is_unique().all()  # curate shards needs unique uids
+    assert sorted(two["uid"].str.split("#").list.last().unique().to_list()) == ["n00000000", "n00000005"]
+    assert two["uid"].str.split("#").list.first().n_unique() == 10
+    from curate.shards import manifest_splits
+
+    assert {p.split: p.rows.height for p in manifest_splits(tmp_path / "m" / "each")}["train"] == each.height
+
+
+def test_imagenet_captions_rows_reach_their_images_through_image_root(tmp_path, capsys):
+    import json
+
+    from cli_helpers import run_cli
+
+    from curate.shards import manifest_splits
+
+    root = tmp_path / "imagenet"
+    records = []
+    for i in range(12):
+        wnid = "n01440764" if i % 3 else "n01443537"
+        name = f"{wnid}_{i}.JPEG"
+        (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (root / "train" / wnid / name).write_bytes(b"\xff\xd8 image bytes")
+        records.append({"filename": name, "wnid": wnid, "title": f"Title {i}", "tags": ["fish"], "description": ""})
+    src = tmp_path / "imagenet_captions.json"
+    src.write_text(json.dumps(records))
+    vocab = tmp_path / "v.tsv"
+    vocab.write_text("wnid\tname\tlemmas\nn01440764\ttench\ttench\nn01443537\tgoldfish\tgoldfish\n")
+    args = ["build", "--source", str(src), "--vocab", str(vocab), "--labels-from", "wnid", "--profile", "natural",
+            "--captions", "full+cname", "--out-root", str(tmp_path / "m"), "--name", "incaps"]
+    code, _, err = run_cli([*args, "--image-root", str(root)], capsys)
+    assert code == 0, err
+    m = pl.read_parquet(tmp_path / "m" / "incaps" / "manifest.parquet")
+    assert m.height == 12
+    for path, wnid, uid in m.select("path", "wnid", "uid").iter_rows():
+        assert Path(path) == (root / "train" / wnid / uid).resolve() and Path(path).is_file()
+    urls = {p.split: p for p in manifest_splits(tmp_path / "m" / "incaps")}["train"].rows["url"].to_list()
+    assert all(u.startswith("file://") and Path(u[len("file://"):]).is_file() for u in urls)  # what curate shards downloads
+    code, _, err = run_cli([*args, "--image-root", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "--image-root" in err and "train/" in err
+
+
+def test_metaclip_entry_balancing_keeps_about_t_per_class():
+    from curate.sample import metaclip_entry_keep
+
+    picked = _picked([20_000, 2_000, 60])
+    pool = picked.select("row", "key", "label").with_columns(pl.lit(None, dtype=pl.List(pl.Int32)).alias("labels"))
+    # 300 captions naming classes 0 and 2 together: kept if either class selects them
+    extra = pl.DataFrame(
+        {
+            "row": pl.Series(range(10**6, 10**6 + 300), dtype=pl.UInt32),
+            "key": pl.Series(stable_keys(pl.Series([f"m{i}" for i in range(300)]), 0, "draw"), dtype=pl.UInt64),
+            "label": pl.Series([None] * 300, dtype=pl.Int32),
+            "labels": pl.Series([[0, 2]] * 300, dtype=pl.List(pl.Int32)),
+        }
+    )
+    pool = pl.concat([pool, extra])
+    kept = metaclip_entry_keep(pool, "200")
+    single = kept.filter(pl.col("label").is_not_null()).group_by("label").len().sort("label")["len"].to_list()
+    # class 0: 20,300 captions, p = 200/20,300; class 1: 2,000, p = 0.1; class 2 (360 captions): p = 200/360
+    assert 150 < single[0] < 260 and 160 < single[1] < 240 and 20 < single[2] < 50
+    both = kept.filter(pl.col("labels").is_not_null()).height
+    assert 130 < both < 210  # 1 - (1 - 0.0099)(1 - 0.556) ≈ 0.56 of 300
+    assert kept.equals(metaclip_entry_keep(pool, "200"))  # seeded, reproducible
+    with pytest.raises(CurateError, match="metaclip-entry"):
+        metaclip_entry_keep(pool, "x")

@@ -11,9 +11,16 @@ import importlib
 import os
 import sys
 
-import click
-import typer
-from typer._click import exceptions as typer_click  # typer >= 0.16 vendors its own click
+# typer's rich help costs 0.3 s of imports (rich.markdown, markdown_it) on every --help; plain
+# click help says the same. TYPER_USE_RICH=1 brings the rich panels back.
+os.environ.setdefault("TYPER_USE_RICH", "0")
+
+import typer  # noqa: E402
+
+try:  # typer >= 0.16 vendors its own click, whose exceptions are not click's
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # older typer raises click's own
+    from click import exceptions as _click_exceptions
 
 from curate.errors import USER_OS_ERRORS, CurateError, os_error_line
 
@@ -32,19 +39,23 @@ app = typer.Typer(
 _state = {"debug": False}
 
 # one module per command group, each registering on ``app`` when imported
-COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train")
+COMMAND_MODULES = ("vocab", "sources", "match", "freq", "build", "shards", "train", "embed", "similarity")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from curate import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    # eager: printed before click asks for the missing command
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
 ) -> None:
-    if version:
-        from curate import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit()
     _state["debug"] = debug or bool(os.environ.get("CURATE_DEBUG"))
 
 
@@ -52,14 +63,14 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"curate.cli.{_name}")
 
 
-# typer raises its vendored click's exceptions; an older typer raises click's own
-_USAGE_ERRORS = (typer_click.UsageError, click.exceptions.UsageError)
-_CLICK_ERRORS = (typer_click.ClickException, click.ClickException)
-_EXITS = (typer.Exit, click.exceptions.Exit)
-_ABORTS = (typer.Abort, click.exceptions.Abort)
-_NO_ARGS = tuple(
-    c for c in (getattr(typer_click, "NoArgsIsHelpError", None), getattr(click.exceptions, "NoArgsIsHelpError", None)) if c
-)
+# typer raises its vendored click's exceptions (an older typer raises click's own); click itself
+# is not imported, it costs start-up time
+_USAGE_ERRORS = (_click_exceptions.UsageError,)
+_CLICK_ERRORS = (_click_exceptions.ClickException,)
+# typer's own Exit and Abort; an older typer's are click's (None where this typer has none)
+_EXITS = tuple(c for c in (typer.Exit, getattr(_click_exceptions, "Exit", None)) if c)
+_ABORTS = tuple(c for c in (typer.Abort, getattr(_click_exceptions, "Abort", None)) if c)
+_NO_ARGS = tuple(c for c in (getattr(_click_exceptions, "NoArgsIsHelpError", None),) if c)
 
 
 def _usage_line(e: Exception) -> str:

@@ -67,22 +67,29 @@ def build_command(
     recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
     name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
     preset: str | None = typer.Option(None, "--preset", help=f"Source column layout: {preset_names()} (default: recognised from the columns)."),
-    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
+    image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder holding train/WNID/FILENAME; the manifest's path column points there for curate shards."),
+    vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
     classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
     class_list: Path | None = typer.Option(None, "--class-list", help="A file of class names or wnids, one a line (same as --classes FILE)."),
     labels_from: str | None = typer.Option(None, "--labels-from", help="Where labels come from: match (caption matching) or wnid (the source's ground-truth wnid column) (default: match)."),
-    label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first) (default: all)."),
+    label_policy: str | None = typer.Option(None, "--label-policy", help="Captions naming several classes: all (the row joins the rarest of its classes), drop (left out), first (the class mentioned first), each (a row per class, as the study's YFCC-15M-Cls) (default: all)."),
     match_mode: str | None = typer.Option(None, "--match-mode", help="Matching: curate (normalised whole words, plurals, negative context) or reference (the reference study's counting) (default: curate)."),
-    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE (a name<TAB>count reference, scaled), metaclip:T (min(count, T) per class) (default: exp)."),
+    profile: str | None = typer.Option(None, "--profile", "-p", help="Target distribution: exp (n_i = n_max·R^(-i/(C-1))), pareto (power law, max/min = R), step (head/tail levels), natural (the source's own), balanced, match:FILE|NAME (a name<TAB>count reference, scaled; NAME: a published table such as laion400m), metaclip:T (min(count, T) per class), metaclip-entry:t (MetaCLIP's probabilistic balancing, per caption), knn:QUERIES[:K] (the K rows of its class nearest to each query text of a curate embed folder, LAIONet's match to ImageNet-Captions; needs --embeddings) (default: exp)."),
     imbalance: float | None = typer.Option(None, "--imbalance", "-r", help="R, the max/min class-count ratio for exp, pareto and step (default: 1, balanced)."),
     head_fraction: float | None = typer.Option(None, "--head-fraction", help="step: the share of classes at the head level (default: 0.5)."),
     order: str | None = typer.Option(None, "--order", help="Which classes are head: natural (the source's ranking), random (seeded) or a file listing every class head first (default: natural)."),
     max_per_class: int | None = typer.Option(None, "--max-per-class", help="n_max: the head class's count (default: the largest the pool allows)."),
     total: int | None = typer.Option(None, "--total", help="Total training rows; the profile's shape, scaled to sum to exactly this."),
     fraction: float | None = typer.Option(None, "--fraction", help="Scale the largest feasible build by F in (0, 1] (scale ablations: 1, 1/2, ... 1/32)."),
+    sampling: str | None = typer.Option(None, "--sampling", help="How --total/--fraction scale the build: classes (each class's target scaled, the profile's shape exact) or rows (that many training rows drawn at random whatever their class, the study's subsets) (default: classes)."),
+    min_per_class: int | None = typer.Option(None, "--min-per-class", help="--sampling rows: every class that had rows keeps at least this many (default: 1, as the study)."),
     trim_tail: str | None = typer.Option(None, "--trim-tail", help="K:C — cap the K tail-most classes (by --order) at C training samples; C may be 0."),
-    captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, openai80, synset, original, title, tags, description, full, or MODE+cname for the source text modes (default: template)."),
+    captions: str | None = typer.Option(None, "--captions", "-c", help="Caption mode: cname, a-cname, template, a-synset, openai80, synset, original, title, tags, description, no-title, no-tags, no-description, full, or MODE+cname for the source text modes (class name first, every row kept) (default: template)."),
     eval_per_class: int | None = typer.Option(None, "--eval-per-class", help="N held-out rows per class in eval.parquet (balanced, disjoint from training) (default: 0, none)."),
+    min_similarity: float | None = typer.Option(None, "--min-similarity", help="LAIONet's filter: keep a (caption, class) pair only when its text-to-definition similarity in --similarity-from is at least this (0.82 in LAIONet; thresholds never transfer between encoders)."),
+    similarity_from: str | None = typer.Option(None, "--similarity-from", help="The scores for --min-similarity / --top-k-per-class: a Parquet file written by curate score."),
+    top_k_per_class: int | None = typer.Option(None, "--top-k-per-class", help="Keep only each class's K most similar (caption, class) pairs in --similarity-from."),
+    embeddings: str | None = typer.Option(None, "--embeddings", help="The source's caption embeddings (curate embed): needed by --profile knn:QUERIES; adds intra-class similarity to the card."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
     allow_empty_classes: bool | None = typer.Option(None, "--allow-empty-classes/--no-allow-empty-classes", help="Let the profile give classes that have rows in the pool zero training rows (an extreme --imbalance) instead of failing."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
@@ -112,6 +119,7 @@ def run_command(
     pipeline: Path = typer.Argument(..., help="A pipeline file (pipelines/*.yaml): one recipe, or base + variants."),
     source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " Replaces every variant's source."),
     vocab: str | None = typer.Option(None, "--vocab", "-v", help="Replaces every variant's vocabulary."),
+    image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder (train/WNID/FILENAME) for every variant."),
     only: str | None = typer.Option(None, "--only", help="Run only the variants whose resolved name contains this text."),
     seed: int | None = typer.Option(None, "--seed", help="Replaces every variant's seed."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="Replaces every variant's shortfall setting."),
@@ -127,7 +135,7 @@ def run_command(
     recipes = load_pipeline(pipeline)
     chosen = []
     for r in recipes:
-        r = r.replace(source=source, vocab=vocab, seed=seed, allow_shortfall=allow_shortfall, out_root=out_root)
+        r = r.replace(source=source, vocab=vocab, image_root=image_root, seed=seed, allow_shortfall=allow_shortfall, out_root=out_root)
         if source is not None and r.name is not None:
             # a named variant run on another source must not overwrite the original's folder
             from curate.recipe import _slug_text

@@ -7,55 +7,111 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
-from curate.cli.match import _SOURCE_HELP, _STRICT_HELP, open_for_matching
+from curate.cli.match import (
+    _SOURCE_HELP,
+    _STRICT_HELP,
+    ENGINE_HELP,
+    RAY_ADDRESS_HELP,
+    SHARD_HELP,
+    SHARDS_HELP,
+    open_for_matching,
+    run_sharded_cli,
+)
 
 
 @app.command("freq")
 def freq_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP + " Or a Parquet file written by curate match (has a 'labels' column)."),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write classes.tsv, classes.parquet, stats.json and freq.png into."),
-    reference: Path | None = typer.Option(
-        None, "--reference", "-r", help="A name<TAB>count table (e.g. ../shared/reference/freqs/laion400m_imagenet_ori.tsv, or a classes.tsv written here) to compare with."
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="A name<TAB>count table to compare with: a file (e.g. a classes.tsv written here) or one the reference study "
+        "published: laion400m, laion2b, cc12m, yfcc15m, metaclip400m, incaps, laionet-0.7, laionet-0.82.",
     ),
     policy: str = typer.Option("all", "--policy", help="Label policy when matching: all, drop or first (see curate match)."),
     mode: str = typer.Option("curate", "--mode", help="Matching mode: curate or reference (see curate match)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    entry_counts: bool = typer.Option(
+        False, "--entry-counts", help="SOURCE is a MetaCLIP entry -> count JSON (datacard_400m.json): each entry is matched as a caption and adds its count to its classes (the study's MetaCLIP counting)."
+    ),
+    shard: str | None = typer.Option(None, "--shard", help=SHARD_HELP + " Writes only the shard's partial counts into --out; add them with --reduce."),
+    shards: int | None = typer.Option(None, "--shards", help=SHARDS_HELP + " Partial counts go to OUT/shards/, the tables to OUT."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    reduce: bool = typer.Option(
+        False, "--reduce", help="SOURCE is a folder of shard outputs (curate match/freq --shard): add their partial counts and write what one run over the whole source writes."
+    ),
     strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
 ) -> None:
     """Count how many captions of SOURCE mention each class; write the class table, statistics and
     plot, and print the headline numbers."""
     import polars as pl
 
+    from curate.engine.local import expected_rows
+    from curate.engine.shard import MatchJob
     from curate.errors import CurateError
     from curate.freq import class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
+    from curate.match.kernels import compiled_for
     from curate.sources import validate_source
     from curate.util import check_writable_dir
     from curate.vocab import load_vocab
 
     check_writable_dir(out.parent, option="--out")
     ref = read_reference(reference) if reference is not None else None
+    src = None
+    weight = None
     no_text = None
-    if source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
-        if vocab is None:
-            raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
-        voc = load_vocab(vocab)
-        matched = pl.scan_parquet(source)
+    sharded = shard is not None or shards is not None or engine != "local"
+    if strict and (reduce or sharded):
+        raise CurateError("--strict stops a single run at its first row without text: it goes without --reduce, --shard, --shards and --engine")
+    if reduce:
+        if sharded:
+            raise CurateError("--reduce adds the partial counts already written: it goes without --shard, --shards and --engine")
+        table, params = _reduced(Path(source), vocab)
+        source, vocab, policy, mode = params["source"], params["vocab"], params["policy"], params["mode"]
+    elif sharded:
+        if entry_counts:
+            raise CurateError("--entry-counts reads one entry -> count file: it goes without --shard, --shards and --engine")
+        job = MatchJob(source=source, vocab=vocab, policy=policy, mode=mode, kind="freq", caption_col=caption_col)
+        if shard is not None:
+            run_sharded_cli(job, out, shard=shard, shards=None, engine=engine, ray_address=ray_address)
+            return
+        run_sharded_cli(job, out / "shards", shard=None, shards=shards, engine=engine, ray_address=ray_address)
+        table, _ = _reduced(out / "shards", vocab)
     else:
-        src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
-        matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
-        no_text = validate_source(src).bad_captions
-    try:
-        table = class_table(matched, voc)
-    except pl.exceptions.PolarsError as e:
-        raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
+        if entry_counts:
+            from curate.match.reference import read_entry_counts
+
+            voc = load_vocab(vocab or "imagenet1k")
+            matched = match_captions(read_entry_counts(source).lazy(), voc, policy=policy, mode=mode)
+            weight = "count"
+        elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
+            if vocab is None:
+                raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
+            voc = load_vocab(vocab)
+            matched = pl.scan_parquet(source)
+        else:
+            src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
+        with compiled_for(expected_rows(src.files) if src is not None else 0):
+            if src is not None:
+                matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
+                no_text = validate_source(src).bad_captions
+            try:
+                table = class_table(matched, voc, weight=weight)
+            except pl.exceptions.PolarsError as e:
+                raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
     stats = distribution_stats(table["count"], ref, names=table["name"].to_list())
     stats.update({"source": source, "vocab": vocab, "policy": policy, "mode": mode})
-    if no_text is not None:
-        stats["no_text"] = no_text  # captions without text: no label, so in no class's count
+    if no_text:
+        # captions without text: no label, so in no class's count (left out when there are none, so a
+        # clean source's stats.json is the same bytes as its sharded and reduced run's)
+        stats["no_text"] = no_text
     write_freq(out, table, stats, reference=ref)
     lines = [
         f"classes {stats['classes']}, total {stats['total']:,} ({stats['count_unit']})",
@@ -70,6 +126,20 @@ def freq_command(
         lines.append(f"vs reference: Spearman {_fmt(r['spearman'])}, Pearson(log) {_fmt(r['pearson_log'])}, KL {r['kl_divergence']:.3f}")
     lines.append(f"wrote {out}/classes.tsv, classes.parquet, stats.json, freq.png")
     typer.echo("\n".join(lines))
+
+
+def _reduced(folder: Path, vocab: str | None):
+    """The class table of a folder of shard outputs, added up, and the run's parameters."""
+    from curate.engine.shard import reduce_counts, vocab_hash
+    from curate.errors import CurateError
+    from curate.freq import class_table_from_counts
+    from curate.vocab import load_vocab
+
+    params, total = reduce_counts(folder)
+    voc = load_vocab(vocab or params["vocab_spec"])
+    if vocab_hash(voc) != params["vocab_sha"]:
+        raise CurateError(f"--reduce {folder}: the shards were matched against another vocabulary than {vocab or params['vocab_spec']} (its content changed)")
+    return class_table_from_counts(total.counts, voc), params
 
 
 def _fmt(value: float | None) -> str:

@@ -9,6 +9,40 @@ import typer
 from curate.cli import app
 
 _SOURCE_HELP = "'demo', a caption file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or an http(s) URL (see curate head)."
+SHARD_HELP = "Run one shard only: i/N (0 <= i < N; a contiguous 1/N of the rows), or slurm (the task of a job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT)."
+SHARDS_HELP = "Run all N shards: here (local engine, side by side on every core) or on Ray (--engine ray). Default with --engine ray: one shard per source file."
+ENGINE_HELP = "local (this process) or ray (Ray Data actors on a local or running cluster; pip install 'curate[ray]')."
+RAY_ADDRESS_HELP = "The Ray cluster to join (ray.init(address=...); 'auto' for the one this machine belongs to); default: start a local Ray."
+
+
+def run_sharded_cli(job, out: Path, *, shard: str | None, shards: int | None, engine: str, ray_address: str | None) -> bool:
+    """Run ``job`` sharded when the options ask for it, printing what happened; False when they
+    do not (a single run)."""
+    from curate.engine import ENGINES, run_all
+    from curate.engine.shard import parse_shard, run_shard
+    from curate.errors import CurateError
+    from curate.ui import info
+
+    if engine not in ENGINES:
+        raise CurateError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if shard is not None:
+        if shards is not None or engine != "local":
+            raise CurateError("--shard runs one shard in this process: it goes without --shards and --engine ray")
+        one = parse_shard(shard)
+        skipped, part = run_shard(job, one, out)
+        what = "already complete, skipped" if skipped else f"{part.rows:,} captions, {part.matched:,} with a class"
+        info(f"shard {one} of {job.source} -> {out}: {what}")
+        return True
+    if shards is None and engine == "local":
+        return False
+    if shards is not None and shards < 1:
+        raise CurateError(f"--shards {shards}: at least 1")
+    results = run_all(engine, job, out, shards=shards, address=ray_address)
+    done = sum(1 for skipped, _ in results if not skipped)
+    rows = sum(p.rows for _, p in results)
+    hit = sum(p.matched for _, p in results)
+    info(f"{len(results)} shards of {job.source} in {out} ({done} run now, {len(results) - done} already complete; engine {engine}): {rows:,} captions, {hit:,} with a class")
+    return True
 
 
 _STRICT_HELP = "Stop at the first row whose caption is null or blank, naming it (default: such rows get no label and are counted)."
@@ -27,45 +61,80 @@ def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | No
 
 @app.command("match")
 def match_command(
-    source: str = typer.Argument(..., help=_SOURCE_HELP),
+    source: str | None = typer.Argument(None, help=_SOURCE_HELP),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Parquet file to write: uid, labels (list of class indices), then --spans / --keep columns. With --shard, --shards or --engine ray: a folder of shard files."
+    ),
     policy: str = typer.Option(
         "all", "--policy", help="Captions naming several classes: all (keep every class), drop (label only single-class captions), first (the first mention)."
     ),
     mode: str = typer.Option(
-        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting: lemmatised tokens of a synonym present anywhere)."
+        "curate", "--mode", help="curate (normalised whole-word matching with plurals, longest match, negative context) or reference (the reference study's counting, caption by caption: Treebank tokens lemmatised, all tokens of a synonym anywhere, its nine veto lists; pair it with --vocab imagenet1k-study)."
     ),
-    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption the mentions (label, byte offsets into the normalised caption, surface form)."),
+    spans: bool = typer.Option(False, "--spans", help="Also write 'spans': per caption every candidate mention (label, byte offsets into the normalised caption, surface form, reason: kept or why it was dropped)."),
     keep: str | None = typer.Option(None, "--keep", help="Comma-separated input columns to carry into the output (e.g. caption,url)."),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the source's preset)."),
+    explain: str | None = typer.Option(
+        None, "--explain", help="Instead of a source: print every candidate mention in this one caption and what became of it (kept, or dropped as veto, sense, name, modifier)."
+    ),
+    disambiguate: bool = typer.Option(
+        True, "--disambiguate/--no-disambiguate", help="Mode curate: drop candidates that are another sense of the word, part of a name or a modifier of another noun (WordNet + SemCor evidence; --spans says why each was dropped). --no-disambiguate keeps every candidate that survives the negative-context rules."
+    ),
+    shard: str | None = typer.Option(None, "--shard", help=SHARD_HELP),
+    shards: int | None = typer.Option(None, "--shards", help=SHARDS_HELP),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.
 
-    Streams: memory stays flat however many captions the source has."""
+    Streams: memory stays flat however many captions the source has. Sharded (--shard i/N on
+    many machines, or --shards N / --engine ray here), each shard writes
+    OUT/shard-0000i-of-0000N.parquet, its partial counts (.counts.json) and a completion marker
+    (.done); a rerun skips completed shards; curate freq OUT --reduce adds the counts."""
     import polars as pl
 
+    from curate.engine.local import expected_rows
+    from curate.engine.shard import MatchJob
     from curate.errors import CurateError
     from curate.match import match_captions
+    from curate.match.kernels import compiled_for
     from curate.sources import validate_source
     from curate.ui import info
     from curate.util import atomic_path, check_writable_dir
 
+    if explain is not None:
+        from curate.match import explain_caption
+        from curate.vocab import load_vocab
+
+        rows = explain_caption(explain, load_vocab(vocab or "imagenet1k"), disambiguate=disambiguate)
+        if not rows:
+            info("no candidate mention: no word sequence of the caption is a lemma of the vocabulary")
+        for r in rows:
+            info(f"{r['surface']!r:>24} -> {r['name']} ({r['wnid']}): {r['reason']}")
+        return
+    if source is None or out is None:
+        raise CurateError("curate match needs a SOURCE and --out FILE (or --explain CAPTION)")
+    kept = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
+    if strict and (shard is not None or shards is not None or engine != "local"):
+        raise CurateError("--strict stops a single run at its first row without text: it goes without --shard, --shards and --engine")
+    job = MatchJob(source=source, vocab=vocab, policy=policy, mode=mode, kind="match", spans=spans, keep=tuple(kept), caption_col=caption_col, disambiguate=disambiguate)
+    if run_sharded_cli(job, out, shard=shard, shards=shards, engine=engine, ray_address=ray_address):
+        return
     if out.suffix.lower() != ".parquet":
         raise CurateError(f"--out {out}: write a .parquet file")
     check_writable_dir(out.parent, option="--out")
     src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
     names = src.lazy.collect_schema().names()
-    kept = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
     missing = [c for c in kept if c not in names]
     if missing:
         raise CurateError(f"--keep: column(s) {', '.join(missing)} not in source {source} (columns: {', '.join(names)})")
-    matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans)
     cols = ["uid", "labels", *(["spans"] if spans else []), *[c for c in kept if c not in ("uid", "labels", "spans")]]
-    with atomic_path(out) as tmp:
+    with compiled_for(expected_rows(src.files)), atomic_path(out) as tmp:
+        matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
         try:
             matched.select(cols).sink_parquet(tmp)
         except CurateError:

@@ -71,7 +71,7 @@ def head_command(
 def fetch_command(
     targets: list[str] = typer.Argument(
         None,
-        help="A metadata preset (laion400m, cc3m, cc12m, yfcc15m, imagenet-captions) or one or more http(s) URLs.",
+        help="A metadata preset (see --list: relaion400m, relaion2b-en-research-safe, datacomp-small from the Hugging Face Hub; cc3m, cc12m, yfcc15m, imagenet-captions) or one or more http(s) URLs.",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Folder to download into (default: CACHE/metadata/PRESET, or CACHE/metadata/urls)."
@@ -95,7 +95,8 @@ def fetch_command(
 
     if list_presets:
         for p in FETCH_PRESETS.values():
-            typer.echo(f"{p.name}\t{len(p.parts)} part(s)\t{p.description}")
+            where = "Hub: " + p.hub.repo_id if p.hub else "bring your own copy" if p.withdrawn else f"{len(p.parts)} part(s)"
+            typer.echo(f"{p.name}\t{where}\t{p.description}")
         return
     targets = targets or []
     if not targets:

@@ -13,7 +13,7 @@ from curate.cli import app
 def vocab_command(
     name: str = typer.Argument(
         ...,
-        help="imagenet1k | imagenet100 | imagenet21k | demo | wordnet:SYNSET (e.g. wordnet:dog.n.01) | a csv/tsv/json file with a 'name' column.",
+        help="imagenet1k | imagenet100 | imagenet21k | imagenet1k-study | demo | wordnet:SYNSET (e.g. wordnet:dog.n.01) | a csv/tsv/json file with a 'name' column.",
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the vocabulary here (.parquet, .json, .jsonl, .csv, .tsv) instead of printing it."),
     depth: int | None = typer.Option(None, "--depth", help="wordnet:SYNSET only: how many hyponym levels below the root to include (default: all)."),

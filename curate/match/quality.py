@@ -1,0 +1,64 @@
+"""Label quality against hand-judged candidates: precision and recall of a ``labels`` column.
+
+A judged set is a table of candidate (row, label) pairs, each judged correct (1) or wrong (0) by a
+person reading the caption; pairs judged undecidable are left out. A caption may hold several
+mentions of one class: the pair is correct when any of them is.
+
+- precision: of the pairs a matcher keeps that were judged, the share judged correct;
+- recall: of the pairs judged correct, the share the matcher keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Quality:
+    kept: int  # judged pairs the matcher kept
+    correct_kept: int
+    correct: int  # pairs judged correct
+
+    @property
+    def precision(self) -> float:
+        return self.correct_kept / self.kept if self.kept else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.correct_kept / self.correct if self.correct else float("nan")
+
+
+def judged_pairs(judged: pl.DataFrame) -> pl.DataFrame:
+    """(row, label, correct) per judged pair: ``judged`` has columns ``row``, ``label`` and
+    ``judgement`` ("1", "0" or "?")."""
+    return (
+        judged.filter(pl.col("judgement").is_in(["0", "1"]))
+        .group_by("row", "label")
+        .agg((pl.col("judgement") == "1").any().alias("correct"))
+    )
+
+
+def score_labels(labels: pl.Series, judged: pl.DataFrame, *, rows: list[int] | None = None) -> Quality:
+    """Precision and recall of ``labels`` (one list per caption, row i = caption i) against the
+    judged pairs, optionally only on ``rows``."""
+    pairs = judged_pairs(judged)
+    if rows is not None:
+        pairs = pairs.filter(pl.col("row").is_in(rows))
+    kept = (
+        pl.DataFrame({"labels": labels})
+        .with_row_index("row")
+        .explode("labels")
+        .drop_nulls("labels")
+        .select(pl.col("row").cast(pl.Int64), pl.col("labels").cast(pl.Int64).alias("label"))
+    )
+    hit = pairs.with_columns(pl.col("row").cast(pl.Int64), pl.col("label").cast(pl.Int64)).join(
+        kept.with_columns(pl.lit(True).alias("kept")), on=["row", "label"], how="left"
+    )
+    hit = hit.with_columns(pl.col("kept").fill_null(False))
+    return Quality(
+        kept=int(hit["kept"].sum()),
+        correct_kept=int((hit["kept"] & hit["correct"]).sum()),
+        correct=int(hit["correct"].sum()),
+    )

@@ -1,0 +1,103 @@
+"""curate.match.disambiguate: each rule family on captions written for the test, and label quality
+on real LAION captions judged by hand (tests/data, see its README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate.match import compile_matcher, match_captions
+from curate.match.disambiguate import DROP_REASONS
+from curate.match.lexicon import is_noun, singular_forms
+from curate.match.quality import score_labels
+from curate.vocab import load_vocab
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def in1k() -> pl.DataFrame:
+    return load_vocab("imagenet1k")
+
+
+@pytest.fixture(scope="module")
+def matcher(in1k):
+    return compile_matcher(in1k, disambiguate=True)
+
+
+def _decisions(matcher, in1k, caption: str) -> dict[str, str]:
+    c = matcher.candidates(pl.Series([caption], dtype=pl.Utf8))
+    names = in1k["name"].to_list()
+    return {names[int(lab)]: DROP_REASONS[int(r)] for lab, r in zip(c.label, c.reason)}
+
+
+def test_part_of_speech_by_use():
+    assert is_noun("chairs") and is_noun("magnet") and is_noun("keyboard")
+    assert not is_noun("free") and not is_noun("quickly") and not is_noun("buy")
+    assert not is_noun("istanbul")  # a proper name heads no compound
+    assert "shade" in singular_forms("shades")
+
+
+@pytest.mark.parametrize(
+    ("caption", "name", "reason"),
+    [
+        # head-final compounds: the class word modifies another noun
+        ("vintage violin case for sale", "violin", "modifier"),
+        ("goldfish lamp for sale", "goldfish", "modifier"),
+        ("my banana bread recipe", "banana", "modifier"),
+        # ... unless the head is a picture of it, or a kind of thing the class is
+        ("banana illustration on white", "banana", "kept"),
+        ("old violin photo", "violin", "kept"),
+        ("a violin, a bow and sheet music", "violin", "kept"),
+        # coordination shares the head
+        ("cotton and wool blend scarf", "wool", "modifier"),
+        # a picture of another thing the class word modifies is not the class
+        ("sleepy goldfish bowl photo", "goldfish", "modifier"),
+        # a set or pair of the thing is the thing; so is a kindred animal ("sorrel mare")
+        ("vintage teapot set", "teapot", "kept"),
+        ("a sorrel mare in the paddock", "common sorrel horse", "kept"),
+        # a participle is a verb, not the head of a compound
+        ("goldfish swimming in circles", "goldfish", "kept"),
+        # a compound WordNet knows names another thing
+        ("our new tank top collection", "tank", "veto"),
+        ("the ski slope at dawn", "ski", "modifier"),
+        # after a brand written in camel case
+        ("Seagate FreeAgent Desk drive", "desk", "name"),
+        # names: honorifics, capitals inside a caption that is not in capitals
+        ("interview with Dr. Banana about fruit", "banana", "name"),
+        ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),
+        # another sense: the class sense is not the word's common use and nothing speaks for it
+        ("the board of directors met on monday", "dining table", "sense"),
+        ("dining room board and chairs", "dining table", "kept"),
+    ],
+)
+def test_rule_families(matcher, in1k, caption, name, reason):
+    got = _decisions(matcher, in1k, caption)
+    assert got.get(name) == reason, got
+
+
+def test_the_default_mode_disambiguates_and_spans_say_why(in1k):
+    lf = pl.LazyFrame({"caption": ["vintage violin case for sale"]})
+    plain = match_captions(lf, in1k, disambiguate=False).collect()["labels"].to_list()
+    strict = match_captions(lf, in1k).collect()["labels"].to_list()
+    violin = in1k.filter(pl.col("name") == "violin")["label"].item()
+    assert violin in plain[0] and violin not in strict[0]
+    spans = match_captions(lf, in1k, spans=True).collect()["spans"].to_list()[0]
+    assert [(x["label"], x["surface"], x["reason"]) for x in spans] == [(violin, "violin", "modifier")]
+
+
+def test_label_quality_on_real_captions(in1k):
+    """Real LAION alt-text (not tuned on for the held-out half): the cascade must keep most correct
+    pairs while removing most wrong ones. Figures as measured when written: dev P 0.70 / R 0.78,
+    held-out P 0.77 / R 0.79, against 0.39-0.44 precision without it."""
+    df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
+    judged = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8})
+    for split in ("dev", "heldout"):
+        rows = judged.filter(pl.col("split") == split)["row"].unique().to_list()
+        base = score_labels(match_captions(df.lazy(), in1k, disambiguate=False).collect()["labels"], judged, rows=rows)
+        q = score_labels(match_captions(df.lazy(), in1k).collect()["labels"], judged, rows=rows)
+        assert base.recall == 1.0  # every judged candidate is found before the cascade
+        assert q.precision >= base.precision + 0.25, (split, q, base)
+        assert q.recall >= 0.75, (split, q)

@@ -1,0 +1,79 @@
+"""Match once, decide many times (curate.pool): builds read the matched pool written by the first
+one, and give the same bytes as builds that match in place."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+from cli_helpers import run_cli
+
+from curate.util import file_sha256
+
+FRUITS = ["apple", "banana", "cherry", "durian", "elderberry", "fig"]
+
+
+@pytest.fixture
+def source(tmp_path, monkeypatch):
+    """Three parquet files (so the pool's rows must line up across files) and a vocabulary."""
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CURATE_NO_POOL", raising=False)
+    rng = np.random.default_rng(5)
+    root = tmp_path / "src"
+    root.mkdir()
+    for f, n in enumerate((310, 170, 240)):
+        picks = rng.integers(-1, len(FRUITS), size=n)
+        df = pl.DataFrame(
+            {
+                "uid": [f"f{f}-{i}" for i in range(n)],
+                "caption": [f"a fresh {FRUITS[c]} on my table {i}" if c >= 0 else f"nothing here {i}" for i, c in enumerate(picks)],
+                "url": [f"http://example.invalid/{f}/{i}.jpg" for i in range(n)],
+                "title": [f"my {FRUITS[c]}" if c >= 0 and i % 3 else None for i, c in enumerate(picks)],
+            }
+        )
+        df.write_parquet(root / f"part-{f}.parquet", row_group_size=64)
+    vocab = tmp_path / "fruits.tsv"
+    vocab.write_text("wnid\tname\tlemmas\n" + "".join(f"n{i:08d}\t{f}\t{f}\n" for i, f in enumerate(FRUITS)), encoding="utf-8")
+    return root, vocab, tmp_path
+
+
+def _build(source, out: str, capsys, *extra: str) -> dict[str, str]:
+    root, vocab, tmp = source
+    args = ["build", "--source", str(root), "--vocab", str(vocab), "--out-root", str(tmp / out), "--max-per-class", "40", *extra]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    (folder,) = [p for p in (tmp / out).iterdir() if not p.name.startswith(".")]
+    return {p.name: file_sha256(p) for p in folder.iterdir() if p.suffix in (".parquet", ".tsv")}
+
+
+def test_builds_share_one_pool_and_match_in_place_builds(source, capsys, monkeypatch):
+    pools = source[2] / "cache" / "pools"
+    variants = [("--imbalance", "10"), ("--imbalance", "2", "--captions", "title"), ("--profile", "balanced", "--captions", "cname")]
+    with_pool = [_build(source, f"p{i}", capsys, *v) for i, v in enumerate(variants)]
+    (entry,) = pools.glob("*.parquet")  # one pool for the three variants
+    written = entry.stat().st_mtime_ns
+    assert pl.read_parquet(entry).height == 720
+    monkeypatch.setenv("CURATE_NO_POOL", "1")
+    in_place = [_build(source, f"n{i}", capsys, *v) for i, v in enumerate(variants)]
+    assert with_pool == in_place
+    assert all(len(h) >= 3 for h in with_pool)
+    monkeypatch.delenv("CURATE_NO_POOL")
+    _build(source, "again", capsys, *variants[0])
+    assert entry.stat().st_mtime_ns == written and len(list(pools.glob("*.parquet"))) == 1
+    # other label policy: its own pool
+    _build(source, "drop", capsys, "--imbalance", "10", "--label-policy", "drop")
+    assert len(list(pools.glob("*.parquet"))) == 2
+
+
+def test_a_changed_source_gets_a_new_pool(source, capsys):
+    root, _, tmp = source
+    first = _build(source, "a", capsys, "--imbalance", "5")
+    part = root / "part-1.parquet"
+    df = pl.read_parquet(part)
+    df.with_columns(pl.lit("a ripe fig").alias("caption")).write_parquet(part)
+    os.utime(part, ns=(1, 1))  # even with an old time stamp: the size differs
+    second = _build(source, "b", capsys, "--imbalance", "5")
+    assert len(list((tmp / "cache" / "pools").glob("*.parquet"))) == 2
+    assert first != second
