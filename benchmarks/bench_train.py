@@ -4,7 +4,8 @@
    shards + batched ``gpu_augment`` (here on the CPU) against open_clip_train's ``CsvDataset``
    (JPEG decode + per-image torchvision transforms) in a ``DataLoader``, fed the manifest's
    ``curate export --format openclip-csv``.
-2. Training steps of the tiny model per objective (CLIP, SL, SL-subsample), images/s.
+2. Training steps of the tiny model per registered objective (``curate.objectives.OBJECTIVES``:
+   CLIP, SL, the subsampled and frozen-head variants), images/s, as ratios to CLIP's.
 
     python benchmarks/bench_train.py [--manifest manifests/NAME] [--batches 30] [--workers 2]
 
@@ -79,10 +80,11 @@ def bench_openclip_input(manifest: Path, *, batch: int, batches: int, size: int,
 
 
 def bench_steps(manifest: Path, objective: str, *, batch: int, steps: int, out: Path) -> float:
-    from curate.train import TrainConfig, train
+    from curate.runs import TrainConfig
+    from curate.train import train
 
     cfg = TrainConfig(objective=objective, model="tiny", steps=steps, batch_size=batch, log_every=max(1, steps // 4))
-    return train(manifest, cfg, out=out / objective, evaluate=False).images_per_s
+    return train(manifest, cfg, out=out / objective).images_per_s
 
 
 def main() -> None:
@@ -107,10 +109,12 @@ def main() -> None:
         print(f"  open_clip_train CsvDataset, {args.workers} workers:   {theirs:10.0f} images/s")
         print(f"  ratio curate / open_clip_train:           {ours / theirs:10.2f}x")
         print(f"training steps, tiny model, batch {args.batch_size}, {args.steps} steps, fp32 CPU:")
+        from curate.objectives import OBJECTIVES
+
         rates = {obj: bench_steps(manifest, obj, batch=args.batch_size, steps=args.steps, out=root / "runs")
-                 for obj in ("clip", "sl", "sl-subsample")}
+                 for obj in OBJECTIVES}
         for obj, r in rates.items():
-            print(f"  {obj:<13} {r:8.0f} images/s   ({r / rates['clip']:.2f}x clip)")
+            print(f"  {obj:<24} {r:8.0f} images/s   ({r / rates['clip']:.2f}x clip)")
 
 
 if __name__ == "__main__":

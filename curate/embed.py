@@ -197,12 +197,12 @@ def _run(spec: str, device) -> TextEncoder:
     import torch
 
     from curate.models import open_clip_name
-    from curate.train import TrainConfig, load_clip_from_run, read_run
+    from curate.runs import load_trained
 
-    meta = read_run(Path(spec))
-    model = load_clip_from_run(Path(spec), device=torch.device("cpu"))
-    name = open_clip_name(TrainConfig.from_dict(meta["config"]).model)
-    return encoder_from_model(spec, name, model, device)
+    _, cfg, model = load_trained(Path(spec), device=torch.device("cpu"))
+    if cfg.objective != "clip":
+        raise CurateError(f"--encoder {spec}: a run of objective {cfg.objective!r} has no text tower to embed with; use a clip run")
+    return encoder_from_model(spec, open_clip_name(cfg.model), model, device)
 
 
 def load_encoder(spec: str, *, device: str = "auto") -> TextEncoder:

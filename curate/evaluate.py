@@ -1,13 +1,16 @@
-"""The validation report of a training run: accuracy on the balanced eval split, read against
-the training distribution.
+"""The validation report of a training run: accuracy on an evaluation set, read against the
+training distribution.
 
 Owns the metric functions (top-k and per-class accuracy, correlation of per-class accuracy with
-log training frequency, head / medium / tail accuracy, entropy of the prediction histogram), the
-evaluation of a run folder (``metrics.json``, ``report.md``, ``per_class_accuracy.png``,
-``predictions.png``) and the side-by-side comparison of runs (``curate compare``).
+log training frequency, head / medium / tail accuracy, entropy of the prediction histogram, the
+study's neural-collapse measures), the evaluation of a run folder on a set of ``curate.evalsets``
+(``metrics.json`` keyed by dataset; for the held-out split also ``report.md``,
+``per_class_accuracy.png``, ``predictions.png``) and the side-by-side comparison of runs
+(``curate compare``).
 
-CLIP runs are scored zero-shot: each class is the mean text embedding of its name in open_clip's
-ImageNet templates. Supervised runs are scored with their own classifier.
+Every objective is scored the same way: its image features times its head
+(``curate.objectives``). CLIP's head is zero-shot: each class is the mean text embedding of its
+name in a prompt set. Supervised runs use their own classifier.
 """
 
 from __future__ import annotations
@@ -171,92 +174,195 @@ def compute_metrics(
     }
 
 
+# --------------------------------------------------------------------------- neural collapse
+
+
+def _coherence(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of unit ``vectors`` ``[C, D]``: the mean and the largest ``|cos + 1/(C-1)|`` to the
+    other rows (0 for a simplex equiangular tight frame, the collapsed optimum)."""
+    c = vectors.shape[0]
+    g = vectors @ vectors.T + 1.0 / (c - 1)
+    np.fill_diagonal(g, 0.0)
+    g = np.abs(g)
+    return g.sum(axis=1) / (c - 1), g.max(axis=1)
+
+
+def neural_collapse(features: np.ndarray, labels: np.ndarray, weight: np.ndarray, train_counts: np.ndarray) -> dict:
+    """The study's neural-collapse measures (its ``get_nc_metrics``), per class and in summary.
+
+    - ``nc_within_between``: ``tr(Sw_c Sb^+)`` per class, ``Sw_c`` the class's within-class
+      scatter over all ``N`` images and ``Sb`` the between-class covariance of the class means;
+      the summary is the sum (``tr(Sw Sb^+)``, lower = more collapsed).
+    - ``nc_cos_means`` / ``nc_cos_weights``: mean ``|cos + 1/(C-1)|`` of each centred class mean
+      (classifier weight row) to the others, and ``..._nearest`` the largest; 0 for a simplex ETF.
+
+    Classes without eval images are left out. Spearman correlations of the per-class values with
+    log training frequency follow (``*_spearman_log_freq``).
+    """
+    from scipy import stats
+
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    k = len(train_counts)
+    present = np.flatnonzero(np.bincount(y, minlength=k) > 0)
+    if len(present) < 3:
+        return {}
+    n_c = np.bincount(y, minlength=k).astype(np.float64)
+    means = np.zeros((k, f.shape[1]))
+    np.add.at(means, y, f)
+    means[present] /= n_c[present, None]
+    centred = means[present] - means[present].mean(axis=0, keepdims=True)
+    sb = centred.T @ centred / len(present)
+    z = f - means[y]
+    quad = np.einsum("nd,nd->n", z @ np.linalg.pinv(sb), z)  # z^T Sb^+ z per image
+    sw_sb = np.bincount(y, weights=quad, minlength=k)[present] / len(y)
+    m_unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    w = np.asarray(weight, dtype=np.float64)[present]
+    w_unit = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    cos_m, cos_m_near = _coherence(m_unit)
+    cos_w, cos_w_near = _coherence(w_unit)
+    out: dict = {}
+    logf = log_frequency(np.asarray(train_counts)[present])
+    for name, per_class, total in (
+        ("nc_within_between", sw_sb, float(sw_sb.sum())),
+        ("nc_cos_means", cos_m, float(cos_m.mean())),
+        ("nc_cos_weights", cos_w, float(cos_w.mean())),
+        ("nc_cos_means_nearest", cos_m_near, float(cos_m_near.mean())),
+        ("nc_cos_weights_nearest", cos_w_near, float(cos_w_near.mean())),
+    ):
+        out[name] = total
+        rho = None
+        if np.ptp(per_class) > 0 and np.ptp(logf) > 0:
+            rho = _finite_or_none(stats.spearmanr(logf, per_class).statistic)
+        out[f"{name}_spearman_log_freq"] = rho
+        full = [None] * k
+        for i, v in zip(present.tolist(), per_class.tolist()):
+            full[i] = v
+        out[f"{name}_per_class"] = full
+    return out
+
+
 # --------------------------------------------------------------------------- evaluating a run
+
+
+def dataset_key(eval_key: str, *, classes: str | None, prompts: str | None) -> str:
+    """How a score is keyed in metrics.json: ``heldout``, ``imagefolder:val[imagenet100]@openai80``."""
+    subset = classes.replace("\\", "/").rsplit("/", 1)[-1] if classes else None  # a vocab file: its name
+    return eval_key + (f"[{subset}]" if subset else "") + (f"@{prompts}" if prompts else "")
 
 
 def evaluate_run(
     run_dir: Path,
     *,
+    dataset: str = "heldout",
+    classes: str | None = None,
+    prompts: str | None = None,
     device: str = "auto",
     batch_size: int = 256,
-    templates: str | None = None,
+    workers: int = 0,
 ) -> dict:
-    """Score a run on its manifest's eval split and write the report files into the run folder."""
+    """Score a run on ``dataset`` (``heldout`` or ``imagefolder:DIR``), optionally on a class
+    subset, and record it in the run's metrics.json under its dataset key; the held-out score
+    also writes report.md and the plots. Returns that dataset's metrics."""
     import torch
 
-    from curate.loader import gpu_augment, open_shards
-    from curate.models import text_classifier
-    from curate.train import SUMMARY_FILE, autocast, load_trained, resolve_device
+    from curate.evalsets import class_subset, open_eval_set
+    from curate.models import prompt_set
+    from curate.objectives import OBJECTIVES
+    from curate.runs import autocast, load_trained, read_summary, resolve_device
+    from curate.ui import track
 
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
-    meta, cfg, model = load_trained(run_dir, device=dev)
-    manifest = Path(meta["manifest"])
-    if not manifest.exists():
-        raise CurateError(f"{run_dir}: its manifest {manifest} no longer exists")
     if batch_size < 1:
         raise CurateError(f"--batch-size must be at least 1 (got {batch_size})")
-    eval_shards = open_shards(manifest, split="eval")
-    train_shards = open_shards(manifest, split="train")
-    num_classes = int(meta["num_classes"])
+    dev = resolve_device(device)
+    meta, cfg, model = load_trained(run_dir, device=dev)
+    objective = OBJECTIVES[cfg.objective]
     class_names = list(meta["class_names"])
-    if int(eval_shards.num_classes) != num_classes:
-        raise CurateError(
-            f"{manifest}: the eval split has {eval_shards.num_classes} classes, the run trained on {num_classes}"
-        )
-    if eval_shards.num_samples == 0:
-        raise CurateError(f"{manifest}: the eval split is empty; nothing to evaluate")
-    train_counts = np.bincount(np.asarray(train_shards.labels, dtype=np.int64), minlength=num_classes)
-    templates = templates or cfg.templates
+    wnids = list(meta.get("wnids") or [])
+    num_classes = len(class_names)
     image_size = int(meta["image_size"])
+    try:
+        evalset = open_eval_set(dataset, meta=meta, image_size=image_size)
+    except CurateError as e:
+        raise CurateError(f"{run_dir}: {e}") from None
+    train_counts = np.asarray(meta.get("train_counts") or _train_counts(meta), dtype=np.int64)
+    chosen_prompts = prompt_set(prompts) if prompts else cfg.prompts
     precision = cfg.precision if dev.type == "cuda" else "fp32"
-    k = min(5, num_classes)
+    amp = torch.bfloat16 if precision == "bf16" else None
+    subset = class_subset(classes, class_names=class_names, wnids=wnids) if classes else np.arange(num_classes)
+    remap = np.full(num_classes, -1, dtype=np.int64)
+    remap[subset] = np.arange(len(subset))
 
     with torch.no_grad():
-        if cfg.objective == "clip":
-            classifier = text_classifier(
-                model,
-                class_names,
-                templates=templates,
-                device=dev,
-                autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
-            ).to(dev)
-        tops, labels = [], []
-        from curate.ui import track
+        head = objective.head(model, class_names, prompts=chosen_prompts, device=dev, autocast_dtype=amp)
+    cols = torch.as_tensor(subset, device=dev)
+    k = min(5, len(subset))
+    tops, labels, feats = [], [], []
+    from curate.loader import gpu_augment
 
-        batches = eval_shards.batches(batch_size, shuffle=False, drop_last=False, device=str(dev))
-        total = -(-int(eval_shards.num_samples) // batch_size)
-        for batch in track(batches, description=f"eval {run_dir.name}", total=total):
-            images = gpu_augment(batch.images, train=False, out_size=image_size)
+    with torch.no_grad():
+        total = -(-evalset.num_images // batch_size)
+        for images, y in track(evalset.batches(batch_size, dev, workers=workers), description=f"eval {run_dir.name}", total=total):
+            keep = torch.as_tensor(remap, device=dev)[y] >= 0
+            if not bool(keep.all()):
+                images, y = images[keep], y[keep]
+            if len(y) == 0:
+                continue
+            x = gpu_augment(images, train=False, out_size=image_size)
             with autocast(dev, precision):
-                if cfg.objective == "clip":
-                    feats = model.encode_image(images, normalize=True).float()
-                    logits = feats @ classifier.T
-                else:
-                    logits = model(images).float()
+                f = objective.features(model, x).float()
+            logits = head.logits(f)[:, cols]
             tops.append(logits.topk(k, dim=1).indices.cpu())
-            labels.append(batch.labels.cpu())
+            labels.append(torch.as_tensor(remap, device=dev)[y].cpu())
+            feats.append(f.cpu())
+    if not labels:
+        raise CurateError(f"{run_dir}: --dataset {dataset}: no images of the --classes {classes} subset")
     topk = torch.cat(tops).numpy()
     y = torch.cat(labels).numpy().astype(np.int64)
-
-    metrics = compute_metrics(topk, y, train_counts)
-    summary_path = run_dir / SUMMARY_FILE
-    training = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    counts = train_counts[subset]
+    metrics = compute_metrics(topk, y, counts)
+    metrics.update(neural_collapse(torch.cat(feats).numpy(), y, head.weight[cols].cpu().numpy(), counts))
+    key = dataset_key(evalset.key, classes=classes, prompts=prompts)
+    names = [class_names[i] for i in subset]
     metrics = {
         "run": run_dir.name,
-        "manifest": str(manifest),
+        "dataset": key,
+        "dataset_description": evalset.description + (f", classes of {classes}" if classes else ""),
+        "manifest": str(meta["manifest"]),
         "objective": cfg.objective,
         "model": cfg.model,
-        "scoring": f"zero-shot ({templates} templates)" if cfg.objective == "clip" else "classifier",
-        "chance_top1": 1.0 / num_classes,
+        "scoring": f"zero-shot ({chosen_prompts} prompts)" if cfg.objective == "clip" else "classifier",
+        "chance_top1": 1.0 / len(subset),
+        "skipped": evalset.skipped,
         **metrics,
-        "class_names": class_names,
-        "training": training,
+        "class_names": names,
+        "training": read_summary(run_dir),
     }
-    write_text_atomic(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    write_plots(run_dir, metrics)
-    write_text_atomic(run_dir / REPORT_FILE, render_report(metrics))
+    record_metrics(run_dir, key, metrics)
     return metrics
+
+
+def _train_counts(meta: dict) -> np.ndarray:
+    from curate.loader import open_shards
+
+    shards = open_shards(Path(meta["manifest"]), split="train")
+    return np.bincount(np.asarray(shards.labels, dtype=np.int64), minlength=int(meta["num_classes"]))
+
+
+def record_metrics(run_dir: Path, key: str, metrics: dict) -> None:
+    """metrics.json holds every dataset's metrics under ``datasets``; the held-out split's are also
+    its top level (what ``report.md`` shows). The held-out score rewrites the report and plots."""
+    path = Path(run_dir) / METRICS_FILE
+    old = read_metrics(run_dir) if path.is_file() else {}
+    datasets = dict(old.get("datasets") or {})
+    datasets[key] = metrics
+    top = metrics if key == "heldout" else {k: v for k, v in old.items() if k != "datasets"}
+    out = {**top, "datasets": datasets}
+    write_text_atomic(path, json.dumps(out, indent=2) + "\n")
+    if key == "heldout":
+        write_plots(run_dir, metrics)
+        write_text_atomic(Path(run_dir) / REPORT_FILE, render_report(out))
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -300,6 +406,8 @@ def render_report(m: dict) -> str:
         f"- training set: {m['train_samples']} samples over {m['num_classes']} classes, "
         f"imbalance (max/min count) {_fmt(m['train_imbalance'], 1)}",
         f"- eval set: {m['eval_samples']} samples (balanced split); chance top-1 {_pct(m['chance_top1'])}",
+        *_nc_lines(m),
+        *_dataset_lines(m),
         "",
         "## Accuracy",
         "",
@@ -339,6 +447,25 @@ def render_report(m: dict) -> str:
             f"| {i} | {names[i]} | {counts[i]} | {m['eval_counts'][i]} | {_pct(acc[i])} | {m['prediction_counts'][i]} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _nc_lines(m: dict) -> list[str]:
+    if m.get("nc_within_between") is None:
+        return []
+    return [
+        f"- neural collapse (eval features): tr(Sw Sb^+) {_fmt(m['nc_within_between'])}, "
+        f"class-mean coherence {_fmt(m['nc_cos_means'])}, classifier coherence {_fmt(m['nc_cos_weights'])} (0 = simplex ETF)",
+    ]
+
+
+def _dataset_lines(m: dict) -> list[str]:
+    others = {k: v for k, v in (m.get("datasets") or {}).items() if k != "heldout"}
+    if not others:
+        return []
+    lines = ["", "## Other evaluation sets", "", "| dataset | images | top-1 | top-5 | Spearman ρ (log freq) |", "|---|---|---|---|---|"]
+    for key, d in others.items():
+        lines.append(f"| {key} | {d['eval_samples']} | {_pct(d['top1'])} | {_pct(d['top5'])} | {_fmt(d['spearman_log_freq'])} |")
+    return lines
 
 
 def write_plots(run_dir: Path, m: dict) -> None:
@@ -393,6 +520,7 @@ def write_plots(run_dir: Path, m: dict) -> None:
 
 COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (key, header, format: pct | num (signed) | frac | num1 | int | text)
+    ("dataset", "dataset", "text"),
     ("objective", "objective", "text"),
     ("model", "model", "text"),
     ("train_imbalance", "imbalance", "num1"),
@@ -404,21 +532,25 @@ COMPARE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("pearson_log_freq", "pearson", "num"),
     ("spearman_log_freq", "spearman", "num"),
     ("prediction_entropy_norm", "pred. entropy", "frac"),
+    ("nc_within_between", "tr(SwSb+)", "frac"),
     ("images_per_s", "images/s", "int"),
 )
 
 
 def compare_runs(run_dirs: Sequence[Path]) -> list[dict]:
-    """One row of key numbers per run (from each run's ``metrics.json``)."""
+    """One row of key numbers per run and dataset it was scored on (each run's ``metrics.json``)."""
     if not run_dirs:
         raise CurateError("compare needs at least one RUN folder")
     rows = []
     for rd in run_dirs:
         m = read_metrics(Path(rd))
-        row = {"run": Path(rd).name or str(rd)}
-        for key, _, _ in COMPARE_COLUMNS:
-            row[key] = m.get("training", {}).get(key) if key == "images_per_s" else m.get(key)
-        rows.append(row)
+        datasets = m.get("datasets") or {"heldout": m}
+        for key, d in sorted(datasets.items(), key=lambda kv: kv[0] != "heldout"):
+            row = {"run": Path(rd).name or str(rd)}
+            for col, _, _ in COMPARE_COLUMNS:
+                row[col] = d.get("training", {}).get(col) if col == "images_per_s" else d.get(col)
+            row["dataset"] = key
+            rows.append(row)
     return rows
 
 

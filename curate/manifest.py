@@ -190,7 +190,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             progress.advance(task, len(uids))
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
-        pool = matched_pool(source, vocab, policy=recipe.label_policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: a row per class later
+        pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
             plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:

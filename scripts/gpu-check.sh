@@ -3,10 +3,13 @@
 #   1. build the demo at imbalance 100 exactly (template captions, balanced eval split; the demo
 #      pool allows ~2.6k training rows at that ratio, so training runs a fixed number of steps)
 #   2. images + tensor shards (32 px: the demo's own size; the model resizes on the GPU)
-#   3. train CLIP and SL with ViT-S-32 from scratch, bf16 autocast, then evaluate both
+#   3. train CLIP with ViT-S-32 from scratch, then a supervised run with the study's transfer
+#      (a cosine head frozen to the CLIP run's text embeddings of "a {class}", subsampled
+#      softmax weighted by sqrt frequency, SGD as the study), bf16 autocast; score both on the
+#      held-out split and on an ImageFolder (wnid folders) written from the eval images
 #   4. the same model under open_clip_train, fed a CSV export of the same manifest (its rows
 #      repeated so that one open_clip epoch is as many steps as our runs)
-#   5. print both reports' key numbers, throughput, and the throughput ratio
+#   5. print both reports' key numbers per evaluation set, throughput, and the throughput ratio
 # Every knob is an environment variable (GPU_CHECK_*); outputs land under $GPU_CHECK_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,8 @@ DEVICE=${GPU_CHECK_DEVICE:-cuda}           # cpu: a smoke run of this script wit
 PRECISION=${GPU_CHECK_PRECISION:-bf16}
 IMAGE_SIZE=${GPU_CHECK_IMAGE_SIZE:-}       # empty: the model's own (224 for ViT-S-32)
 OPENCLIP_TIMEOUT=${GPU_CHECK_OPENCLIP_TIMEOUT:-240}
+SL_OBJECTIVE=${GPU_CHECK_SL_OBJECTIVE:-sl-frozen-text-subsample}
+SUBSAMPLE=${GPU_CHECK_SUBSAMPLE:-50}       # classes per softmax (the study's default)
 NAME=gpucheck-r${IMBALANCE}
 
 export CURATE_CACHE=${CURATE_CACHE:-$PWD/$WORK/cache}
@@ -41,7 +46,7 @@ exec > >(tee -a "$LOG") 2>&1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
 
-stamp "gpu-check: $MODEL, imbalance $IMBALANCE, $STEPS steps of batch $BATCH, bf16; outputs in $WORK"
+stamp "gpu-check: $MODEL, imbalance $IMBALANCE, clip + $SL_OBJECTIVE, $STEPS steps of batch $BATCH, $PRECISION; outputs in $WORK"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 [ "$DEVICE" = cuda ] && "$PY" - <<'EOF'
 import sys, torch
@@ -69,13 +74,23 @@ stamp "2/5 images and tensor shards ($RESOLUTION px)"
 EXTRA=()
 [ "$COMPILE" = 1 ] && EXTRA+=(--compile)
 [ -n "$IMAGE_SIZE" ] && EXTRA+=(--image-size "$IMAGE_SIZE")
-for OBJ in clip sl; do
-    RUN="$RUNS/$NAME-$OBJ-$MODEL"
-    rm -rf "$RUN"   # a fresh run each time: the throughput must be this run's
-    stamp "3/5 train $OBJ ($MODEL, $PRECISION, $DEVICE)"
-    "$CURATE" train "$M" --objective "$OBJ" --model "$MODEL" --steps "$STEPS" --batch-size "$BATCH" \
-        --lr "$LR" --precision "$PRECISION" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"} --log-every 20 \
-        --checkpoint-epochs 1000 --out "$RUN"   # one checkpoint at the end: a ViT's is ~0.7 GB
+FOLDER="$WORK/imagefolder-$NAME"
+stamp "3/5 ImageFolder of the eval images ($FOLDER)"
+"$PY" scripts/gpu_check.py imagefolder "$M" "$FOLDER"
+CLIP_RUN="$RUNS/$NAME-clip-$MODEL"
+SL_RUN="$RUNS/$NAME-$SL_OBJECTIVE-$MODEL"
+rm -rf "$CLIP_RUN" "$SL_RUN"   # fresh runs each time: the throughput must be these runs'
+stamp "3/5 train clip ($MODEL, $PRECISION, $DEVICE)"
+"$CURATE" train "$M" --objective clip --model "$MODEL" --steps "$STEPS" --batch-size "$BATCH" \
+    --lr "$LR" --precision "$PRECISION" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"} --log-every 20 \
+    --checkpoint-epochs 1000 --out "$CLIP_RUN"   # one checkpoint at the end: a ViT's is ~0.7 GB
+stamp "3/5 train $SL_OBJECTIVE (head frozen to the clip run's text tower, $PRECISION, $DEVICE)"
+"$CURATE" train "$M" --objective "$SL_OBJECTIVE" --preset paper-sl --head "$CLIP_RUN" --prompts a+cname \
+    --subsample-weights sqrt --subsample-classes "$SUBSAMPLE" --model "$MODEL" --steps "$STEPS" \
+    --batch-size "$BATCH" --precision "$PRECISION" --device "$DEVICE" ${EXTRA[@]+"${EXTRA[@]}"} --log-every 20 \
+    --checkpoint-epochs 1000 --out "$SL_RUN"
+for RUN in "$CLIP_RUN" "$SL_RUN"; do
+    "$CURATE" eval "$RUN" --dataset "imagefolder:$FOLDER" --device "$DEVICE" --workers "$WORKERS"
 done
 
 stamp "4/5 open_clip_train on the same manifest ($MODEL, 1 epoch of the repeated rows)"
@@ -113,7 +128,7 @@ EOF
 fi
 
 stamp "5/5 reports"
-"$CURATE" compare "$RUNS/$NAME-clip-$MODEL" "$RUNS/$NAME-sl-$MODEL"
-"$PY" scripts/gpu_check.py "$RUNS/$NAME-clip-$MODEL" "$RUNS/$NAME-sl-$MODEL" \
+"$CURATE" compare "$CLIP_RUN" "$SL_RUN"
+"$PY" scripts/gpu_check.py summary "$CLIP_RUN" "$SL_RUN" \
     --openclip-log "$OC_LOG" --json "$WORK/gpu-check.json"
 stamp "done in $(( $(date +%s) - T0 )) s; log: $LOG, summary: $WORK/gpu-check.json"

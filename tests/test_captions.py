@@ -136,6 +136,7 @@ def test_paper_recipes_load_and_name_their_variants_apart():
     assert sizes == {
         "captions.yaml": 10, "concept-scale.yaml": 3, "data-scale.yaml": 6, "diversity.yaml": 1,
         "imbalance.yaml": 3, "open-world.yaml": 1, "trim-tail.yaml": 12,
+        "laionet-fractions.yaml": 6, "laionet-match-incaps.yaml": 2, "laionet-thresholds.yaml": 4,
     }
     for p in PAPER.glob("*.yaml"):
         names = [r.name or r.slug() for r in load_pipeline(p)]

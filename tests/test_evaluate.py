@@ -117,8 +117,9 @@ def test_compare_lists_runs_side_by_side(tmp_path: Path) -> None:
     assert [r["objective"] for r in rows] == ["clip", "sl"]
     assert rows[0]["images_per_s"] == 1234.5
     tsv = compare_tsv(rows).splitlines()
-    assert tsv[0].split("\t")[:5] == ["run", "objective", "model", "train_imbalance", "top1"]
-    assert tsv[1].split("\t")[4] == "0.25" and tsv[2].split("\t")[4] == "0.5"
+    assert tsv[0].split("\t")[:6] == ["run", "dataset", "objective", "model", "train_imbalance", "top1"]
+    assert tsv[1].split("\t")[5] == "0.25" and tsv[2].split("\t")[5] == "0.5"
+    assert [r["dataset"] for r in rows] == ["heldout", "heldout"]  # a metrics.json without datasets: its own
 
     result = CliRunner().invoke(app, ["compare", str(tmp_path / "a-clip"), str(tmp_path / "a-sl")], terminal_width=250)
     assert result.exit_code == 0, result.output
@@ -156,3 +157,100 @@ def test_report_and_plots_are_written(tmp_path: Path) -> None:
     write_plots(tmp_path, m)
     for name in ("per_class_accuracy.png", "predictions.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- neural collapse
+
+
+def test_neural_collapse_is_zero_on_a_collapsed_simplex() -> None:
+    from curate.evaluate import neural_collapse
+
+    k = 4
+    etf = np.eye(k) - 1.0 / k  # a simplex ETF (rows centred, equal angles)
+    etf /= np.linalg.norm(etf, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(k), 3)
+    feats = etf[labels] * 2.0  # every image exactly at its class mean
+    m = neural_collapse(feats, labels, etf, np.array([100, 50, 10, 1]))
+    assert m["nc_within_between"] == pytest.approx(0.0, abs=1e-12)
+    assert m["nc_cos_means"] == pytest.approx(0.0, abs=1e-12)
+    assert m["nc_cos_weights_nearest"] == pytest.approx(0.0, abs=1e-12)
+    # spread within classes and classifier rows that are not equiangular: both measures grow
+    rng = np.random.default_rng(0)
+    noisy = feats + rng.normal(scale=0.3, size=feats.shape)
+    w = etf.copy()
+    w[1] = w[0]  # two classes share a classifier direction: cos = 1, |1 + 1/3| for that pair
+    m2 = neural_collapse(noisy, labels, w, np.array([100, 50, 10, 1]))
+    assert m2["nc_within_between"] > 0.01
+    assert m2["nc_cos_weights_per_class"][0] == pytest.approx((4 / 3 + 2 * abs(-1 / 3 + 1 / 3)) / 3)
+    # tr(Sw Sb^+) by its definition, on the same data
+    means = np.stack([noisy[labels == c].mean(0) for c in range(k)])
+    centred = means - means.mean(0)
+    sb = centred.T @ centred / k
+    z = noisy - means[labels]
+    sw = z.T @ z / len(labels)
+    assert m2["nc_within_between"] == pytest.approx(np.trace(sw @ np.linalg.pinv(sb)), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- ImageFolder evaluation
+
+
+def test_imagefolder_scores_match_a_hand_count(tmp_path: Path) -> None:
+    """An ImageFolder of the held-out images (PNG, lossless, wnid folders) scored by `curate eval`
+    gives the accuracy counted by hand from the model's own predictions; --classes scores the
+    subset's images among the subset's classes only."""
+    import torch
+    from PIL import Image
+    from test_train import NAMES, WNIDS, make_manifest
+
+    from curate.loader import gpu_augment, open_shards
+    from curate.runs import TrainConfig, load_trained
+    from curate.train import train
+
+    manifest = make_manifest(tmp_path / "toy")
+    run = tmp_path / "run"
+    train(manifest, TrainConfig(objective="sl", steps=6, batch_size=64, lr=2e-3), out=run)
+    shards = open_shards(manifest, "eval")
+    images = torch.from_numpy(np.asarray(shards.gather(np.arange(shards.num_samples))[0]))
+    labels = np.asarray(shards.labels)
+    folder = tmp_path / "val"
+    for i, (img, y) in enumerate(zip(images.numpy(), labels)):
+        (folder / WNIDS[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / WNIDS[y] / f"{i:04d}.png")
+    (folder / "n09999999").mkdir()  # a class the run does not have: skipped
+    Image.fromarray(images[0].numpy().transpose(1, 2, 0)).save(folder / "n09999999" / "x.png")
+    (folder / WNIDS[0] / "README.txt").write_text("not an image")
+
+    _, _, model = load_trained(run)
+    with torch.no_grad():
+        logits = model(gpu_augment(images, train=False)).numpy()
+    expected = float((logits.argmax(1) == labels).mean())
+    subset = [1, 4, 6]
+    keep = np.isin(labels, subset)
+    sub_pred = np.asarray(subset)[logits[keep][:, subset].argmax(1)]
+    expected_subset = float((sub_pred == labels[keep]).mean())
+    assert 0 < expected < 1 and expected_subset != expected
+
+    res = CliRunner().invoke(app, ["eval", str(run), "--dataset", f"imagefolder:{folder}", "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.output)
+    assert m["dataset"] == "imagefolder:val" and m["eval_samples"] == len(labels)
+    assert m["top1"] == pytest.approx(expected, abs=1e-12)
+    assert m["skipped"] == {"folders of classes the run does not have": 1, "files that are not images": 1}
+    vocab = tmp_path / "subset.csv"
+    vocab.write_text("wnid,name\n" + "".join(f"{WNIDS[i]},{NAMES[i]}\n" for i in subset))
+    res = CliRunner().invoke(app, ["eval", str(run), "--dataset", f"imagefolder:{folder}", "--classes", str(vocab), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.output)
+    assert m["num_classes"] == 3 and m["eval_samples"] == int(keep.sum())
+    assert m["top1"] == pytest.approx(expected_subset, abs=1e-12)
+    # every score is kept, keyed by dataset; the held-out one is the top level and the report's
+    CliRunner().invoke(app, ["eval", str(run)])
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved["datasets"]) == {"heldout", "imagefolder:val", "imagefolder:val[subset.csv]"}
+    assert saved["top1"] == pytest.approx(expected, abs=1e-12)  # the same images as the held-out split
+    assert "imagefolder:val" in (run / "report.md").read_text()
+    rows = compare_runs([run])
+    assert [r["dataset"] for r in rows] == ["heldout", "imagefolder:val", "imagefolder:val[subset.csv]"]
+    # nothing to score is one clear line
+    res = CliRunner().invoke(app, ["eval", str(run), "--dataset", f"imagefolder:{tmp_path / 'none'}"])
+    assert res.exit_code != 0
