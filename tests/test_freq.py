@@ -223,3 +223,27 @@ def test_write_freq_replaces_the_folder_as_a_unit(tmp_path, monkeypatch):
     with pytest.raises(CurateError, match="holds other files"):
         write_freq(out, new, distribution_stats(new["count"]))
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_write_freq_keeps_a_sharded_runs_partial_counts(tmp_path):
+    vocab = _vocab3()
+    table = class_table(pl.DataFrame({"labels": [[0], [1]]}), vocab)
+    out = tmp_path / "f"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "part.counts.json").write_text("{}")
+    write_freq(out, table, distribution_stats(table["count"]))
+    write_freq(out, table, distribution_stats(table["count"]))  # and again over the finished folder
+    assert sorted(p.name for p in out.iterdir()) == ["classes.parquet", "classes.tsv", "freq.png", "shards", "stats.json"]
+    assert (out / "shards" / "part.counts.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("extra", [["--shards", "2"], ["--shard", "0/2"], ["--reduce"]])
+def test_cli_freq_strict_is_for_a_single_run(tmp_path, capsys, extra):
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["freq", str(_source(tmp_path)), "--vocab", "imagenet1k", "--out", str(tmp_path / "f"), "--strict", *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--strict" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()
