@@ -41,6 +41,7 @@ from PIL import Image
 
 from curate.errors import CurateError
 from curate.freq import gini, top_share  # noqa: F401  (also part of this module's API)
+from curate.vocab import demo_wnids, load_vocab
 
 GENERATOR_VERSION = 1
 DEMO_SEED = 0
@@ -53,52 +54,9 @@ CHUNK = 1024  # images rendered per vectorised batch; each batch has its own see
 SOURCE_COLUMNS = ("uid", "caption", "url", "path", "title", "tags", "description", "wnid")
 EXTRA_COLUMNS = ("wnid2", "trap")
 
-# ImageNet classes whose names are ambiguous on the web (or pair with an ambiguous class),
-# added to ImageNet-100 so matchers meet the known traps.
-TRAP_CLASSES: dict[str, str] = {
-    "n02012849": "crane (bird)",
-    "n03126707": "crane (machine)",
-    "n02412080": "ram (sheep)",
-    "n02879718": "bow (weapon)",
-    "n02883205": "bow tie",
-    "n02422699": "impala (antelope)",
-    "n04347754": "submarine (sub)",
-    "n02389026": "sorrel (horse)",
-    "n02123159": "tiger cat",
-    "n02129604": "tiger",
-    "n01491361": "tiger shark",
-    "n03793489": "mouse (computer)",
-    "n02113186": "Cardigan (corgi)",
-    "n02963159": "cardigan (sweater)",
-    "n01847000": "drake / duck",
-    "n02128925": "jaguar (cat)",
-    "n01608432": "kite (bird)",
-    "n02229544": "cricket (insect)",
-    "n03495258": "harp (vs. the harmonica's 'harp')",
-}
-
-# The reference study's ImageNet-100 (CMC, Tian et al. 2019), a published class list: the
-# ImageNet-1k classes at the study's metadata/imagenet100_idxs.txt, in standard order.
-_IN100_WNIDS = (
-    "n01558993", "n01692333", "n01729322", "n01735189", "n01749939", "n01773797", "n01820546",
-    "n01855672", "n01978455", "n01980166", "n01983481", "n02009229", "n02018207", "n02085620",
-    "n02086240", "n02086910", "n02087046", "n02089867", "n02089973", "n02090622", "n02091831",
-    "n02093428", "n02099849", "n02100583", "n02104029", "n02105505", "n02106550", "n02107142",
-    "n02108089", "n02109047", "n02113799", "n02113978", "n02114855", "n02116738", "n02119022",
-    "n02123045", "n02138441", "n02172182", "n02231487", "n02259212", "n02326432", "n02396427",
-    "n02483362", "n02488291", "n02701002", "n02788148", "n02804414", "n02859443", "n02869837",
-    "n02877765", "n02974003", "n03017168", "n03032252", "n03062245", "n03085013", "n03259280",
-    "n03379051", "n03424325", "n03492542", "n03494278", "n03530642", "n03584829", "n03594734",
-    "n03637318", "n03642806", "n03764736", "n03775546", "n03777754", "n03785016", "n03787032",
-    "n03794056", "n03837869", "n03891251", "n03903868", "n03930630", "n03947888", "n04026417",
-    "n04067472", "n04099969", "n04111531", "n04127249", "n04136333", "n04229816", "n04238763",
-    "n04336792", "n04418357", "n04429376", "n04435653", "n04485082", "n04493381", "n04517823",
-    "n04589890", "n04592741", "n07714571", "n07715103", "n07753275", "n07831146", "n07836838",
-    "n13037406", "n13040303",
-)
-
-#: The demo's classes (wnids), in the standard ImageNet order, which is also their label order.
-DEMO_CLASSES: tuple[str, ...] = tuple(sorted(set(_IN100_WNIDS) | set(TRAP_CLASSES)))
+#: The demo's classes (wnids), in the standard ImageNet order, which is also their label order:
+#: ImageNet-100 plus the ambiguous "trap" classes (both owned by curate.vocab).
+DEMO_CLASSES: tuple[str, ...] = demo_wnids()
 
 # Class-count shape: log-normal quantiles (web class frequencies are close to log-normal);
 # sigma 2.0 with a floor of 10 pairs gives Gini ~0.80 and a top-10% share ~0.72 over 119
@@ -130,23 +88,15 @@ def default_root(*, seed: int = DEMO_SEED, scale: float = 1.0) -> Path:
 
 
 def demo_vocab(root: Path | None = None) -> pl.DataFrame:
-    """The demo's vocabulary: the ImageNet-1k rows of ``DEMO_CLASSES``, relabelled 0..K-1.
-
-    With ``root``, read from that demo folder's ``vocab.parquet``.
+    """The demo's vocabulary (``load_vocab("demo")``: the ImageNet-1k rows of ``DEMO_CLASSES``,
+    relabelled 0..K-1). With ``root``, read from that demo folder's ``vocab.parquet``.
     """
     if root is not None:
         path = Path(root) / "vocab.parquet"
         if not path.is_file():
             raise CurateError(f"{path}: no demo vocabulary here; run ensure_demo({str(root)!r}) first")
         return pl.read_parquet(path)
-    from curate.vocab import load_vocab
-
-    full = load_vocab("imagenet1k")
-    vocab = full.filter(pl.col("wnid").is_in(list(DEMO_CLASSES))).sort("label")
-    if vocab.height != len(DEMO_CLASSES):
-        missing = sorted(set(DEMO_CLASSES) - set(vocab["wnid"].to_list()))
-        raise CurateError(f"the ImageNet-1k vocabulary lacks demo classes {missing}")
-    return vocab.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("label"))
+    return load_vocab("demo")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import CurateError
-from curate.util import atomic_path, write_text_atomic
+from curate.util import atomic_path
 
 COUNT_UNIT = "captions (a caption that names a class several times counts once for it)"
 CLASS_TABLE_SCHEMA = {
@@ -225,8 +225,8 @@ def read_reference(path: str | Path) -> pl.DataFrame:
                 raise CurateError(f"{path}, line {lineno}: expected 'name<TAB>count', got {line[:60]!r}")
             try:
                 value = int(count)
-            except ValueError:
-                raise CurateError(f"{path}, line {lineno}: count {count[:20]!r} is not an integer") from None
+            except ValueError as e:
+                raise CurateError(f"{path}, line {lineno}: count {count[:20]!r} is not an integer") from e
             if value < 0:
                 raise CurateError(f"{path}, line {lineno}: negative count {value}")
             names.append(name)
@@ -275,17 +275,32 @@ def plot_freq(table: pl.DataFrame, dest: Path, *, reference: pl.DataFrame | None
     plt.close(fig)
 
 
+FREQ_FILES = ("classes.tsv", "classes.parquet", "stats.json", "freq.png")
+FREQ_CARRY = ("shards",)  # partial counts of a sharded run, kept across a rewrite
+
+
 def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, reference: pl.DataFrame | None = None) -> Path:
-    """Write ``classes.tsv``, ``classes.parquet``, ``stats.json`` and ``freq.png`` into ``out_dir``
-    (each through a temporary name)."""
+    """Write ``classes.tsv``, ``classes.parquet``, ``stats.json`` and ``freq.png`` as one folder:
+    built under a temporary name and swapped in whole, so a kill leaves the old set or the new.
+
+    ``out_dir`` must be new or hold only these files (it is replaced as a unit), plus the
+    ``shards/`` of partial counts a sharded run (``--shards``) wrote there, which the new folder keeps.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CurateError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "classes.tsv", classes_tsv(table))
-    with atomic_path(out / "classes.parquet") as tmp:
-        table.write_parquet(tmp)
-    write_text_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    with atomic_path(out / "freq.png") as tmp:
-        plot_freq(table, tmp, reference=reference)
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in FREQ_FILES + FREQ_CARRY)
+        if others:
+            raise CurateError(
+                f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                "it is replaced as a whole, so give a new folder or one curate freq wrote"
+            )
+    text = classes_tsv(table)  # checked before anything is written
+    with atomic_path(out, carry=FREQ_CARRY) as tmp:
+        tmp.mkdir()
+        (tmp / "classes.tsv").write_text(text, encoding="utf-8")
+        table.write_parquet(tmp / "classes.parquet")
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        plot_freq(table, tmp / "freq.png", reference=reference)
     return out

@@ -22,11 +22,16 @@ import torch
 import torch.nn.functional as F
 
 from curate.errors import CurateError
+from curate.util import file_sha256, write_text_atomic
 
 # CLIP's normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _FORMAT = "curate-tensor-shards"
+VERIFY_MODES = ("once", "always", "sizes")
+# files whose sha256 matched index.json, by their [size, mtime_ns] then: each file is hashed once
+# (and again whenever it changes), not at every open
+VERIFIED_FILE = "verified.json"
 
 
 @dataclass
@@ -60,8 +65,13 @@ class TensorShards:
     global id (``Batch.index``).
     """
 
-    def __init__(self, index_file: Path) -> None:
+    def __init__(self, index_file: Path, *, verify: str = "once") -> None:
+        if verify not in VERIFY_MODES:
+            raise CurateError(f"verify {verify!r}: choose one of {', '.join(VERIFY_MODES)}")
         self.folder = index_file.parent
+        self._verify = verify
+        self._verified = self._read_verified() if verify == "once" else {}
+        self._newly_verified = False
         try:
             self.index: dict = json.loads(index_file.read_text(encoding="utf-8"))
         except ValueError as e:
@@ -95,7 +105,14 @@ class TensorShards:
             raise CurateError(
                 f"{index_file}: shards hold {self.num_samples} rows, index says {self.index['num_samples']}"
             )
+        if self._newly_verified:
+            self._write_verified()
         self.labels: np.ndarray = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
+            raise CurateError(
+                f"{index_file}: labels span {int(self.labels.min())}..{int(self.labels.max())}, "
+                f"outside the {self.num_classes} classes it names"
+            )
         self.uids: np.ndarray = np.concatenate(uids) if uids else np.zeros(0, "<U1")
         self.context_length = int(self._tokens[0].shape[1]) if self._tokens else 77
 
@@ -111,7 +128,34 @@ class TensorShards:
             raise CurateError(
                 f"{path}: {kind} is {arr.dtype.str} {list(arr.shape)}, index.json says {f['dtype']} {f['shape']}"
             )
+        st = path.stat()
+        offset = arr.offset if isinstance(arr, np.memmap) else st.st_size - arr.nbytes
+        if st.st_size != offset + arr.nbytes:
+            raise CurateError(f"{path}: {st.st_size} bytes where its header promises {offset + arr.nbytes}; the file was changed")
+        if self._verify != "sizes" and f.get("sha256"):  # an index written by hand may record none
+            seen = [st.st_size, st.st_mtime_ns]
+            if self._verified.get(f["file"]) != seen:
+                if file_sha256(path) != f.get("sha256"):
+                    raise CurateError(
+                        f"{path}: sha256 differs from index.json (shard {shard}); the file was changed or damaged",
+                        hint="run `curate shards` again to rewrite it",
+                    )
+                self._verified[f["file"]] = seen
+                self._newly_verified = True
         return arr
+
+    def _read_verified(self) -> dict[str, list[int]]:
+        try:
+            data = json.loads((self.folder / VERIFIED_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write_verified(self) -> None:
+        try:
+            write_text_atomic(self.folder / VERIFIED_FILE, json.dumps(self._verified, indent=0, sort_keys=True) + "\n")
+        except (OSError, CurateError):  # a read-only copy of the shards: verify again next time
+            pass
 
     def __len__(self) -> int:
         return self.num_samples
@@ -201,9 +245,14 @@ class TensorShards:
             yield Batch(*tensors)
 
 
-def open_shards(path: str | os.PathLike[str], split: str = "train") -> TensorShards:
-    """The tensor shards of ``split`` in a manifest folder (or a ``shards/{split}`` folder itself)."""
-    return TensorShards(_find_index(Path(path), split))
+def open_shards(path: str | os.PathLike[str], split: str = "train", *, verify: str = "once") -> TensorShards:
+    """The tensor shards of ``split`` in a manifest folder (or a ``shards/{split}`` folder itself).
+
+    Every file's size is checked against its header and ``index.json``; ``verify`` says when its
+    sha256 (where ``index.json`` records one) is too: ``once`` (the first open, and again after the file changes; default),
+    ``always``, or ``sizes`` (never). A damaged shard raises ``CurateError`` before any work.
+    """
+    return TensorShards(_find_index(Path(path), split), verify=verify)
 
 
 def gpu_augment(

@@ -39,14 +39,16 @@ from curate.sample import (
     target_counts,
 )
 from curate.similarity import (
+    SIMILARITY_REASONS,
     SimilarityReport,
     check_scores,
     filter_pool,
     knn_select,
     manifest_diversity,
+    parse_knn,
     split_knn,
 )
-from curate.util import atomic_path, file_sha256
+from curate.util import atomic_path, file_sha256, recover
 
 MANIFEST_SCHEMA = {
     "uid": pl.Utf8,
@@ -157,6 +159,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     rows left the pool, counted."""
     from curate import ui
     from curate.pool import matched_pool
+    from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
     names = lf.collect_schema().names()
@@ -165,14 +168,19 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         raise CurateError(f"--labels-from wnid: source {recipe.source} has no wnid column")
     wanted = (*mode.needs, "wnid") if recipe.labels_from == "wnid" else mode.needs
     keep = ["row", "uid", "caption", *[c for c in wanted if c in names and c != "caption"]]
+    # matching reads the caption; the caption mode may read other text too
+    usable = has_text(recipe.captions)
+    if recipe.labels_from == "match":
+        usable = usable & ~no_text("caption")
     try:
-        counts = lf.select(pl.len().alias("rows"), has_text(recipe.captions).sum().alias("text")).collect(engine="streaming")
+        counts = lf.select(pl.len().alias("rows"), usable.sum().alias("text")).collect(engine="streaming")
     except pl.exceptions.ColumnNotFoundError as e:
-        raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from None
+        raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from e
     n_rows = int(counts["rows"][0])
-    n_text = int(counts["text"][0]) if mode.needs else n_rows  # a literal True sums to 1, not to the rows
+    # a literal True sums to 1, not to the rows
+    n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from == "match" else n_rows
     if n_text == 0 and n_rows:
-        raise CurateError(f"--captions {recipe.captions}: no row of source {recipe.source} has {' / '.join(mode.needs)} text")
+        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
 
     remap = dict(zip(chosen["vocab_label"].to_list(), chosen["label"].to_list()))
     with ui.make_progress(transient=True) as progress:
@@ -185,9 +193,9 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: a row per class later
         pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
-            plan = pl.concat([lf, pool], how="horizontal").filter(has_text(recipe.captions)).select(*keep, "labels")
+            plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:
-            plan = _labels_expr(recipe, vocab, lf.filter(has_text(recipe.captions)).select(keep))
+            plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
         # the similarity stage joins its scores and embeddings on uid
         with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
         plan = (
@@ -213,16 +221,76 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         try:
             pool = plan.collect(engine="streaming")
         except pl.exceptions.PolarsError as e:
-            raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from None
+            raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from e
     matched = pool.height
+    _check_unique_ids(source, pool)
     pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
-    no_class = "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
-    reasons = {
-        f"no {'/'.join(mode.needs) or 'caption'} text (--captions {recipe.captions})": n_rows - n_text,
-        no_class if recipe.labels_from == "match" else "wnid missing or not in the vocabulary": n_text - matched,
-        "its classes are not selected (--classes)": matched - pool.height,
-    }
+    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched, "class_not_selected": matched - pool.height}
     return pool, {"rows": n_rows, **reasons}
+
+
+#: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
+#: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn")
+
+
+def _needed_text(recipe: Recipe) -> str:
+    needs = list(caption_mode(recipe.captions).needs)
+    if recipe.labels_from == "match" and "caption" not in needs:
+        needs.insert(0, "caption")
+    return " / ".join(needs) or "caption"
+
+
+def describe_reason(key: str, recipe: Recipe) -> str:
+    """A drop reason's key in words, for this recipe."""
+    if key == "no_text":
+        return f"no {_needed_text(recipe)} text (null or blank; --captions {recipe.captions})"
+    if key == "no_class":
+        if recipe.labels_from == "wnid":
+            return "wnid missing or not in the vocabulary"
+        return "names no class of the vocabulary" + (" (or several, under label policy drop)" if recipe.label_policy == "drop" else "")
+    if key in SIMILARITY_REASONS:
+        return _similarity_reason(key, recipe)
+    return {
+        "class_not_selected": "its classes are not selected (--classes)",
+        "metaclip_not_kept": f"not kept by MetaCLIP balancing ({recipe.profile})",
+        "not_drawn": "not drawn (beyond its class's target)",
+        "rows": "source rows read",
+    }.get(key, key)
+
+
+def _similarity_reason(key: str, recipe: Recipe) -> str:
+    if key == "no_similarity_score":
+        return f"no similarity score in {recipe.similarity_from} (--similarity-from)"
+    if key == "below_min_similarity":
+        return f"text-to-definition similarity below {recipe.min_similarity:g} (--min-similarity)"
+    if key == "not_top_k_similar":
+        return f"not among its class's {recipe.top_k_per_class} most similar (--top-k-per-class)"
+    if key == "no_embedding":
+        return "no embedding in --embeddings"
+    knn_arg = split_knn(recipe.profile)
+    k = parse_knn(knn_arg)[1] if knn_arg else 1
+    return f"not among the {k} nearest of a query of its class (--profile knn)"
+
+
+def _check_unique_ids(source, pool: pl.DataFrame) -> None:
+    """Raise naming the first repeated uid among the matched rows (a manifest holds each uid once).
+
+    The draw keys hash the uid, so equal uids have equal keys: only rows sharing a key are read back.
+    """
+    dup = pool.select("row", "key").filter(pl.col("key").is_duplicated()).sort("row")
+    if dup.height == 0:
+        return
+    rows = fetch_rows(source, dup["row"], text=()).select("row", "uid").sort("row")
+    first = rows.filter(pl.col("uid").is_duplicated()).head(1)
+    if first.height == 0:
+        return  # equal 64-bit keys of different uids: harmless to the draw
+    uid = first["uid"][0]
+    where = rows.filter(pl.col("uid") == uid)["row"].head(2).to_list()
+    raise CurateError(
+        f"source {source.location}: uid {uid!r} appears more than once (source rows {where[0]} and {where[1]})",
+        hint="ids must be unique: fix the id column, or remove it so each row gets the stable FILE:ROW id",
+    )
 
 
 def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS) -> pl.DataFrame:
@@ -233,17 +301,18 @@ def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS)
     try:
         return lf.filter(pl.col("row").is_in(rows.implode())).select([c for c in cols if c in names]).collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"reading source {source.location} failed: {str(e).splitlines()[0]}") from None
+        raise CurateError(f"reading source {source.location} failed: {str(e).splitlines()[0]}") from e
 
 
 # ---------------------------------------------------------------------------------------------
 # build
 
 
-def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
+def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
     """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
     is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
-    meet the targets and ``allow_shortfall`` is off."""
+    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
+    (``no_text``); with ``strict`` the first one is an error instead."""
     from curate.freq import distribution_stats, read_reference
     from curate.sources import open_source
     from curate.vocab import load_vocab
@@ -258,7 +327,11 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
     profile_name, profile_arg = split_profile(target_profile)
-    source = open_source(recipe.source, preset=recipe.preset, skip_bad_rows=True, image_root=recipe.image_root)
+    if write:
+        from curate.util import check_writable_dir
+
+        check_writable_dir(recipe.out_root, option="--out-root")
+    source = open_source(recipe.source, preset=recipe.preset, strict=strict, image_root=recipe.image_root)
     vocab_spec = recipe.vocab or source.vocab
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
@@ -271,7 +344,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
-        left = ", ".join(f"{v:,} {k}" for k, v in reasons.items() if k != "rows" and v)
+        left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
         raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
     sim = SimilarityReport()
     if recipe.similarity_from is not None:
@@ -282,7 +355,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     if profile_name == "metaclip-entry":
         before = pool_multi.height
         pool_multi = metaclip_entry_keep(pool_multi, profile_arg)
-        reasons[f"not kept by MetaCLIP balancing ({recipe.profile})"] = before - pool_multi.height
+        reasons["metaclip_not_kept"] = before - pool_multi.height
     uids = pool_multi.select("row", "uid") if knn_arg is not None else None
     pool = each_label(pool_multi) if recipe.label_policy == "each" else single_labels(pool_multi)
     del pool_multi
@@ -297,25 +370,27 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
         .sort("label")
     )
     by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
-    targets = target_counts(
-        classes,
+    shape = dict(
         profile=target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,
         seed=recipe.seed,
         max_per_class=recipe.max_per_class,
-        total=None if by_rows else recipe.total,
-        fraction=None if by_rows else recipe.fraction,
         trim_tail=recipe.trim_tail,
         eval_per_class=recipe.eval_per_class,
     )
+    scaled = not by_rows and (recipe.total is not None or recipe.fraction is not None)
+    targets = target_counts(classes, **shape, total=recipe.total if scaled else None, fraction=recipe.fraction if scaled else None)
     if int(targets["target"].sum()) == 0:
         raise CurateError(
             f"the targets add up to no training rows ({recipe.profile}, {targets.height} classes"
             + (f", --trim-tail {recipe.trim_tail}" if recipe.trim_tail else "")
             + "); nothing to build"
         )
+    # a class that --total/--fraction scales down to no rows was asked for (a small subset of many
+    # classes); one that the profile's shape itself empties (an extreme --imbalance) was not
+    _check_no_class_emptied(target_counts(classes, **shape) if scaled else targets, recipe)
     if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and recipe.total is None:
         tmin = int(targets["target"].min())
         ratio = int(targets["target"].max()) / tmin if tmin else float("inf")
@@ -339,7 +414,7 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
             .with_columns(pl.col("target").alias("asked"))
             .drop("_n")
         )
-    reasons["not drawn (beyond its class's target)"] = pool.height - picked.height
+    reasons["not_drawn"] = pool.height - picked.height
     del pool
     rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
@@ -402,6 +477,27 @@ def build(recipe: Recipe, *, write: bool = True) -> BuildResult:
     return result
 
 
+def _check_no_class_emptied(targets: pl.DataFrame, recipe: Recipe) -> None:
+    """Refuse targets that give a class with rows in the pool no training rows (an extreme
+    ``--imbalance`` rounds the tail to zero), unless ``allow_empty_classes`` or ``--trim-tail K:0``
+    asked for exactly that."""
+    if recipe.allow_empty_classes:
+        return
+    from curate.sample import parse_trim_tail
+
+    n = targets.height
+    trim = parse_trim_tail(recipe.trim_tail)
+    trimmed = pl.col("head_rank") >= n - min(trim[0], n) if trim is not None and trim[1] == 0 else pl.lit(False)
+    empty = targets.filter((pl.col("target") == 0) & (pl.col("pool") > recipe.eval_per_class) & ~trimmed)
+    if empty.height:
+        names = ", ".join(empty.sort("head_rank")["name"].head(3).to_list())
+        raise CurateError(
+            f"--profile {recipe.profile} (--imbalance {recipe.imbalance:g}): {empty.height} of {n} classes would get no "
+            f"training rows though the pool has some (e.g. {names})",
+            hint="lower --imbalance, set --max-per-class higher, or pass --allow-empty-classes to build it so",
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # writing and reading
 
@@ -423,7 +519,9 @@ def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None
 
     recipe = result.recipe
     dest = Path(recipe.out_root) / str(recipe.name)
-    with atomic_path(dest) as tmp:
+    # images/ and shards/ of the folder replaced move into the new one (after the swap: a kill
+    # anywhere leaves them where the next command finds them, see util.recover)
+    with atomic_path(dest, carry=DERIVED_FOLDERS) as tmp:
         tmp.mkdir()
         _write_parquet(result.train, tmp / "manifest.parquet")
         if recipe.eval_per_class:
@@ -438,9 +536,6 @@ def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None
         )
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "card.md").write_text(render_card(result, files), encoding="utf-8")
-        for sub in DERIVED_FOLDERS:
-            if (dest / sub).is_dir():
-                os.replace(dest / sub, tmp / sub)
     result.out = dest
     result.files = files
     return dest
@@ -458,6 +553,7 @@ class Manifest:
 def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
     """A built manifest folder: its tables and its recipe."""
     root = Path(folder)
+    recover(root, carry=DERIVED_FOLDERS)  # a rebuild killed midway: finish or undo it first
     main = root / "manifest.parquet"
     if not main.is_file():
         raise CurateError(f"{root}: no manifest.parquet here; build one with curate build")
@@ -466,7 +562,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
         evals = pl.read_parquet(root / "eval.parquet") if (root / "eval.parquet").is_file() else None
         classes = pl.read_parquet(root / "classes.parquet")
     except (OSError, pl.exceptions.PolarsError) as e:
-        raise CurateError(f"{root}: unreadable manifest file ({str(e).splitlines()[0]})") from None
+        raise CurateError(f"{root}: unreadable manifest file ({str(e).splitlines()[0]})") from e
     missing = [c for c in MANIFEST_SCHEMA if c not in train.columns]
     if missing:
         raise CurateError(f"{main}: missing column(s) {', '.join(missing)}")
@@ -548,7 +644,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
     else:
         lines += ["", "Every class got exactly its target."]
     if "similarity" in s:
-        lines += ["", "## Similarity", "", _similarity_lines(s["similarity"])]
+        lines += ["", "## Similarity", "", _similarity_lines(s["similarity"], result)]
     lines += [
         "",
         "## Classes (head first; the full table is classes.parquet)",
@@ -559,7 +655,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
         "## Rows left out, by reason",
         "",
-        _md_table(["reason", "rows"], [[k, _f(v)] for k, v in result.reasons.items() if k != "rows"]),
+        _md_table(["reason", "key", "rows"], [[describe_reason(k, r), f"`{k}`", _f(v)] for k, v in result.reasons.items() if k != "rows"]),
         "",
         f"Source rows read: {_f(result.reasons.get('rows', 0))}.",
         "",
@@ -571,7 +667,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _similarity_lines(info: dict) -> str:
+def _similarity_lines(info: dict, result: BuildResult) -> str:
     rows = []
     if info.get("scores"):
         rows += [
@@ -594,6 +690,8 @@ def _similarity_lines(info: dict) -> str:
         ]
     if info.get("intra_class_cosine"):
         rows.append(["intra-class similarity (mean pairwise cosine of caption embeddings, mean over classes)", _f(info["intra_class_cosine"]["mean"], 4)])
+    # the rows this stage left out (also in the table of all reasons, under their keys)
+    rows += [[f"left out: {describe_reason(k, result.recipe)}", _f(v)] for k, v in result.reasons.items() if k in SIMILARITY_REASONS]
     return _md_table(["", "value"], rows)
 
 

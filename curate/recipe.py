@@ -9,6 +9,7 @@ rebuilds the same bytes.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import re
 from dataclasses import dataclass, fields
@@ -19,7 +20,11 @@ import yaml
 
 from curate.errors import CurateError
 
-LABEL_POLICIES = ("all", "drop", "first", "each")
+MAX_NAME = 200
+# a scale option given on the command line replaces the recipe's, whichever kind it was
+SCALE_OPTIONS = ("max_per_class", "total", "fraction")
+# options that leave the dataset as it is: giving them keeps the recipe's name (and folder)
+SAME_DATASET_OPTIONS = ("name", "out_root", "allow_shortfall", "allow_empty_classes")
 
 
 class _Loader(yaml.SafeLoader):
@@ -42,7 +47,8 @@ def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 LABEL_SOURCES = ("match", "wnid")
-SAMPLINGS = ("classes", "rows")  # curate.sample.SAMPLINGS
+# what a recipe being made is called in its error messages ("options", "FILE, variant 2", ...)
+_WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("recipe_where", default="recipe")
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Recipe:
 
     name: str | None = None  # manifests/NAME; None: a slug of the options
     source: str = "demo"  # curate.sources spec: demo, a file, folder, glob or URL
-    preset: str | None = None  # source column layout (laion, cc, yfcc, imagenet-captions, generic)
+    preset: str | None = None  # source column layout: a name of curate.presets.PRESETS
     image_root: str | None = None  # ImageNet-Captions: the ImageNet folder its file names live in (train/WNID/FILE)
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
@@ -75,6 +81,7 @@ class Recipe:
     top_k_per_class: int | None = None  # keep each class's K most similar pairs
     embeddings: str | None = None  # the source's caption embeddings (curate embed): knn profile, diversity
     allow_shortfall: bool = False
+    allow_empty_classes: bool = False  # let the profile give a class that has rows zero of them
     seed: int = 0
     out_root: str = "manifests"
 
@@ -95,14 +102,40 @@ class Recipe:
             if k not in known:
                 raise CurateError(f"{where}: unknown option {key!r} (options: {', '.join(sorted(known))})")
             clean[k] = value
-        return cls(**clean).validate(where=where)
+        token = _WHERE.set(where)
+        try:
+            return cls(**clean)
+        finally:
+            _WHERE.reset(token)
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with ``changes`` applied where they are not None (how CLI options override)."""
+        """A copy with ``changes`` applied where they are not None."""
         given = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **given).validate()
+        return dataclasses.replace(self, **given)
+
+    def with_overrides(self, *, where: str = "options", **options: Any) -> Recipe:
+        """This recipe with command-line ``options`` (None: not given) applied, as ``curate build``
+        does: a scale option replaces the recipe's scale of any kind, and an option that changes
+        the dataset drops the recipe's name, so a rebuild never overwrites the recipe's folder."""
+        given = {k: v for k, v in options.items() if v is not None}
+        merged = self.to_dict()
+        if given.keys() & set(SCALE_OPTIONS):
+            merged.update(dict.fromkeys(SCALE_OPTIONS))
+        if given.keys() - set(SAME_DATASET_OPTIONS) and "name" not in given:
+            merged["name"] = None
+        merged.update(given)
+        return Recipe.from_dict(merged, where=where)
+
+    def __post_init__(self) -> None:
+        self._check(_WHERE.get())
 
     def validate(self, *, where: str = "recipe") -> Recipe:
+        """Raise ``CurateError`` (prefixed by ``where``) for an option that cannot work; every
+        Recipe is checked when made, so this only re-checks."""
+        self._check(where)
+        return self
+
+    def _check(self, where: str) -> None:
         def need(cond: bool, message: str) -> None:
             if not cond:
                 raise CurateError(f"{where}: {message}")
@@ -117,30 +150,54 @@ class Recipe:
         for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
-        need(isinstance(self.allow_shortfall, bool), f"allow_shortfall must be true or false, got {self.allow_shortfall!r}")
-        need(self.label_policy in LABEL_POLICIES, f"label_policy {self.label_policy!r} is not one of {', '.join(LABEL_POLICIES)}")
-        need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        for name in ("allow_shortfall", "allow_empty_classes"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
         if self.min_similarity is not None or self.top_k_per_class is not None:
             need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
         need(self.top_k_per_class is None or self.top_k_per_class >= 1, f"top_k_per_class must be at least 1, got {self.top_k_per_class!r}")
+        self._check_registries(where)
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
-        # normalise numbers that YAML may hand over as ints
-        changes: dict[str, Any] = {}
-        if isinstance(self.imbalance, int):
-            changes["imbalance"] = float(self.imbalance)
-        if isinstance(self.head_fraction, int):
-            changes["head_fraction"] = float(self.head_fraction)
-        if isinstance(self.fraction, int):
-            changes["fraction"] = float(self.fraction)
-        if isinstance(self.min_similarity, int):
-            changes["min_similarity"] = float(self.min_similarity)
+            # a folder name, plus the suffix of its temporary, must fit the file system's 255 bytes
+            need(len(str(self.name)) <= MAX_NAME, f"name {str(self.name)[:20]}...: {len(str(self.name))} characters, at most {MAX_NAME}")
+        # normalise numbers that YAML may hand over as ints (frozen: set through object)
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
+            if isinstance(getattr(self, name), int):
+                object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("classes", "trim_tail"):
             if isinstance(getattr(self, name), int):
-                changes[name] = str(getattr(self, name))
-        return dataclasses.replace(self, **changes) if changes else self
+                object.__setattr__(self, name, str(getattr(self, name)))
+
+    def _check_registries(self, where: str) -> None:
+        """Every option that names a registry entry (caption mode, profile, preset, label policy,
+        match mode) names one that exists: a recipe fails when made, not halfway through a build."""
+        from curate.captions import caption_mode
+        from curate.match import MODES, POLICIES
+        from curate.presets import PRESETS, preset_names
+        from curate.sample import SAMPLINGS, check_target_options
+        from curate.similarity import split_knn
+
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise CurateError(f"{where}: {message}")
+
+        policies = (*POLICIES, "each")  # each: a row per class, the build's own (curate.sample.each_label)
+        need(self.label_policy in policies, f"label_policy {self.label_policy!r} is not one of {', '.join(policies)}")
+        need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        need(self.match_mode in MODES, f"match_mode {self.match_mode!r} is not one of {', '.join(MODES)}")
+        need(self.preset is None or self.preset in PRESETS, f"preset {self.preset!r} is not one of {preset_names()}")
+        try:
+            caption_mode(str(self.captions))
+            check_target_options(
+                # knn:QUERIES chooses rows, then keeps them as they are (the build's profile natural)
+                profile="natural" if split_knn(str(self.profile)) is not None else str(self.profile), imbalance=self.imbalance, head_fraction=self.head_fraction,
+                max_per_class=self.max_per_class, total=self.total, fraction=self.fraction,
+                trim_tail=None if self.trim_tail is None else str(self.trim_tail), eval_per_class=self.eval_per_class,
+            )  # fmt: skip
+        except CurateError as e:
+            raise CurateError(f"{where}: {e}") from e
 
     # -- YAML --------------------------------------------------------------------------------
 
@@ -156,7 +213,7 @@ class Recipe:
         try:
             data = _yaml_load(text)
         except yaml.YAMLError as e:
-            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
         return cls.from_dict(data or {}, where=where)
 
     @classmethod
@@ -222,7 +279,7 @@ def _stem(spec: str) -> str:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}".replace(".", "p")
+    return f"{x:g}".replace(".", "p").replace("+", "")  # 1e+09 -> 1e09: a name holds no "+"
 
 
 def _slug_text(text: str) -> str:
@@ -238,9 +295,9 @@ def load_pipeline(path: str | Path) -> list[Recipe]:
     try:
         data = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise CurateError(f"{path}: not UTF-8 text") from None
+        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    except UnicodeDecodeError as e:
+        raise CurateError(f"{path}: not UTF-8 text") from e
     if data is None:
         raise CurateError(f"{path}: the file is empty")
     if not isinstance(data, dict):

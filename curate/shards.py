@@ -19,6 +19,7 @@ reads it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -40,7 +41,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.util import atomic_path, file_sha256, write_text_atomic
+from curate.util import atomic_path, file_lock, file_sha256, recover, write_text_atomic
 
 FORMAT_NAME = "curate-tensor-shards"
 FORMAT_VERSION = 1
@@ -92,6 +93,10 @@ def _read_table(file: Path) -> pl.DataFrame:
         )
     if "url" not in df.columns and "path" not in df.columns:
         raise CurateError(f"{file}: neither a url nor a path column; one of them says where each image is")
+    if "caption" not in df.columns:
+        raise CurateError(
+            f"{file}: no caption column; the tensor shards hold each row's training text (curate build writes it)"
+        )
     if not df.schema["label"].is_integer():
         raise CurateError(f"{file}: column label must be integers, found {df.schema['label']}")
     for col in ("uid", "label"):
@@ -113,11 +118,7 @@ def _read_table(file: Path) -> pl.DataFrame:
 def _prepare(df: pl.DataFrame, base: Path) -> pl.DataFrame:
     url = df["url"].cast(pl.Utf8) if "url" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
     path = df["path"].cast(pl.Utf8) if "path" in df.columns else pl.Series([None] * len(df), dtype=pl.Utf8)
-    caption = (
-        df["caption"].cast(pl.Utf8).fill_null("")
-        if "caption" in df.columns
-        else pl.Series([""] * len(df), dtype=pl.Utf8)
-    )
+    caption = df["caption"].cast(pl.Utf8).fill_null("")
     urls = [_to_url(u, p, base) for u, p in zip(url.to_list(), path.to_list())]
     return pl.DataFrame(
         {
@@ -129,6 +130,13 @@ def _prepare(df: pl.DataFrame, base: Path) -> pl.DataFrame:
     )
 
 
+def _recover(root: Path) -> None:
+    """Finish or undo a rebuild of this manifest folder that was killed midway (util.recover)."""
+    from curate.manifest import DERIVED_FOLDERS
+
+    recover(root, carry=DERIVED_FOLDERS)
+
+
 def manifest_splits(manifest_dir: str | os.PathLike[str]) -> list[SplitInput]:
     """The train rows (``manifest.parquet``) and eval rows (``eval.parquet``, when present).
 
@@ -136,6 +144,7 @@ def manifest_splits(manifest_dir: str | os.PathLike[str]) -> list[SplitInput]:
     ``eval.parquet``; with one, they are left out so no image lands in both splits.
     """
     root = Path(manifest_dir)
+    _recover(root)
     main = root / "manifest.parquet"
     if not root.is_dir():
         raise CurateError(f"{root}: no such manifest folder")
@@ -289,17 +298,53 @@ def _done_shards(folder: Path) -> list[Path]:
     return sorted(folder.glob("*_stats.json"))
 
 
+_RUN_FILE = "img2dataset.run"  # names the running img2dataset child's process tree (see _RUN_ENV)
+_RUN_ENV = "CURATE_IMG2DATASET_RUN"  # a token every process of one img2dataset run inherits
+
+
+def _kill_orphans(images: Path) -> None:
+    """Kill what a killed run's img2dataset left writing, and wait until it is gone.
+
+    Called under the download lock, so a run still recorded there has lost its parent. Only
+    processes carrying that run's token in their environment are touched.
+    """
+    import psutil
+
+    record = images / _RUN_FILE
+    try:
+        token = record.read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError):
+        return
+
+    def of_that_run(p: psutil.Process) -> bool:
+        try:
+            return p.environ().get(_RUN_ENV) == token
+        except (psutil.Error, OSError):
+            return False
+
+    victims = [p for p in psutil.process_iter() if p.pid != os.getpid() and of_that_run(p)]
+    for p in victims:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(victims, timeout=30)
+    record.unlink(missing_ok=True)
+
+
 def _run_img2dataset(jobs: list[tuple[dict[str, object], int, str]], *, log: Path) -> None:
     """Run img2dataset on each ``(config, shard count, label)`` in one child process.
 
-    One child for all splits: img2dataset's import (torch, albumentations) costs seconds.
+    One child for all splits: img2dataset's import (torch, albumentations) costs seconds. The
+    child leads its own process group and takes the whole group down when this process dies
+    (see ``_die_with_parent``), so a killed ``curate shards`` leaves nothing writing.
     """
     from curate import ui
 
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps([c for c, _, _ in jobs])]
+    token = f"{os.getpid()}-{time.time_ns()}"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", _RUN_ENV: token}
+    cmd = [sys.executable, "-m", "curate.shards", "img2dataset", json.dumps([c for c, _, _ in jobs]), str(os.getpid())]
     log.parent.mkdir(parents=True, exist_ok=True)
     outs = [Path(str(c["output_folder"])) for c, _, _ in jobs]
+    record = log.parent / _RUN_FILE
     with open(log, "w", encoding="utf-8") as logf, ui.make_progress() as progress:
         tasks = [progress.add_task(label, total=total) for _, total, label in jobs]
 
@@ -307,15 +352,19 @@ def _run_img2dataset(jobs: list[tuple[dict[str, object], int, str]], *, log: Pat
             for task, out in zip(tasks, outs):
                 progress.update(task, completed=len(_done_shards(out)) if out.is_dir() else 0)
 
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        write_text_atomic(record, f"{token}\n")  # first: a kill right after the start still finds it
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             while proc.poll() is None:
                 update()
                 time.sleep(0.3)
         except KeyboardInterrupt:
-            proc.terminate()
+            proc.terminate()  # the child's handler ends its whole group
             proc.wait(timeout=30)
             raise
+        finally:
+            if proc.poll() is not None:
+                record.unlink(missing_ok=True)
         update()
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["(no output)"]
@@ -374,6 +423,25 @@ def download_images(
     root = Path(manifest_dir)
     images = root / "images"
     parts = manifest_splits(root)
+    busy = f"{images}: another curate shards is downloading here; wait for it or stop it"
+    with file_lock(images / ".lock", wait=False, busy=busy):
+        _kill_orphans(images)
+        return _download_locked(parts, images, resolution=resolution, processes=processes, threads=threads,
+                                distributor=distributor, shard_size=shard_size, timeout=timeout, retries=retries)
+
+
+def _download_locked(
+    parts: list[SplitInput],
+    images: Path,
+    *,
+    resolution: int,
+    processes: int,
+    threads: int,
+    distributor: str,
+    shard_size: int,
+    timeout: int,
+    retries: int,
+) -> list[DownloadReport]:
     jobs = []
     for part in parts:
         out = images / part.split
@@ -388,6 +456,8 @@ def download_images(
             old = json.loads(stamp_file.read_text(encoding="utf-8")) if stamp_file.is_file() else None
             if old != stamp:
                 shutil.rmtree(out)
+        # what a killed run left: img2dataset's staging folder (its row batches are rewritten)
+        shutil.rmtree(out / "_tmp", ignore_errors=True)
         rows = part.rows.filter(pl.col("url").is_not_null())
         total = -(-len(rows) // shard_size)
         # all shards finished: nothing to start img2dataset for
@@ -470,12 +540,29 @@ def _decode(data: bytes, resolution: int) -> np.ndarray:
 
 _IMAGE_EXT = ("jpg", "jpeg", "png", "webp")
 
+#: Why a downloaded sample is not in the tensor shards: stable keys (index.json's ``skipped``,
+#: so the counts of two runs add up) and what each means.
+SKIP_REASONS = {
+    "no_image": "no image file in the sample",
+    "bad_metadata": "the sample's JSON metadata is unreadable",
+    "no_uid_or_label": "no uid or label in the sample's metadata",
+    "label_out_of_range": "label outside the class table",
+    "undecodable": "the image bytes do not decode",
+    "tar_truncated": "the tar is cut short (downloaded, then lost with the rest of the tar)",
+    "missing_from_tar": "img2dataset logged a success, but the sample is not in the tar",
+}
+
+
+class _TruncatedTar(ValueError):
+    """The tar ends inside a member or without its end-of-archive blocks (a cut download or copy)."""
+
 
 def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
     """(name, bytes) of each regular file in an uncompressed tar held in memory.
 
     A direct walk over the 512-byte headers (ustar, pax and GNU long names): several times
-    faster than ``tarfile`` on shards of many small files. Raises ValueError on anything odd.
+    faster than ``tarfile`` on shards of many small files. Raises ``_TruncatedTar`` where the data
+    stops early (after yielding every whole member before the cut), ValueError on anything odd.
     """
     off, end = 0, len(data)
     long_name: str | None = None
@@ -491,6 +578,8 @@ def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
             if raw_size[0] & 0x80
             else int(raw_size.strip(b"\0 ") or b"0", 8)
         )
+        if off + 512 + size > end:
+            raise _TruncatedTar(f"the data ends inside a member, at byte {end}")
         kind = header[156:157]
         body = data[off + 512 : off + 512 + size]
         off += 512 + -(-size // 512) * 512
@@ -512,22 +601,62 @@ def _tar_members(data: bytes) -> Iterable[tuple[str, bytes]]:
                 name = prefix.decode("utf-8", "surrogateescape") + "/" + name
         if kind in (b"0", b"\0", b"7"):
             yield name, body
+    # a whole tar ends with zero blocks; running out of data first means it was cut
+    raise _TruncatedTar(f"no end-of-archive marker (the data stops at byte {end})")
 
 
-def _read_tar(path: Path) -> list[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample of a webdataset tar, in key order."""
-    data = path.read_bytes()
+def _tarfile_members(data: bytes) -> Iterable[tuple[str, bytes]]:
+    """The same through ``tarfile`` (for tars the fast walk finds odd), truncation raised alike."""
     try:
-        members = list(_tar_members(data))
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            for m in tar:
+                if m.isfile():
+                    f = tar.extractfile(m)
+                    body = f.read() if f is not None else b""
+                    if len(body) != m.size:
+                        raise _TruncatedTar(f"member {m.name} is cut short")
+                    yield m.name, body
+    except tarfile.ReadError as e:
+        raise _TruncatedTar(str(e)) from e
+
+
+def _read_tar(path: Path) -> tuple[list[tuple[str, dict[str, bytes]]], bool]:
+    """(key, {extension: bytes}) per sample of a webdataset tar, in key order, and whether the tar
+    was cut short. A cut tar gives the samples before the cut; the sample the cut went through is
+    left out whole (some of its files may be missing)."""
+    data = path.read_bytes()
+    members: list[tuple[str, bytes]] = []
+    truncated = False
+    try:
+        members.extend(_tar_members(data))
+    except _TruncatedTar:
+        truncated = True
     except ValueError:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:  # let tarfile judge odd tars
-            members = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]  # type: ignore[union-attr]
+        members, truncated = [], False
+        try:
+            members.extend(_tarfile_members(data))  # let tarfile judge odd tars
+        except _TruncatedTar:
+            truncated = True
     samples: dict[str, dict[str, bytes]] = {}
+    last = None
     for name, body in members:
         key, _, ext = name.rsplit("/", 1)[-1].partition(".")
         samples.setdefault(key, {})[ext.lower()] = body
+        last = key
+    if truncated and last is not None:
+        del samples[last]
     # img2dataset writes a shard's samples in download-completion order; keys follow row order
-    return sorted(samples.items())
+    return sorted(samples.items()), truncated
+
+
+def _downloaded(tar: Path) -> int | None:
+    """How many rows img2dataset's row log (``NNNNN.parquet`` beside the tar) calls a success."""
+    log = tar.with_suffix(".parquet")
+    try:
+        status = pq.read_table(log, columns=["status"]).column("status").to_pylist()
+    except Exception:  # no log, or not one img2dataset wrote: nothing to reconcile with
+        return None
+    return sum(1 for s in status if s == "success")
 
 
 _TOKENIZER: Callable[[list[str]], object] | None = None
@@ -569,33 +698,41 @@ def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
     out = Path(job.out_dir)
     skipped: Counter[str] = Counter()
     images, captions, labels, uids = [], [], [], []
-    for key, parts in _read_tar(Path(job.tar)):
+    samples, truncated = _read_tar(Path(job.tar))
+    for key, parts in samples:
         ext = next((e for e in _IMAGE_EXT if e in parts), None)
         if ext is None:
-            skipped["no image in sample"] += 1
+            skipped["no_image"] += 1
             continue
         try:
             meta = json.loads(parts.get("json", b"{}"))
         except ValueError:
-            skipped["unreadable metadata"] += 1
+            skipped["bad_metadata"] += 1
             continue
         uid, label = meta.get("uid"), meta.get("label")
         if uid is None or label is None:
-            skipped["no uid or label in metadata"] += 1
+            skipped["no_uid_or_label"] += 1
             continue
         if not (0 <= int(label) < job.num_classes):
-            skipped["label outside the class table"] += 1
+            skipped["label_out_of_range"] += 1
             continue
         try:
             images.append(_decode(parts[ext], job.resolution))
-        except Exception as e:  # PIL raises many types for bad bytes; each is a reason
-            skipped[f"decode: {type(e).__name__}"] += 1
+        except Exception:  # PIL raises many types for bad bytes
+            skipped["undecodable"] += 1
             continue
         caption = parts["txt"].decode("utf-8", "replace") if "txt" in parts else (meta.get("caption") or "")
         captions.append(caption)
         labels.append(int(label))
         uids.append(str(uid))
         del key
+    # every row img2dataset calls a success ends in the shard or under a reason
+    expected = _downloaded(Path(job.tar))
+    seen = len(labels) + sum(skipped.values())
+    if expected is not None and expected > seen:
+        skipped["tar_truncated" if truncated else "missing_from_tar"] += expected - seen
+    elif truncated:
+        skipped["tar_truncated"] += 1  # at least the sample the cut went through
     r = job.resolution
     arrays = {
         "images": np.stack(images) if images else np.zeros((0, 3, r, r), np.uint8),
@@ -670,6 +807,7 @@ def tensorize(
     from curate import ui
 
     root = Path(manifest_dir)
+    _recover(root)
     src = root / "images" / split
     if resolution < 8:
         raise CurateError(f"--resolution {resolution}: must be at least 8 pixels")
@@ -770,8 +908,40 @@ def verify_shards(shards_dir: str | os.PathLike[str]) -> None:
                 )
 
 
-def _img2dataset_main(configs_json: str) -> None:
+def _die_with_parent(parent: int) -> None:
+    """In the img2dataset child: when ``parent`` dies (even by SIGKILL), kill this process group.
+
+    Linux tells the child at once (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent id.
+    Either way SIGTERM ends the whole group: img2dataset's own workers included.
+    """
+    import signal
+    import threading
+
+    def end_group(*_: object) -> None:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, end_group)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        end_group()
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    if os.getppid() != parent:  # died before the watch began
+        end_group()
+
+
+def _img2dataset_main(configs_json: str, parent: int | None = None) -> None:
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    if parent is not None:
+        _die_with_parent(parent)
     from img2dataset import download
 
     for config in json.loads(configs_json):
@@ -780,7 +950,7 @@ def _img2dataset_main(configs_json: str) -> None:
 
 if __name__ == "__main__":
     # the img2dataset child: spawn re-imports this module as __mp_main__, which runs nothing
-    if len(sys.argv) == 3 and sys.argv[1] == "img2dataset":
-        _img2dataset_main(sys.argv[2])
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "img2dataset":
+        _img2dataset_main(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)
     else:
-        sys.exit("usage: python -m curate.shards img2dataset '[CONFIG, ...]' (JSON)")
+        sys.exit("usage: python -m curate.shards img2dataset '[CONFIG, ...]' (JSON) [PARENT_PID]")

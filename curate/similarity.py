@@ -252,10 +252,16 @@ def read_scores(path: str | Path) -> tuple[pl.DataFrame, dict]:
 
 @dataclass
 class SimilarityReport:
-    """What the similarity stage did in one build (for stats.json and the card)."""
+    """What the similarity stage did in one build (for stats.json and the card). ``reasons``: rows
+    left out, by stable key (one of :data:`SIMILARITY_REASONS`; curate.manifest.describe_reason
+    says each in words)."""
 
     info: dict = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+#: The keys of :attr:`SimilarityReport.reasons`.
+SIMILARITY_REASONS = ("no_similarity_score", "below_min_similarity", "not_top_k_similar", "no_embedding", "not_knn_nearest")
 
 
 def _pairs(pool: pl.DataFrame) -> pl.DataFrame:
@@ -307,12 +313,12 @@ def filter_pool(
         rows = left
         return frame
 
-    pairs = step(pairs.filter(pl.col("similarity").is_not_null()), f"no similarity score in {scores_path} (--similarity-from)")
+    pairs = step(pairs.filter(pl.col("similarity").is_not_null()), "no_similarity_score")
     if min_similarity is not None:
-        pairs = step(pairs.filter(pl.col("similarity") >= min_similarity), f"text-to-definition similarity below {min_similarity:g} (--min-similarity)")
+        pairs = step(pairs.filter(pl.col("similarity") >= min_similarity), "below_min_similarity")
     if top_k is not None:
         pairs = pairs.sort(["label", "similarity", "key", "row"], descending=[False, True, False, False])
-        pairs = step(pairs.filter(pl.int_range(pl.len()).over("label") < top_k), f"not among its class's {top_k} most similar (--top-k-per-class)")
+        pairs = step(pairs.filter(pl.int_range(pl.len()).over("label") < top_k), "not_top_k_similar")
     report.info.update(
         {
             "scores": scores_path,
@@ -384,7 +390,7 @@ def knn_select(
     q_labels = qry.index["wnid"].replace_strict(by_wnid, default=None, return_dtype=pl.Int32)
     src_rows = src.index.unique("uid", keep="first", maintain_order=True).select("uid", pl.col("row").alias("emb_row"))
     pool = pool.join(uids, on="row", how="left").join(src_rows, on="uid", how="left")
-    report.reasons["no embedding in --embeddings"] = int(pool["emb_row"].null_count())
+    report.reasons["no_embedding"] = int(pool["emb_row"].null_count())
     pool = pool.filter(pl.col("emb_row").is_not_null())
     picked: list[np.ndarray] = []
     kinds: dict[str, int] = {}
@@ -403,7 +409,7 @@ def knn_select(
         picked.append(part["row"].to_numpy()[np.unique(ids)])
     rows = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
     out = pool.filter(pl.col("row").is_in(pl.Series(rows).implode())).select("row", "label", "key")
-    report.reasons[f"not among the {k} nearest of a query of its class (--profile knn)"] = pool.height - out.height
+    report.reasons["not_knn_nearest"] = pool.height - out.height
     report.info.update(
         {
             "knn_queries": queries_dir,

@@ -15,11 +15,14 @@ listing candidate column names, first present wins), overridable per column from
 ``filename``...), else ``"<file>:<row>"`` -- the file's path relative to the source root (never
 absolute) and the 0-based data row -- which is the same on every run and machine.
 
-Bad-row policy: a row whose caption is null or blank is an error naming the file, row and uid,
-raised when the plan reaches that row (``validate_source`` reads the whole source up front).
-With ``skip_bad_rows=True`` such rows are dropped instead; ``validate_source`` counts them.
-Cheap checks (file exists, not empty, parquet footer readable, columns present, the first 4 MiB
-of text files is UTF-8) run eagerly in ``open_source`` so most mistakes fail before any work.
+Rows without caption text (null or blank caption; web sources have them: YFCC titles,
+openclipart) follow one policy in every command: by default they stay in the table, get no label
+when matched, and are counted (``no_text``) and reported by the command; ``strict=True`` makes
+the first such row, in source order, an error naming its file, row and uid; ``skip_bad_rows=True``
+drops them from the table. A text file is parsed whole once per version (size, mtime) when opened,
+so a ragged line or a malformed JSON line fails the same way in every command, naming its line.
+Other cheap checks (file exists, not empty, parquet footer readable, columns present and of the
+right type, the first 4 MiB of text files is UTF-8) run eagerly in ``open_source`` too.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import IO
 import polars as pl
 
 from curate.errors import CurateError
+from curate.presets import PRESETS, Preset
 
 CANONICAL = ("uid", "caption", "url", "path", "title", "tags", "description", "wnid")
 _FILE_COL = "__curate_file"
@@ -60,78 +64,6 @@ SUFFIX_FORMATS = {
     ".ndjson": "jsonl",
     ".json": "json",
     ".tar": "tar",
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """How one kind of source names its columns: candidates per canonical column, first present wins.
-
-    ``compose`` lists canonical fields joined (space-separated, nulls skipped) into the caption when
-    no caption column exists; ``detect`` lists columns whose joint presence identifies the layout.
-    """
-
-    name: str
-    description: str
-    caption: tuple[str, ...] = ("caption", "text", "TEXT", "Caption", "alt", "alt_text", "sentence")
-    url: tuple[str, ...] = ("url", "URL", "image_url", "img_url", "downloadurl")
-    uid: tuple[str, ...] = ("uid", "key", "id", "SAMPLE_ID", "sample_id")
-    path: tuple[str, ...] = ("path", "image_path", "file")
-    title: tuple[str, ...] = ("title",)
-    tags: tuple[str, ...] = ("tags",)
-    description_col: tuple[str, ...] = ("description",)
-    wnid: tuple[str, ...] = ("wnid",)
-    compose: tuple[str, ...] = ()
-    detect: tuple[str, ...] = ()
-    unquote_plus: bool = False  # Flickr (YFCC) text fields are URL-encoded with '+' for spaces
-    vocab: str = "imagenet1k"
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "laion400m",
-            "LAION-400M/2B/5B parquet: URL, TEXT, SAMPLE_ID (or key), HEIGHT, WIDTH, similarity, ...",
-            caption=("TEXT", "caption", "text"),
-            url=("URL", "url"),
-            uid=("SAMPLE_ID", "key", "uid"),
-            detect=("URL", "TEXT"),
-        ),
-        Preset(
-            "cc3m",
-            "Conceptual Captions 3M TSV: caption<TAB>url, with or without a header row.",
-            uid=("key", "uid", "id"),
-        ),
-        Preset(
-            "cc12m",
-            "Conceptual 12M TSV: url<TAB>caption, with or without a header row.",
-            uid=("key", "uid", "id"),
-        ),
-        Preset(
-            "yfcc15m",
-            "YFCC15M (Flickr) JSONL/parquet/TSV: title, description, usertags, downloadurl, photoid; "
-            "caption = title + description when there is no caption column.",
-            caption=("caption", "text"),
-            url=("downloadurl", "url", "photo_url", "pageurl"),
-            uid=("photoid", "photo_id", "key", "id"),
-            tags=("usertags", "tags", "user_tags"),
-            compose=("title", "description"),
-            detect=("photoid", "title", "description"),
-            unquote_plus=True,
-        ),
-        Preset(
-            "imagenet-captions",
-            "ImageNet-Captions JSON records: filename, wnid, title, tags (list), description; "
-            "caption = title + tags + description.",
-            caption=(),
-            url=("url",),
-            uid=("filename",),
-            compose=("title", "tags", "description"),
-            detect=("filename", "wnid", "title"),
-        ),
-        Preset("generic", "Any table with a caption-like column (caption/text/TEXT/alt...)."),
-    )
 }
 
 
@@ -179,6 +111,12 @@ class _File:
     path: Path
     label: str  # relative to the source root: the name used in uids and messages
     fmt: str
+    origin: Path | None = None  # the user's file this one was unpacked from (into the cache)
+
+    @property
+    def shown(self) -> Path:
+        """The path messages name: the user's file, not its unpacked copy in the cache."""
+        return self.origin if self.origin is not None else self.path
 
 
 def _format_of(path: Path) -> str:
@@ -202,7 +140,7 @@ def _is_table_file(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _files_in_folder(folder: Path, prefix: str = "") -> list[_File]:
+def _files_in_folder(folder: Path, prefix: str = "", origin: Path | None = None) -> list[_File]:
     found = sorted(p for p in folder.rglob("*") if p.is_file() and _is_table_file(p))
     # img2dataset writes NNNNN.parquet beside each NNNNN.tar (and NNNNN_stats.json): the parquet
     # holds every row's metadata, so it is the source, not the tars or the stats
@@ -219,7 +157,10 @@ def _files_in_folder(folder: Path, prefix: str = "") -> list[_File]:
             f"{folder}: holds files of several formats ({', '.join(sorted(formats))}); "
             "point at one file or use a glob such as 'DIR/*.parquet'"
         )
-    return [_File(p, prefix + p.relative_to(folder).as_posix(), _format_of(p)) for p in found]
+    return [
+        _File(p, prefix + p.relative_to(folder).as_posix(), _format_of(p), origin / p.relative_to(folder) if origin else None)
+        for p in found
+    ]
 
 
 def _unpacked(f: _File) -> list[_File]:
@@ -240,16 +181,16 @@ def _unpacked(f: _File) -> list[_File]:
                 with atomic_path(target) as tmp, zipfile.ZipFile(f.path) as zf:
                     zf.extractall(tmp)
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise CurateError(f"{f.path}: not a readable zip file: {_first_line(e)}") from None
-        return _files_in_folder(target, prefix=f.label + "/")
+                raise CurateError(f"{f.shown}: not a readable zip file: {_first_line(e)}") from e
+        return _files_in_folder(target, prefix=f.label + "/", origin=f.shown)
     target = where / f.path.stem  # x.tsv.gz -> x.tsv
     if not target.is_file():
         try:
             with atomic_path(target) as tmp, COMPRESSIONS[suffix](f.path, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except (OSError, EOFError, lzma.LZMAError) as e:
-            raise CurateError(f"{f.path}: cannot decompress ({suffix}): {_first_line(e)}") from None
-    return [_File(target, f.label, f.fmt)]
+            raise CurateError(f"{f.shown}: cannot decompress ({suffix}): {_first_line(e)}") from e
+    return [_File(target, f.label, f.fmt, f.shown)]
 
 
 def _glob_root(pattern: str) -> Path:
@@ -296,7 +237,7 @@ def _resolve(spec: str) -> tuple[list[_File], str]:
 
 def _check_nonempty(f: _File) -> None:
     if f.path.stat().st_size == 0:
-        raise CurateError(f"{f.path}: the file is empty")
+        raise CurateError(f"{f.shown}: the file is empty")
 
 
 def _leading_lines(path: Path, n: int) -> list[bytes]:
@@ -323,9 +264,9 @@ def _check_utf8(f: _File, limit: int | None = _UTF8_PROBE) -> None:
             return  # a multi-byte character cut by the probe's end, not a bad byte
         line = data.count(b"\n", 0, e.start) + 1
         raise CurateError(
-            f"{f.path}: line {line}: bytes are not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
+            f"{f.shown}: line {line}: bytes are not valid UTF-8 (byte 0x{data[e.start]:02x} at offset "
             f"{e.start}); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
+        ) from e
 
 
 def _read_parquet(f: _File) -> pl.LazyFrame:
@@ -336,9 +277,9 @@ def _read_parquet(f: _File) -> pl.LazyFrame:
         # the footer: missing when a download was cut short
         rows = pq.ParquetFile(f.path).metadata.num_rows
     except Exception as e:
-        raise CurateError(f"{f.path}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from e
     if rows == 0:
-        raise CurateError(f"{f.path}: the parquet file has no rows")
+        raise CurateError(f"{f.shown}: the parquet file has no rows")
     return pl.scan_parquet(f.path)
 
 
@@ -347,12 +288,12 @@ def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
     _check_utf8(f)
     lines = _leading_lines(f.path, 2)
     if not lines:
-        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
+        raise CurateError(f"{f.shown}: the file is empty (only blank lines)")
     first = lines[0].rstrip(b"\r\n").decode("utf-8", "replace").split(sep)
     # CC3M/CC12M ship without a header: a first row holding a URL is data, not column names
     headerless = any(re.match(r"^https?://", v.strip(), re.I) for v in first)
     if not headerless and len(lines) < 2:
-        raise CurateError(f"{f.path}: has a header ({', '.join(first)}) but no rows")
+        raise CurateError(f"{f.shown}: has a header ({', '.join(first)}) but no rows")
     new_columns = None
     if headerless:
         url_at = next(i for i, v in enumerate(first) if re.match(r"^https?://", v.strip(), re.I))
@@ -373,8 +314,45 @@ def _read_delimited(f: _File, sep: str) -> pl.LazyFrame:
         )
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"{f.path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {_first_line(e)}") from e
+    _check_once(f, lf, lambda: _first_long_line(f.path, sep, expected=len(lf.collect_schema()), has_header=not headerless))
     return lf
+
+
+def _check_once(f: _File, lf: pl.LazyFrame, locate: Callable[[], str | None]) -> None:
+    """Parse every field of a text file once (per size and mtime), so a bad line fails the same
+    way in every command, whichever columns it reads; ``locate`` names the line."""
+    from curate.util import cache_dir, stable_hash
+
+    st = f.path.stat()
+    marker = cache_dir() / "sources" / "checked" / stable_hash(f.path.resolve(), st.st_size, st.st_mtime_ns)
+    if marker.exists():
+        return
+    try:
+        lf.select(pl.all().null_count()).collect()
+    except pl.exceptions.PolarsError as e:
+        _check_utf8(f, limit=None)  # bad bytes past the probe: raises naming their line
+        where = locate()
+        raise CurateError(f"{f.shown}: {where}" if where else f"{f.shown}: cannot parse: {_first_line(e)}") from e
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _first_long_line(path: Path, sep: str, *, expected: int, has_header: bool) -> str | None:
+    """'line N has K fields, the header M' for the first line with more fields than the header."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        if sep == "\t":  # TSV: no quoting, a field per tab
+            rows = ((i, line.rstrip("\r\n").count("\t") + 1) for i, line in enumerate(fh, 1) if line.strip())
+        else:
+            reader = csv.reader(fh, delimiter=sep)
+            rows = ((reader.line_num, len(r)) for r in reader if r)
+        for line, n in rows:
+            if n > expected:
+                what = "the header" if has_header else "the first line"
+                return f"line {line} has {n} fields, {what} {expected}; fix the line (a stray separator?)"
+    return None
 
 
 def _read_csv(f: _File) -> pl.LazyFrame:
@@ -389,13 +367,30 @@ def _read_jsonl(f: _File) -> pl.LazyFrame:
     _check_nonempty(f)
     _check_utf8(f)
     if not _leading_lines(f.path, 1):
-        raise CurateError(f"{f.path}: the file is empty (only blank lines)")
+        raise CurateError(f"{f.shown}: the file is empty (only blank lines)")
     try:
         lf = pl.scan_ndjson(f.path, infer_schema_length=1000)
         lf.collect_schema()
     except pl.exceptions.PolarsError as e:
-        raise CurateError(f"{f.path}: cannot parse as JSON lines: {_first_line(e)}") from None
+        where = _first_bad_json_line(f.path)
+        raise CurateError(f"{f.shown}: {where or 'cannot parse as JSON lines: ' + _first_line(e)}") from e
+    _check_once(f, lf, lambda: _first_bad_json_line(f.path))
     return lf
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """'line N: invalid JSON (...)' for the first line that is not a JSON object."""
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {i}: invalid JSON ({e.msg} at column {e.colno})"
+            if not isinstance(value, dict):
+                return f"line {i}: a JSON {type(value).__name__}, not an object (one record per line)"
+    return None
 
 
 def _read_json(f: _File) -> pl.LazyFrame:
@@ -406,7 +401,7 @@ def _read_json(f: _File) -> pl.LazyFrame:
     try:
         data = json.loads(f.path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise CurateError(f"{f.path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        raise CurateError(f"{f.shown}: line {e.lineno}: invalid JSON ({e.msg})") from e
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
@@ -415,13 +410,13 @@ def _read_json(f: _File) -> pl.LazyFrame:
             # {id: record} -> records carrying their id
             data = [{"key": k, **v} for k, v in data.items()]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise CurateError(f"{f.path}: expected a JSON array of records (objects)")
+        raise CurateError(f"{f.shown}: expected a JSON array of records (objects)")
     if not data:
-        raise CurateError(f"{f.path}: the JSON array is empty")
+        raise CurateError(f"{f.shown}: the JSON array is empty")
     try:
         return pl.from_dicts(data, infer_schema_length=None).lazy()
     except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
-        raise CurateError(f"{f.path}: records have inconsistent types: {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: records have inconsistent types: {_first_line(e)}") from e
 
 
 _TAR_SCHEMA = {"key": pl.Utf8, "caption": pl.Utf8, "url": pl.Utf8, "path": pl.Utf8}
@@ -432,7 +427,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
     try:
         tar = tarfile.open(f.path, mode="r|*")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: not a readable tar file: {_first_line(e)}") from e
     current: str | None = None
     row: dict[str, str | None] = {}
     try:
@@ -453,17 +448,17 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
                 raw = tar.extractfile(member).read()  # type: ignore[union-attr]
                 try:
                     text = raw.decode("utf-8")
-                except UnicodeDecodeError:
+                except UnicodeDecodeError as e:
                     raise CurateError(
-                        f"{f.path}: member {member.name}: bytes are not valid UTF-8"
-                    ) from None
+                        f"{f.shown}: member {member.name}: bytes are not valid UTF-8"
+                    ) from e
                 if ext == "txt":
                     row["caption"] = text.strip()
                 else:
                     try:
                         meta = json.loads(text)
                     except json.JSONDecodeError as e:
-                        raise CurateError(f"{f.path}: member {member.name}: invalid JSON ({e.msg})") from None
+                        raise CurateError(f"{f.shown}: member {member.name}: invalid JSON ({e.msg})") from e
                     if isinstance(meta, dict):
                         if row["caption"] is None and isinstance(meta.get("caption"), str):
                             row["caption"] = meta["caption"]
@@ -476,7 +471,7 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
         if current is not None:
             yield row
     except tarfile.TarError as e:
-        raise CurateError(f"{f.path}: truncated or corrupt tar: {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: truncated or corrupt tar: {_first_line(e)}") from e
     finally:
         tar.close()
 
@@ -488,9 +483,9 @@ def _read_tar(f: _File) -> pl.LazyFrame:
     try:
         with tarfile.open(f.path, mode="r:*") as tar:
             if tar.next() is None:
-                raise CurateError(f"{f.path}: the tar holds no files")
+                raise CurateError(f"{f.shown}: the tar holds no files")
     except (tarfile.TarError, OSError) as e:
-        raise CurateError(f"{f.path}: not a readable tar file: {_first_line(e)}") from None
+        raise CurateError(f"{f.shown}: not a readable tar file: {_first_line(e)}") from e
 
     def batches(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
@@ -572,7 +567,7 @@ def _unquote_series(s: pl.Series) -> pl.Series:
 def _missing_caption(f: _File, columns: Sequence[str], preset: Preset) -> CurateError:
     wanted = ", ".join(preset.caption + tuple(preset.compose)) or "caption"
     return CurateError(
-        f"{f.path}: no caption column (preset {preset.name!r} looks for {wanted}); "
+        f"{f.shown}: no caption column (preset {preset.name!r} looks for {wanted}); "
         f"the file has columns: {', '.join(columns)}",
         hint="name one with --caption-col",
     )
@@ -591,7 +586,7 @@ def _canonical(
     columns = list(schema.names())
     for option, col in (("--caption-col", caption_col), ("--url-col", url_col), ("--uid-col", uid_col)):
         if col is not None and col not in schema:
-            raise CurateError(f"{f.path}: {option} {col!r} is not a column; the file has: {', '.join(columns)}")
+            raise CurateError(f"{f.shown}: {option} {col!r} is not a column; the file has: {', '.join(columns)}")
 
     chosen: dict[str, str | None] = {
         "url": url_col or _pick(preset.url, columns),
@@ -602,6 +597,13 @@ def _canonical(
         "wnid": _pick(preset.wnid, columns),
         "caption": caption_col or _pick(preset.caption, columns),
     }
+    if chosen["caption"] is not None:
+        dtype = schema[chosen["caption"]]
+        if not (dtype == pl.Utf8 or dtype == pl.Null or isinstance(dtype, (pl.Categorical, pl.Enum))):
+            raise CurateError(
+                f"{f.shown}: caption column {chosen['caption']!r} holds {dtype}, not text",
+                hint="name the text column with --caption-col",
+            )
     texts = {
         k: (_as_text(c, schema[c], unquote=preset.unquote_plus and k in ("title", "tags", "description")) if c else None)
         for k, c in chosen.items()
@@ -647,33 +649,20 @@ def _detect_preset(columns: Sequence[str]) -> Preset:
     return PRESETS["generic"]
 
 
-class BadRowError(CurateError):
-    """A bad row met while the plan runs. Polars re-raises a UDF's error as ``type(e)(text)``
-    with the failing expression appended on further lines; only the first line is the message."""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.line = (f"{message}; {hint}" if hint else message).split("\n", 1)[0]
-
-    def __str__(self) -> str:
-        return self.line
+def no_text(column: str = "caption") -> pl.Expr:
+    """True where ``column`` holds no text (null, empty or only white space)."""
+    return pl.col(column).str.strip_chars().fill_null("") == ""
 
 
-def _bad_caption_check(location: str) -> Callable[[pl.Series], pl.Series]:
-    def check(batch: pl.Series) -> pl.Series:
-        caption = batch.struct.field("caption")
-        bad = caption.is_null() | (caption.str.strip_chars() == "")
-        if bad.any():
-            i = int(bad.arg_max())  # type: ignore[arg-type]
-            row = batch[i]
-            what = "null" if row["caption"] is None else "blank"
-            raise BadRowError(
-                f"{location}: file {row[_FILE_COL]} row {row[_ROW_COL]} (uid {row['uid']}): caption is {what}",
-                hint="fix the row or pass --skip-bad-rows to drop such rows",
-            )
-        return caption
-
-    return check
+def first_without_text(lf: pl.LazyFrame, location: str, *, files: Sequence[str] = ()) -> str | None:
+    """'file F row R (uid U)' of the first row (in source order) whose caption has no text."""
+    cols = [c for c in (_FILE_COL, _ROW_COL) if c in lf.collect_schema().names()]
+    found = collect_source(lf.filter(no_text()).select("uid", *cols).head(1), location, files=files)
+    if found.height == 0:
+        return None
+    row = found.row(0, named=True)
+    where = f"file {row[_FILE_COL]} row {row[_ROW_COL]} " if _FILE_COL in row else ""
+    return f"{where}(uid {row['uid']})"
 
 
 def open_source(
@@ -684,6 +673,7 @@ def open_source(
     url_col: str | None = None,
     uid_col: str | None = None,
     skip_bad_rows: bool = False,
+    strict: bool = False,
     image_root: str | Path | None = None,
 ) -> Source:
     """Open ``spec`` ("demo", a file, a folder, a glob or an http(s) URL) as the canonical table.
@@ -691,9 +681,10 @@ def open_source(
     ``preset`` names the column layout (see ``PRESETS``); without one the LAION, YFCC and
     ImageNet-Captions layouts are recognised from their columns, else ``generic`` applies.
     ``caption_col`` / ``url_col`` / ``uid_col`` override the preset. Rows with a null or blank
-    caption raise when read unless ``skip_bad_rows`` (then they are dropped; ``validate_source``
-    counts them). ``image_root`` (ImageNet-Captions only) is an ImageNet folder: each row's
-    ``path`` becomes ``IMAGE_ROOT/train/WNID/FILENAME``, the ImageFolder layout ``curate shards`` reads.
+    caption stay (``no_text`` counts them) unless ``skip_bad_rows`` drops them; with ``strict``
+    the first one is an error naming its file, row and uid (one pass over the captions here).
+    ``image_root`` (ImageNet-Captions only) is an ImageNet folder: each row's ``path`` becomes
+    ``IMAGE_ROOT/train/WNID/FILENAME``, the ImageFolder layout ``curate shards`` reads.
     """
     if preset is not None and preset not in PRESETS:
         raise CurateError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -717,13 +708,14 @@ def open_source(
         frames.append(_canonical(raw, f, used, caption_col=caption_col, url_col=url_col, uid_col=uid_col))
     assert used is not None  # _resolve never returns an empty file list
     unchecked = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-    if skip_bad_rows:
-        checked = unchecked.filter(pl.col("caption").str.strip_chars().fill_null("") != "")
-    else:
-        struct = pl.struct("uid", "caption", _FILE_COL, _ROW_COL)
-        checked = unchecked.with_columns(
-            struct.map_batches(_bad_caption_check(spec), return_dtype=pl.Utf8, is_elementwise=True).alias("caption")
-        )
+    if strict:
+        first = first_without_text(unchecked, spec, files=[str(f.path) for f in files])
+        if first is not None:
+            raise CurateError(
+                f"{spec}: {first}: the caption is null or blank (--strict)",
+                hint="fix the row, or leave out --strict to count such rows and go on",
+            )
+    checked = unchecked.filter(~no_text()) if skip_bad_rows else unchecked
     lazy = checked.drop(_FILE_COL, _ROW_COL)
     if image_root is not None:
         if used.name != "imagenet-captions":
@@ -761,7 +753,7 @@ def collect_source(lf: pl.LazyFrame, location: str, *, files: Sequence[str] = ()
                 p = Path(path)
                 if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson", ".json"):
                     _check_utf8(_File(p, p.name, "text"), limit=None)
-        raise CurateError(f"{location}: cannot read the source: {msg}") from None
+        raise CurateError(f"{location}: cannot read the source: {msg}") from e
 
 
 def validate_source(source: Source, *, limit: int | None = None) -> SourceReport:

@@ -16,7 +16,7 @@ Specs understood by :func:`load_vocab`:
   (``curate/data/imagenet1k_study_synonyms.json``; the lemmas of ``--mode reference``'s counting);
 - ``wordnet:SYNSET`` (e.g. ``wordnet:dog.n.01``): the synset and its hyponym tree, through nltk's
   WordNet (``depth`` limits how many levels below the root);
-- ``demo``: the classes of the embedded demo corpus;
+- ``demo``: the classes of the embedded demo corpus (ImageNet-100 plus ``TRAP_CLASSES``);
 - a ``.csv``/``.tsv``/``.json``/``.jsonl``/``.parquet`` file with at least a ``name`` column.
 """
 
@@ -50,6 +50,31 @@ IMAGENET100_INDICES: tuple[int, ...] = (
     599, 606, 608, 619, 620, 653, 659, 662, 665, 667, 674, 682, 703, 708, 717, 724, 748, 758, 765, 766,
     772, 775, 796, 798, 830, 854, 857, 858, 872, 876, 882, 904, 908, 936, 938, 953, 959, 960, 993, 994,
 )
+
+
+# ImageNet classes whose names are ambiguous on the web (or pair with an ambiguous class),
+# added to ImageNet-100 in the demo vocabulary so matchers meet the known traps.
+TRAP_CLASSES: dict[str, str] = {
+    "n02012849": "crane (bird)",
+    "n03126707": "crane (machine)",
+    "n02412080": "ram (sheep)",
+    "n02879718": "bow (weapon)",
+    "n02883205": "bow tie",
+    "n02422699": "impala (antelope)",
+    "n04347754": "submarine (sub)",
+    "n02389026": "sorrel (horse)",
+    "n02123159": "tiger cat",
+    "n02129604": "tiger",
+    "n01491361": "tiger shark",
+    "n03793489": "mouse (computer)",
+    "n02113186": "Cardigan (corgi)",
+    "n02963159": "cardigan (sweater)",
+    "n01847000": "drake / duck",
+    "n02128925": "jaguar (cat)",
+    "n01608432": "kite (bird)",
+    "n02229544": "cricket (insect)",
+    "n03495258": "harp (vs. the harmonica's 'harp')",
+}
 
 
 def _frame(rows: dict[str, list]) -> pl.DataFrame:
@@ -164,7 +189,7 @@ def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
     try:
         root = wn.synset(synset_name)
     except (WordNetError, ValueError) as e:
-        raise CurateError(f"vocab 'wordnet:{synset_name}': no such synset ({e}); use a name like dog.n.01") from None
+        raise CurateError(f"vocab 'wordnet:{synset_name}': no such synset ({e}); use a name like dog.n.01") from e
     found = {root.name(): root}
     frontier = [root]
     level = 0
@@ -219,7 +244,7 @@ def _from_file(path: Path) -> pl.DataFrame:
     except CurateError:
         raise
     except Exception as e:  # polars/json parse errors carry the detail
-        raise CurateError(f"vocab file {path} could not be read: {e}") from None
+        raise CurateError(f"vocab file {path} could not be read: {e}") from e
     if raw.height == 0:
         raise CurateError(f"vocab file {path} has no rows")
     if "name" not in raw.columns:
@@ -231,9 +256,23 @@ def _from_file(path: Path) -> pl.DataFrame:
         if name is None or not str(name).strip():
             raise CurateError(f"vocab file {path}, row {i + 1}: empty name")
         names.append(str(name).strip())
+    wnids = [str(r["wnid"]) if r.get("wnid") is not None else None for r in rows]
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        # one name twice is one class listed twice (every caption saying it gets both labels),
+        # unless wnids tell two concepts apart (ImageNet-1k's two 'missile' classes)
+        same = seen.setdefault(name.casefold(), [])
+        earlier = next((j for j in same if wnids[j] is None or wnids[i] is None or wnids[j] == wnids[i]), None)
+        if earlier is not None:
+            raise CurateError(
+                f"vocab file {path}: rows {earlier + 1} and {i + 1} both name the class {names[earlier]!r}"
+                + ("" if names[earlier] == name else f" / {name!r}")
+                + "; class names must differ (case aside) unless their wnids do"
+            )
+        same.append(i)
     lemmas = [_dedupe(_split_list(r.get("lemmas")) + [n]) for r, n in zip(rows, names)]
     out = {
-        "wnid": [str(r["wnid"]) if r.get("wnid") is not None else None for r in rows],
+        "wnid": wnids,
         "name": names,
         "lemmas": lemmas,
         "definition": [r.get("definition") for r in rows],
@@ -247,10 +286,26 @@ def _from_file(path: Path) -> pl.DataFrame:
     return _frame(out).sort("label")
 
 
-def _demo() -> pl.DataFrame:
-    from curate.demo import demo_vocab
+def imagenet100_wnids() -> tuple[str, ...]:
+    """The wnids of ImageNet-100 (``IMAGENET100_INDICES``), in the standard order."""
+    wnids = _timm_synsets("imagenet_synsets.txt")
+    return tuple(wnids[i] for i in IMAGENET100_INDICES)
 
-    return demo_vocab()
+
+def demo_wnids() -> tuple[str, ...]:
+    """The classes of the embedded demo corpus: ImageNet-100 plus ``TRAP_CLASSES``, sorted (the
+    standard ImageNet order, which is also the demo's label order)."""
+    return tuple(sorted(set(imagenet100_wnids()) | set(TRAP_CLASSES)))
+
+
+@functools.lru_cache(maxsize=1)
+def _demo() -> pl.DataFrame:
+    wnids = demo_wnids()
+    vocab = _imagenet1k().filter(pl.col("wnid").is_in(list(wnids))).sort("label")
+    if vocab.height != len(wnids):
+        missing = sorted(set(wnids) - set(vocab["wnid"].to_list()))
+        raise CurateError(f"the ImageNet-1k vocabulary lacks demo classes {missing}")
+    return vocab.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).alias("label"))
 
 
 BUILTIN: dict[str, Callable[[], pl.DataFrame]] = {

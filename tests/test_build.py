@@ -92,7 +92,7 @@ def test_build_writes_the_manifest_folder(pool, tmp_path, capsys):
     assert "Every class got exactly its target" in card and "freq.png" in card
     assert Recipe.load(folder / "recipe.yaml").vocab == str(pool[1])
     stats = json.loads((folder / "stats.json").read_text())
-    assert stats["dropped"]["names no class of the vocabulary"] == 50
+    assert stats["dropped"]["no_class"] == 50
 
 
 def test_same_recipe_same_bytes_other_seed_other_rows(pool, tmp_path, capsys):
@@ -177,7 +177,8 @@ def test_caption_modes_from_source_text(pool, tmp_path, capsys):
     m = pl.read_parquet(tmp_path / "t" / "manifest.parquet")
     assert m.height < 840 and m["caption"].str.starts_with("My ").all()
     stats = json.loads((tmp_path / "t" / "stats.json").read_text())
-    assert stats["dropped"]["no title text (--captions title)"] > 100
+    assert stats["dropped"]["no_text"] > 100
+    assert "no caption / title text (null or blank; --captions title)" in (tmp_path / "t" / "card.md").read_text()
     # +cname keeps every image: the class name alone where the row has no title (the study's --append_cname)
     code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--captions", "title+cname", "--name", "tc"), capsys)
     assert code == 0, err
@@ -209,11 +210,11 @@ def test_interrupted_write_leaves_nothing_that_looks_finished(pool, tmp_path, ca
     import curate.manifest
 
     def disk_full(*args, **kwargs):  # the last file of the folder fails to write
-        raise OSError(28, "No space left on device")
+        raise OSError(28, "No space left on device", str(tmp_path / "x" / "card.md"))
 
     monkeypatch.setattr(curate.manifest, "render_card", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)
+    code, _, err = run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)
+    assert code == 2 and "card.md: cannot write (No space left on device)" in err
     assert list(tmp_path.iterdir()) == []  # neither x nor a temporary folder
 
 
@@ -284,7 +285,7 @@ def test_the_pool_pass_streams_in_batches(pool, tmp_path, monkeypatch):
     assert table.columns == ["row", "key", "label", "labels"] and table.height == 44_510
     # ten rows name apple and fig; only they carry a list
     assert table["labels"].drop_nulls().to_list() == [[0, 5]] * 10
-    assert reasons["names no class of the vocabulary"] == 5000
+    assert reasons["no_class"] == 5000
 
 
 def test_demo_acceptance(tmp_path, capsys):
@@ -327,7 +328,7 @@ def test_labels_from_the_ground_truth_wnid_column(pool, tmp_path, capsys):
     c = pl.read_parquet(tmp_path / "m" / "gt" / "classes.parquet")
     assert dict(zip(c["name"], c["count"])) == {"apple": 40, "banana": 30, "fig": 12}
     stats = json.loads((tmp_path / "m" / "gt" / "stats.json").read_text())
-    assert stats["dropped"]["wnid missing or not in the vocabulary"] == 1
+    assert stats["dropped"]["no_class"] == 1
     code, _, err = run_cli(["build", "--source", str(pool[0]), "--labels-from", "wnid", "--out-root", str(tmp_path)], capsys)
     assert code == 2 and "no row of source" in err and "has a wnid" in err and "890 wnid missing or not in the vocabulary" in err
 
@@ -335,3 +336,53 @@ def test_labels_from_the_ground_truth_wnid_column(pool, tmp_path, capsys):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_repeated_source_ids_are_an_error_naming_the_first(tmp_path, capsys):
+    src = tmp_path / "same.parquet"
+    n = 40
+    pl.DataFrame(
+        {"id": ["unique-0", *(["same"] * (n - 1))], "caption": [f"an {FRUITS[i % 2]} photo {i}" for i in range(n)]}
+    ).write_parquet(src)
+    vocab = _write(tmp_path / "v.tsv", "name\n" + "\n".join(FRUITS[:2]) + "\n")
+    code, _, err = run_cli(["build", "--source", str(src), "--vocab", str(vocab), "--out-root", str(tmp_path / "m")], capsys)
+    assert code == 2, err
+    assert "uid 'same' appears more than once (source rows 1 and 2)" in err
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").iterdir())
+
+
+def test_a_rebuild_killed_between_its_renames_is_recovered_by_the_next_command(pool, tmp_path, capsys):
+    from test_util import dead_pid
+
+    assert run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)[0] == 0
+    (tmp_path / "x" / "images").mkdir()
+    (tmp_path / "x" / "images" / "marker").write_text("kept")
+    before = (tmp_path / "x" / "manifest.parquet").read_bytes()
+    # killed after moving the old folder aside, before the new one took its place
+    (tmp_path / "x").rename(tmp_path / f".x.old-{dead_pid()}")
+    code, _, err = run_cli(["export", "x", "--format", "jsonl", "--out-root", str(tmp_path), "--out", str(tmp_path / "e")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "x" / "manifest.parquet").read_bytes() == before
+    assert (tmp_path / "x" / "images" / "marker").read_text() == "kept"
+    # killed after the new folder took its place, before images/ moved over from the old one
+    old = tmp_path / f".x.old-{dead_pid()}"
+    old.mkdir()
+    (tmp_path / "x" / "images").rename(old / "images")
+    (tmp_path / "x" / "shards").mkdir()
+    code, _, err = run_cli(["shards", str(tmp_path / "x"), "--skip-download"], capsys)
+    assert (tmp_path / "x" / "images" / "marker").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "x"]
+
+
+def test_a_profile_that_empties_classes_is_refused_unless_asked(pool, tmp_path, capsys):
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "1e9"), capsys)
+    assert code == 2, err
+    assert "4 of 6 classes would get no training rows though the pool has some" in err
+    assert "--allow-empty-classes" in err and len(err.strip().splitlines()) == 2  # the status line, then the error
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "1e9", "--allow-empty-classes", "--name", "e"), capsys)
+    assert code == 0, err
+    assert Recipe.load(tmp_path / "e" / "recipe.yaml").allow_empty_classes is True
+    assert (pl.read_parquet(tmp_path / "e" / "classes.parquet")["count"] == 0).sum() == 4
+    # a tail trimmed to zero on purpose is no accident
+    assert run_cli(build_args(pool, tmp_path, "--trim-tail", "2:0", "--name", "t"), capsys)[0] == 0

@@ -24,7 +24,6 @@ from curate.demo import (
     DEMO_CLASSES,
     EXTRA_COLUMNS,
     SOURCE_COLUMNS,
-    TRAP_CLASSES,
     class_counts,
     default_root,
     demo_vocab,
@@ -35,7 +34,7 @@ from curate.demo import (
     top_share,
 )
 from curate.errors import CurateError
-from curate.vocab import load_vocab
+from curate.vocab import TRAP_CLASSES, load_vocab
 from curate.wordnet import plural_exceptions
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -197,3 +197,53 @@ def test_cli_freq_bad_input_exits_2(tmp_path, capsys, args, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_write_freq_replaces_the_folder_as_a_unit(tmp_path, monkeypatch):
+    import curate.freq
+
+    vocab = _vocab3()
+    old = class_table(pl.DataFrame({"labels": [[0], [1]]}), vocab)
+    new = class_table(pl.DataFrame({"labels": [[2], [2], [1]]}), vocab)
+    out = tmp_path / "f"
+    write_freq(out, old, distribution_stats(old["count"]))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def killed(*args, **kwargs):  # the run dies while drawing the last file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(curate.freq, "plot_freq", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_freq(out, new, distribution_stats(new["count"]))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old set, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    # a folder holding anything else is not replaced
+    (out / "notes.txt").write_text("mine")
+    monkeypatch.undo()
+    with pytest.raises(CurateError, match="holds other files"):
+        write_freq(out, new, distribution_stats(new["count"]))
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_write_freq_keeps_a_sharded_runs_partial_counts(tmp_path):
+    vocab = _vocab3()
+    table = class_table(pl.DataFrame({"labels": [[0], [1]]}), vocab)
+    out = tmp_path / "f"
+    (out / "shards").mkdir(parents=True)
+    (out / "shards" / "part.counts.json").write_text("{}")
+    write_freq(out, table, distribution_stats(table["count"]))
+    write_freq(out, table, distribution_stats(table["count"]))  # and again over the finished folder
+    assert sorted(p.name for p in out.iterdir()) == ["classes.parquet", "classes.tsv", "freq.png", "shards", "stats.json"]
+    assert (out / "shards" / "part.counts.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("extra", [["--shards", "2"], ["--shard", "0/2"], ["--reduce"]])
+def test_cli_freq_strict_is_for_a_single_run(tmp_path, capsys, extra):
+    from curate.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["freq", str(_source(tmp_path)), "--vocab", "imagenet1k", "--out", str(tmp_path / "f"), "--strict", *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--strict" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()

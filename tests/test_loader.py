@@ -216,3 +216,31 @@ def test_augment_rejects_bad_input() -> None:
         gpu_augment(torch.zeros(2, 3, 8, 8), train=True)
     with pytest.raises(CurateError, match=r"\[B,3,H,W\]"):
         gpu_augment(torch.zeros(3, 8, 8, dtype=torch.uint8), train=False)
+
+
+def test_a_changed_shard_is_caught_when_opened(shards_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Labels rewritten in place (same size, same shape) no longer match index.json's sha256:
+    opening fails before any work, and `curate train` leaves no run folder behind."""
+    import shutil
+
+    from cli_helpers import run_cli
+
+    m = tmp_path / "m"
+    shutil.copytree(shards_dir, m)
+    open_shards(m)  # verified once, and recorded
+    assert json.loads((m / "shards" / "train" / "verified.json").read_text())
+    f = m / "shards" / "train" / "00001.labels.npy"
+    labels = np.load(f)
+    np.save(f, (labels + 1) % 4)
+    with pytest.raises(CurateError, match=r"00001.labels.npy: sha256 differs from index.json"):
+        open_shards(m)
+    assert len(open_shards(m, verify="sizes")) == N  # the cheap mode checks sizes only
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", str(m), "--model", "tiny", "--steps", "1", "--out", str(run)], capsys)
+    assert code == 2 and "sha256 differs" in err, err
+    assert not run.exists()
+    # grown by a byte: caught by size alone
+    with open(f, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(CurateError, match="bytes where its header promises"):
+        open_shards(m, verify="sizes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,10 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
 def test_round_trip_of_every_option(tmp_path):
     r = Recipe(
-        name="x1", source="data/pool.parquet", preset="laion", vocab="imagenet1k", classes="imagenet100",
+        name="x1", source="data/pool.parquet", preset="laion400m", vocab="imagenet1k", classes="imagenet100",
         labels_from="wnid", label_policy="first", match_mode="reference", profile="match:ref.tsv",
         imbalance=37.5, head_fraction=0.3, order="random", max_per_class=None, total=5000, fraction=None,
-        trim_tail="20:1", captions="full+cname", eval_per_class=5, allow_shortfall=True, seed=9, out_root="out",
+        trim_tail="20:1", captions="full+cname", eval_per_class=5, allow_shortfall=True, allow_empty_classes=True, seed=9, out_root="out",
     )
     assert Recipe.loads(r.dump()) == r
     f = tmp_path / "r.yaml"
@@ -94,3 +95,32 @@ def test_slug_is_readable_and_distinct():
     variants = load_pipeline(PIPELINES / "tail-trimming.yaml") + load_pipeline(PIPELINES / "caption-ladder.yaml")
     slugs = [v.slug() for v in variants]
     assert len(set(slugs)) == len(slugs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"captions": "nonsense"}, "--captions 'nonsense' is not one of cname"),
+        ({"captions": "template", "profile": "zipf"}, "--profile 'zipf' is not one of exp"),
+        ({"preset": "laion"}, "preset 'laion' is not one of laion400m"),
+        ({"match_mode": "fuzzy"}, "match_mode 'fuzzy' is not one of curate, reference"),
+        ({"label_policy": "some"}, "label_policy 'some' is not one of all, drop, first"),
+        ({"trim_tail": "x"}, "--trim-tail 'x'"),
+        ({"imbalance": 0.5}, "--imbalance 0.5"),
+    ],
+)
+def test_every_option_is_checked_against_its_registry_when_made(options, message):
+    with pytest.raises(CurateError, match=re.escape(message)):
+        Recipe.from_dict(options, where="x.yaml")
+    with pytest.raises(CurateError, match=re.escape(message)):
+        Recipe(**options)
+
+
+def test_with_overrides_is_how_the_command_line_applies_options():
+    base = Recipe.from_dict({"name": "r100", "imbalance": 100, "total": 500})
+    assert base.with_overrides(seed=None, out_root="elsewhere").name == "r100"  # same dataset, same name
+    other = base.with_overrides(imbalance=10, seed=None)
+    assert other.name is None and other.imbalance == 10.0 and other.total == 500
+    scaled = base.with_overrides(fraction=0.5)
+    assert (scaled.total, scaled.fraction) == (None, 0.5)  # one scale replaces another
+    assert base.with_overrides(imbalance=10, name="r10").name == "r10"

@@ -276,7 +276,7 @@ def wds_manifest(tmp_path: Path) -> tuple[Path, dict[str, dict[str, object]]]:
 def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
     m, rows = wds_manifest
     rep = tensorize(m, split="train", resolution=24, workers=1)
-    assert rep.num_samples == 14 and rep.skipped == {"decode: UnidentifiedImageError": 1}
+    assert rep.num_samples == 14 and rep.skipped == {"undecodable": 1}
     from curate.loader import open_shards
 
     ds = open_shards(m)
@@ -290,7 +290,7 @@ def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
     np.testing.assert_array_equal(tokens, tokenize([str(rows[u]["caption"]) for u in want]))
     assert [int(im.reshape(3, -1).mean(1).argmax()) for im in images] == [rows[u]["label"] for u in want]
     index = ds.index
-    assert index["skipped"] == {"decode: UnidentifiedImageError": 1}
+    assert index["skipped"] == {"undecodable": 1}
     assert [s["num_samples"] for s in index["shards"]] == [5, 4, 5]
     assert index["wnids"] == ["n02123045", "n02099601", "n02119022"]
     for s in index["shards"]:
@@ -412,7 +412,7 @@ def test_labels_outside_class_table_are_skipped(wds_manifest) -> None:
     m, _ = wds_manifest
     pl.read_parquet(m / "classes.parquet").filter(pl.col("label") < 2).write_parquet(m / "classes.parquet")
     rep = tensorize(m, split="train", resolution=16, workers=1)
-    assert rep.skipped["label outside the class table"] == 5  # rows 2, 5, 8, 11, 14
+    assert rep.skipped["label_out_of_range"] == 5  # rows 2, 5, 8, 11, 14
     assert rep.num_samples == 9
 
 
@@ -434,7 +434,7 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
         (lambda t: (t / "empty").mkdir() or t / "empty", "no manifest.parquet here"),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame(schema={"uid": pl.Utf8, "label": pl.Int32, "url": pl.Utf8})
+                t, pl.DataFrame(schema={"uid": pl.Utf8, "label": pl.Int32, "caption": pl.Utf8, "url": pl.Utf8})
             ),
             "manifest.parquet: no training rows",
         ),
@@ -443,28 +443,32 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
             "manifest.parquet: missing column(s) label",
         ),
         (
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": [0], "url": ["http://x/a.jpg"]})),
+            "manifest.parquet: no caption column",
+        ),
+        (
             lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": [0]})),
             "neither a url nor a path column",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", None], "label": [0, 1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", None], "label": [0, 1], "caption": "c", "url": ["u", "v"]})
             ),
             "column uid has 1 null value(s), first at row 1",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", "a"], "label": [0, 1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", "a"], "label": [0, 1], "caption": "c", "url": ["u", "v"]})
             ),
             "uid 'a' appears more than once",
         ),
         (
-            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": ["cat"], "url": ["u"]})),
+            lambda t: _manifest_with(t, pl.DataFrame({"uid": ["a"], "label": ["cat"], "caption": "c", "url": ["u"]})),
             "column label must be integers",
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "caption": "c", "url": ["u", "v"]})
             ),
             "row 1 has a negative label",
         ),
@@ -489,7 +493,7 @@ def test_cli_rejects_corrupt_manifest_and_bad_options(
     code, _, err = run_cli(["shards", str(m)], capsys)
     assert code == 2 and "manifest.parquet: not a readable parquet file" in err
     good = _manifest_with(
-        tmp_path, pl.DataFrame({"uid": ["a"], "label": [0], "url": ["http://127.0.0.1:9/a.jpg"]})
+        tmp_path, pl.DataFrame({"uid": ["a"], "label": [0], "caption": "c", "url": ["http://127.0.0.1:9/a.jpg"]})
     )
     for args, message in [
         (["--distributor", "dask"], "--distributor 'dask': choose one of multiprocessing, pyspark, ray"),
@@ -534,6 +538,7 @@ def test_local_paths_become_file_urls(tmp_path: Path) -> None:
             "label": [0, 1, 0, 1],
             "url": ["https://x.org/a.jpg", None, None, "img/d.jpg"],
             "path": [None, "img/b.jpg", None, None],
+            "caption": "a photo",
             "split": ["train", "train", "train", "eval"],
         }
     )
@@ -543,3 +548,94 @@ def test_local_paths_become_file_urls(tmp_path: Path) -> None:
     assert urls == ["https://x.org/a.jpg", (m / "img" / "b.jpg").resolve().as_uri(), None]
     # no eval.parquet: the manifest's own eval rows form the eval split
     assert parts["eval"].rows["url"].to_list() == [(m / "img" / "d.jpg").resolve().as_uri()]
+
+
+def test_truncated_tar_accounts_for_every_downloaded_sample(tmp_path: Path) -> None:
+    """A tar cut in half: the samples before the cut are kept, every other success of img2dataset's
+    row log is counted under one reason, and nothing is reported as a decode error."""
+    m = tmp_path / "cut"
+    m.mkdir()
+    samples = [
+        {"uid": f"c{i:02d}", "label": i % 3, "caption": f"c {i}", "image": image_bytes(i % 3, i)} for i in range(16)
+    ]
+    manifest_frame([{**s, "url": f"http://example.invalid/{i}"} for i, s in enumerate(samples)], "train").write_parquet(
+        m / "manifest.parquet"
+    )
+    write_classes(m)
+    write_wds_split(m, "train", [samples])
+    tar = m / "images" / "train" / "00000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: len(data) // 2])
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.num_samples + sum(rep.skipped.values()) == 16, rep
+    assert rep.num_samples > 0
+    assert set(rep.skipped) == {"tar_truncated"}, rep.skipped
+    from curate.loader import open_shards
+
+    kept = open_shards(m).uids.tolist()
+    assert kept == sorted(kept) and set(kept) <= {s["uid"] for s in samples}  # row order, none invented
+
+
+@pytest.mark.slow  # two real img2dataset runs (a subprocess each): seconds to start
+def test_killed_download_leaves_nothing_running_and_reruns(tmp_path: Path) -> None:
+    """SIGKILL `curate shards` while img2dataset's workers wait on the network: every process it
+    started dies with it, and the immediate rerun downloads everything."""
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    release = threading.Event()
+    hits: list[str] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            release.wait(60)  # hold every request until the test lets go
+            i = int(self.path.strip("/").split(".")[0])
+            body = image_bytes(i % 3, i)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        m = tmp_path / "slow"
+        m.mkdir()
+        rows = [{"uid": f"s{i}", "label": i % 3, "caption": f"c {i}", "url": f"http://127.0.0.1:{port}/{i}.jpg"} for i in range(6)]
+        manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+        write_classes(m)
+        cmd = [sys.executable, "-m", "curate", "shards", str(m), "-r", "16", "-p", "1", "-t", "2", "--timeout", "60"]
+        env = {**os.environ, "CURATE_NO_PROGRESS": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 120
+        while not hits and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hits, "img2dataset never asked for an image"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"still running after the kill: {[p.pid for p in alive]}"
+        release.set()
+        code = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert code.returncode == 0, code.stderr.decode()[-2000:]
+        report = json.loads((m / "images" / "train.report.json").read_text())
+        assert report["succeeded"] == 6, report
+        assert json.loads((m / "shards" / "train" / "index.json").read_text())["num_samples"] == 6
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()

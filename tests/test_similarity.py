@@ -153,6 +153,12 @@ def test_build_keeps_pairs_at_or_above_the_threshold(scored, tmp_path: Path) -> 
     assert f"min similarity | {threshold:.3f}" in card
     assert "`{name} which is {definition}`" in card and "openclip:curate-tiny:" in card
     assert f"text-to-definition similarity below {threshold:g} (--min-similarity) | {len(CAPTIONS) - 1 - passing['uid'].n_unique()}" in card
+    # stats.json counts the rows under a stable key, the same in every build (the threshold is in the card)
+    import json
+
+    dropped = json.loads((tmp_path / "m" / "stats.json").read_text())["dropped"]
+    assert dropped["below_min_similarity"] == len(CAPTIONS) - 1 - passing["uid"].n_unique()
+    assert not any("similarity" in k and k not in similarity.SIMILARITY_REASONS for k in dropped)
 
 
 def test_build_top_k_per_class(scored, tmp_path: Path) -> None:

@@ -355,13 +355,13 @@ def test_cli_head_prints_canonical_rows(tmp_path: Path, capsys) -> None:
         ),
         (
             lambda d: (d / "nulls.csv").write_text("caption,url\nfine,u1\n,u2\n"),
-            ["head", "{d}/nulls.csv"],
-            r"file nulls.csv row 1 \(uid nulls.csv:1\): caption is null; .*--skip-bad-rows",
+            ["head", "{d}/nulls.csv", "--strict"],
+            r"file nulls.csv row 1 \(uid nulls.csv:1\): the caption is null or blank \(--strict\)",
         ),
         (
             lambda d: (d / "blank.jsonl").write_text('{"caption": "fine"}\n{"caption": "   "}\n'),
-            ["head", "{d}/blank.jsonl"],
-            r"file blank.jsonl row 1 \(uid blank.jsonl:1\): caption is blank",
+            ["head", "{d}/blank.jsonl", "--strict"],
+            r"file blank.jsonl row 1 \(uid blank.jsonl:1\): the caption is null or blank",
         ),
         (
             lambda d: (d / "broken.json").write_text('[{"caption": "a"},\n {"caption": '),
@@ -418,7 +418,7 @@ def test_skip_bad_rows_drops_and_reports(tmp_path: Path, capsys) -> None:
     code, out, err = run_cli(["head", str(tmp_path / "nulls.csv"), "--skip-bad-rows", "--check"], capsys)
     assert code == 0, err
     assert len(out.strip().splitlines()) == 3
-    assert "skipped 2 rows with a null or blank caption" in err
+    assert "left out 2 rows with a null or blank caption" in err
 
 
 def test_validate_finds_bad_utf8_past_the_eager_probe(tmp_path: Path, capsys) -> None:
@@ -426,9 +426,8 @@ def test_validate_finds_bad_utf8_past_the_eager_probe(tmp_path: Path, capsys) ->
     # is read, and still reported with its line
     good = "a tench in a pond,http://x\n" * 200_000
     (tmp_path / "big.csv").write_bytes(b"caption,url\n" + good.encode() + b"bad \xff byte,http://y\n")
-    src = open_source(str(tmp_path / "big.csv"))
     with pytest.raises(CurateError, match=r"big.csv: line 200002: bytes are not valid UTF-8"):
-        validate_source(src)
+        validate_source(open_source(str(tmp_path / "big.csv")))
     code, _, err = run_cli(["head", str(tmp_path / "big.csv"), "--check"], capsys)
     assert code == 2 and "line 200002" in err
 
@@ -476,3 +475,101 @@ def test_any_unicode_caption_survives_every_format(tmp_path: Path, captions: lis
         df = open_source(str(d / name)).collect()
         assert df["caption"].to_list() == captions, name
         assert df["uid"].to_list() == [f"{name}:{i}" for i in range(len(captions))]
+
+
+# ---------------------------------------------------------------------------------------------
+# one behaviour in every command: ragged lines, malformed JSON lines, captions without text
+
+
+def _fruit_vocab(d: Path) -> Path:
+    (d / "fruit.tsv").write_text("name\napple\nbanana\ncherry\n", encoding="utf-8")
+    return d / "fruit.tsv"
+
+
+def _every_command(d: Path, src: Path, *extra: str) -> list[list[str]]:
+    v = str(_fruit_vocab(d))
+    return [
+        ["head", str(src), *extra],
+        ["match", str(src), "--vocab", v, "-o", str(d / "m.parquet"), *extra],
+        ["freq", str(src), "--vocab", v, "-o", str(d / "f"), *extra],
+        ["build", "--source", str(src), "--vocab", v, "--out-root", str(d / "b"), "--allow-shortfall", *extra],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("r.tsv", "caption\turl\nan apple\thttp://x/1\na banana\thttp://x/2\textra\na cherry\thttp://x/3\n", "r.tsv: line 3 has 3 fields, the header 2"),
+        ("r.csv", 'caption,url\n"an apple, red",http://x/1\na banana,http://x/2,extra\na cherry,u\n', "r.csv: line 3 has 3 fields, the header 2"),
+        ("r.jsonl", '{"caption": "an apple"}\n{"caption": "a banana"}\n{"caption": oops}\n', "r.jsonl: line 3: invalid JSON"),
+    ],
+)
+def test_a_bad_line_fails_every_command_naming_it(tmp_path: Path, capsys, monkeypatch, name, text, expected) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / name
+    src.write_text(text, encoding="utf-8")
+    for args in _every_command(tmp_path, src):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and expected in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_malformed_json_line_past_the_schema_sample_is_named(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    lines = [json.dumps({"caption": f"an apple {i}"}) for i in range(3000)]
+    lines[2499] = '{"caption": "a banana", }'
+    (tmp_path / "long.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(CurateError, match=r"long.jsonl: line 2500: invalid JSON"):
+        open_source(str(tmp_path / "long.jsonl"))
+
+
+def test_a_caption_column_that_is_not_text_is_an_error(tmp_path: Path) -> None:
+    pl.DataFrame({"caption": [1, 2, 3], "url": ["a", "b", "c"]}).write_parquet(tmp_path / "n.parquet")
+    with pytest.raises(CurateError, match=r"n.parquet: caption column 'caption' holds Int64, not text"):
+        open_source(str(tmp_path / "n.parquet"))
+    (tmp_path / "n.jsonl").write_text('{"text": 7, "url": "u"}\n', encoding="utf-8")
+    with pytest.raises(CurateError, match=r"caption column 'text' holds Int64"):
+        open_source(str(tmp_path / "n.jsonl"))
+
+
+def test_captions_without_text_are_counted_everywhere_and_strict_names_the_first(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    n = 3000
+    captions: list[str | None] = [f"an {['apple', 'banana', 'cherry'][i % 3]} photo {i}" for i in range(n)]
+    blank = [0, 100, 2500, 2501]  # the first is the very first row
+    for i in blank:
+        captions[i] = None if i % 2 else "   "
+    src = tmp_path / "c.parquet"
+    pl.DataFrame({"uid": [f"u{i}" for i in range(n)], "caption": captions}).write_parquet(src, row_group_size=256)
+    head, match, freq, build = _every_command(tmp_path, src)
+    code, out, err = run_cli(head, capsys)
+    assert code == 0 and len(out.strip().splitlines()) == 11, err
+    code, _, err = run_cli(match, capsys)
+    assert code == 0 and f"{n:,} captions" in err and "4 without caption text (no label)" in err, err
+    assert pl.read_parquet(tmp_path / "m.parquet").filter(pl.col("uid") == "u0")["labels"].to_list() == [[]]
+    code, out, err = run_cli(freq, capsys)
+    assert code == 0 and "4 captions without text" in out, (out, err)
+    assert json.loads((tmp_path / "f" / "stats.json").read_text())["no_text"] == 4
+    code, out, err = run_cli(build, capsys)
+    assert code == 0, err
+    (folder,) = (tmp_path / "b").iterdir()
+    assert json.loads((folder / "stats.json").read_text())["dropped"]["no_text"] == 4
+    assert "| `no_text` | 4 |" in (folder / "card.md").read_text()
+    for args in (head, match, freq, build):
+        code, _, err = run_cli([*args, "--strict"], capsys)
+        assert code == 2 and "row 0 (uid u0): the caption is null or blank (--strict)" in err, (args, err)
+    # the first bad row is named even when it sits deep in the file, behind good rows
+    pl.DataFrame({"uid": [f"u{i}" for i in range(n)], "caption": captions}).slice(1).write_parquet(src, row_group_size=256)
+    code, _, err = run_cli([*match, "--strict"], capsys)
+    assert code == 2 and "row 99 (uid u100)" in err, err
+
+
+def test_a_bad_line_in_a_compressed_file_names_the_users_file(tmp_path: Path, monkeypatch) -> None:
+    import gzip
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
+    with gzip.open(tmp_path / "r.tsv.gz", "wt") as f:
+        f.write("caption\turl\nan apple\thttp://x/1\na banana\thttp://x/2\tx\n")
+    with pytest.raises(CurateError, match=r"^\S*r\.tsv\.gz: line 3 has 3 fields") as e:
+        open_source(str(tmp_path / "r.tsv.gz"))
+    assert "cache" not in str(e.value)

@@ -143,3 +143,41 @@ def test_cli_error_is_one_line_and_exit_2():
     with pytest.raises(SystemExit) as exc:
         main(["vocab", "nope"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["robin", "gong", "robin", "goose"], "rows 1 and 3 both name the class 'robin'"),
+        (["robin", "gong", "Robin"], "rows 1 and 3 both name the class 'robin' / 'Robin'"),
+    ],
+)
+def test_a_name_listed_twice_is_an_error_naming_both_rows(tmp_path, names, message):
+    f = tmp_path / "v.csv"
+    f.write_text("name\n" + "\n".join(names) + "\n", encoding="utf-8")
+    with pytest.raises(CurateError, match=message):
+        load_vocab(str(f))
+
+
+def test_one_name_for_two_wnids_stays_two_classes(tmp_path):
+    # ImageNet-1k itself names two classes 'missile': exported and loaded back, it still loads
+    out = write_vocab(load_vocab("imagenet1k"), tmp_path / "in1k.tsv")
+    assert load_vocab(str(out)).height == 1000
+    f = tmp_path / "v.csv"
+    f.write_text("wnid,name\nn1,robin\nn1,robin\n", encoding="utf-8")
+    with pytest.raises(CurateError, match="rows 1 and 2"):
+        load_vocab(str(f))
+
+
+def test_vocab_does_not_import_demo():
+    """vocab owns the demo's class list; demo builds on vocab, never the other way (no cycle)."""
+    import ast
+
+    import curate.vocab
+
+    tree = ast.parse(Path(curate.vocab.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert "curate.demo" not in imported
+    assert load_vocab("demo")["wnid"].to_list() == list(__import__("curate.demo").demo.DEMO_CLASSES)

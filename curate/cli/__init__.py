@@ -17,12 +17,12 @@ os.environ.setdefault("TYPER_USE_RICH", "0")
 
 import typer  # noqa: E402
 
-try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
-    from typer import TyperException as _UsageError
+try:  # typer >= 0.16 vendors its own click, whose exceptions are not click's
+    from typer._click import exceptions as _click_exceptions
 except ImportError:  # older typer raises click's own
-    from click import ClickException as _UsageError
+    from click import exceptions as _click_exceptions
 
-from curate.errors import CurateError
+from curate.errors import USER_OS_ERRORS, CurateError, os_error_line
 
 app = typer.Typer(
     name="curate",
@@ -63,8 +63,26 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"curate.cli.{_name}")
 
 
+# typer raises its vendored click's exceptions (an older typer raises click's own); click itself
+# is not imported, it costs start-up time
+_USAGE_ERRORS = (_click_exceptions.UsageError,)
+_CLICK_ERRORS = (_click_exceptions.ClickException,)
+# typer's own Exit and Abort; an older typer's are click's (None where this typer has none)
+_EXITS = tuple(c for c in (typer.Exit, getattr(_click_exceptions, "Exit", None)) if c)
+_ABORTS = tuple(c for c in (typer.Abort, getattr(_click_exceptions, "Abort", None)) if c)
+_NO_ARGS = tuple(c for c in (getattr(_click_exceptions, "NoArgsIsHelpError", None),) if c)
+
+
+def _usage_line(e: Exception) -> str:
+    """A usage error as one line naming the command: ``curate head: No such option: --bogus``."""
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None and getattr(ctx, "command_path", None) else "curate"
+    message = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+    return f"{where}: {message} (see {where} --help)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning user errors into one clear line."""
+    """Console entry point: run the app, turning user errors into one clear line (exit 2)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     command = typer.main.get_command(app)
     try:
@@ -74,17 +92,33 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except typer.Abort:
+    except _NO_ARGS as e:
+        e.show()  # the help text itself, as click prints it
+        sys.exit(2)
+    except _USAGE_ERRORS as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {_usage_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except _ABORTS:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except _UsageError as e:  # a usage error: click's message and exit code (2), no traceback
-        e.show()
-        sys.exit(e.exit_code)
-    except typer.Exit as e:
+    except _CLICK_ERRORS as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(2)
+    except _EXITS as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        # the disk, permissions or a path the user gave, not a bug: one line naming the file
+        if _state["debug"] or e.errno not in USER_OS_ERRORS:
+            raise
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
     # without standalone mode click returns (not raises) the exit code of an aborted command (Ctrl-C: 130)
     if isinstance(rv, int) and rv:
         sys.exit(rv)

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
+from curate.presets import preset_names
 
-SCALE_OPTIONS = {"max_per_class", "total", "fraction"}
 _SOURCE_HELP = "Caption source: 'demo', a file (.parquet .csv .tsv .jsonl .json .tar ...), a folder, a glob or a URL."
 
 
@@ -42,12 +42,12 @@ def _print_shortfall(err) -> None:
     ui.err_console.print(table)
 
 
-def _run_build(recipe, *, dry_run: bool = False):
+def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
     from curate.manifest import build
     from curate.sample import ShortfallError
 
     try:
-        result = build(recipe, write=not dry_run)
+        result = build(recipe, write=not dry_run, strict=strict)
     except ShortfallError as e:
         _print_shortfall(e)
         raise
@@ -66,7 +66,7 @@ def build_command(
     source: str | None = typer.Option(None, "--source", "-s", help=_SOURCE_HELP + " (default: demo)"),
     recipe_file: Path | None = typer.Option(None, "--recipe", help="Load every option from a recipe YAML (e.g. a manifest's recipe.yaml); options given here override it."),
     name: str | None = typer.Option(None, "--name", help="Manifest folder name under --out-root (default: a readable slug of the options)."),
-    preset: str | None = typer.Option(None, "--preset", help="Source column layout (laion, cc, yfcc, imagenet-captions, generic) (default: detected)."),
+    preset: str | None = typer.Option(None, "--preset", help=f"Source column layout: {preset_names()} (default: recognised from the columns)."),
     image_root: str | None = typer.Option(None, "--image-root", help="ImageNet-Captions: the ImageNet folder holding train/WNID/FILENAME; the manifest's path column points there for curate shards."),
     vocab: str | None = typer.Option(None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own; imagenet1k for web sources)."),
     classes: str | None = typer.Option(None, "--classes", "-k", help="Subset of concepts: a number K (a seeded random K of the vocabulary), a vocabulary spec (imagenet100) or a file of names/wnids, one a line (default: all)."),
@@ -91,9 +91,11 @@ def build_command(
     top_k_per_class: int | None = typer.Option(None, "--top-k-per-class", help="Keep only each class's K most similar (caption, class) pairs in --similarity-from."),
     embeddings: str | None = typer.Option(None, "--embeddings", help="The source's caption embeddings (curate embed): needed by --profile knn:QUERIES; adds intra-class similarity to the card."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
+    allow_empty_classes: bool | None = typer.Option(None, "--allow-empty-classes/--no-allow-empty-classes", help="Let the profile give classes that have rows in the pool zero training rows (an extreme --imbalance) instead of failing."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first source row whose caption is null or blank, naming it (default: such rows are left out and counted as no_text)."),
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 
@@ -104,26 +106,12 @@ def build_command(
 
     if classes is not None and class_list is not None:
         raise CurateError("give --classes or --class-list, not both")
-    given = {
-        "source": source, "name": name, "preset": preset, "image_root": image_root, "vocab": vocab,
-        "classes": str(class_list) if class_list is not None else classes,
-        "labels_from": labels_from, "label_policy": label_policy, "match_mode": match_mode, "profile": profile,
-        "imbalance": imbalance, "head_fraction": head_fraction, "order": order, "max_per_class": max_per_class,
-        "total": total, "fraction": fraction, "sampling": sampling, "min_per_class": min_per_class, "trim_tail": trim_tail, "captions": captions,
-        "eval_per_class": eval_per_class, "allow_shortfall": allow_shortfall, "seed": seed, "out_root": out_root,
-        "min_similarity": min_similarity, "similarity_from": similarity_from, "top_k_per_class": top_k_per_class,
-        "embeddings": embeddings,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    options = {k: v for k, v in locals().items() if k in Recipe.option_names()}  # those named as Recipe's fields
+    if class_list is not None:
+        options["classes"] = str(class_list)
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
-    merged = base.to_dict()
-    if given.keys() & SCALE_OPTIONS:  # a scale given here replaces the recipe's, whichever kind it was
-        merged.update(dict.fromkeys(SCALE_OPTIONS))
-    if given.keys() - {"name", "out_root", "allow_shortfall"} and "name" not in given:
-        merged["name"] = None  # another dataset than the recipe's: do not reuse (and overwrite) its folder
-    merged.update(given)
-    recipe = Recipe.from_dict(merged, where="options")
-    _run_build(recipe, dry_run=dry_run)
+    recipe = base.with_overrides(**options)
+    _run_build(recipe, dry_run=dry_run, strict=strict)
 
 
 @app.command("run")

@@ -9,6 +9,7 @@ import typer
 from curate.cli import app
 from curate.cli.match import (
     _SOURCE_HELP,
+    _STRICT_HELP,
     ENGINE_HELP,
     RAY_ADDRESS_HELP,
     SHARD_HELP,
@@ -45,6 +46,7 @@ def freq_command(
     reduce: bool = typer.Option(
         False, "--reduce", help="SOURCE is a folder of shard outputs (curate match/freq --shard): add their partial counts and write what one run over the whole source writes."
     ),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
 ) -> None:
     """Count how many captions of SOURCE mention each class; write the class table, statistics and
     plot, and print the headline numbers."""
@@ -56,17 +58,24 @@ def freq_command(
     from curate.freq import class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
     from curate.match.kernels import compiled_for
+    from curate.sources import validate_source
+    from curate.util import check_writable_dir
     from curate.vocab import load_vocab
 
+    check_writable_dir(out.parent, option="--out")
     ref = read_reference(reference) if reference is not None else None
     src = None
     weight = None
+    no_text = None
+    sharded = shard is not None or shards is not None or engine != "local"
+    if strict and (reduce or sharded):
+        raise CurateError("--strict stops a single run at its first row without text: it goes without --reduce, --shard, --shards and --engine")
     if reduce:
-        if shard is not None or shards is not None or engine != "local":
+        if sharded:
             raise CurateError("--reduce adds the partial counts already written: it goes without --shard, --shards and --engine")
         table, params = _reduced(Path(source), vocab)
         source, vocab, policy, mode = params["source"], params["vocab"], params["policy"], params["mode"]
-    elif shard is not None or shards is not None or engine != "local":
+    elif sharded:
         if entry_counts:
             raise CurateError("--entry-counts reads one entry -> count file: it goes without --shard, --shards and --engine")
         job = MatchJob(source=source, vocab=vocab, policy=policy, mode=mode, kind="freq", caption_col=caption_col)
@@ -88,16 +97,21 @@ def freq_command(
             voc = load_vocab(vocab)
             matched = pl.scan_parquet(source)
         else:
-            src, voc = open_for_matching(source, vocab, caption_col)
+            src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
         with compiled_for(expected_rows(src.files) if src is not None else 0):
             if src is not None:
                 matched = match_captions(src.lazy, voc, policy=policy, mode=mode)
+                no_text = validate_source(src).bad_captions
             try:
                 table = class_table(matched, voc, weight=weight)
             except pl.exceptions.PolarsError as e:
-                raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
+                raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
     stats = distribution_stats(table["count"], ref, names=table["name"].to_list())
     stats.update({"source": source, "vocab": vocab, "policy": policy, "mode": mode})
+    if no_text:
+        # captions without text: no label, so in no class's count (left out when there are none, so a
+        # clean source's stats.json is the same bytes as its sharded and reduced run's)
+        stats["no_text"] = no_text
     write_freq(out, table, stats, reference=ref)
     lines = [
         f"classes {stats['classes']}, total {stats['total']:,} ({stats['count_unit']})",
@@ -105,6 +119,8 @@ def freq_command(
         f"max/min {_fmt(stats['max_min_ratio'])}, max/median {_fmt(stats['max_median_ratio'])}, Gini {stats['gini']:.3f}, "
         f"entropy {_fmt(stats['normalised_entropy'])}, Zipf {_fmt(stats['zipf_exponent'])}, top-10% share {_fmt(stats['top10pct_share'])}",
     ]
+    if stats.get("no_text"):
+        lines.append(f"{stats['no_text']:,} captions without text (null or blank): no label, counted in no class")
     if "reference" in stats:
         r = stats["reference"]
         lines.append(f"vs reference: Spearman {_fmt(r['spearman'])}, Pearson(log) {_fmt(r['pearson_log'])}, KL {r['kl_divergence']:.3f}")

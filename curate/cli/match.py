@@ -45,13 +45,16 @@ def run_sharded_cli(job, out: Path, *, shard: str | None, shards: int | None, en
     return True
 
 
-def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | None):
+_STRICT_HELP = "Stop at the first row whose caption is null or blank, naming it (default: such rows get no label and are counted)."
+
+
+def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | None, *, strict: bool = False):
     """The source's lazy table and the vocabulary to match it against (the source's default when
     ``vocab_spec`` is None)."""
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
-    src = open_source(source, caption_col=caption_col)
+    src = open_source(source, caption_col=caption_col, strict=strict)
     vocab = load_vocab(vocab_spec or src.vocab)
     return src, vocab
 
@@ -84,6 +87,7 @@ def match_command(
     shards: int | None = typer.Option(None, "--shards", help=SHARDS_HELP),
     engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    strict: bool = typer.Option(False, "--strict", help=_STRICT_HELP),
 ) -> None:
     """Match every caption of SOURCE against a class vocabulary and write the labels as Parquet.
 
@@ -98,8 +102,9 @@ def match_command(
     from curate.errors import CurateError
     from curate.match import match_captions
     from curate.match.kernels import compiled_for
+    from curate.sources import validate_source
     from curate.ui import info
-    from curate.util import atomic_path
+    from curate.util import atomic_path, check_writable_dir
 
     if explain is not None:
         from curate.match import explain_caption
@@ -114,12 +119,15 @@ def match_command(
     if source is None or out is None:
         raise CurateError("curate match needs a SOURCE and --out FILE (or --explain CAPTION)")
     kept = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
+    if strict and (shard is not None or shards is not None or engine != "local"):
+        raise CurateError("--strict stops a single run at its first row without text: it goes without --shard, --shards and --engine")
     job = MatchJob(source=source, vocab=vocab, policy=policy, mode=mode, kind="match", spans=spans, keep=tuple(kept), caption_col=caption_col, disambiguate=disambiguate)
     if run_sharded_cli(job, out, shard=shard, shards=shards, engine=engine, ray_address=ray_address):
         return
     if out.suffix.lower() != ".parquet":
         raise CurateError(f"--out {out}: write a .parquet file")
-    src, voc = open_for_matching(source, vocab, caption_col)
+    check_writable_dir(out.parent, option="--out")
+    src, voc = open_for_matching(source, vocab, caption_col, strict=strict)
     names = src.lazy.collect_schema().names()
     missing = [c for c in kept if c not in names]
     if missing:
@@ -132,9 +140,11 @@ def match_command(
         except CurateError:
             raise
         except pl.exceptions.PolarsError as e:
-            raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from None
+            raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
+    no_text = 0 if strict else validate_source(src).bad_captions
     summary = pl.scan_parquet(out).select(
         pl.len().alias("rows"), (pl.col("labels").list.len() > 0).sum().alias("matched")
     ).collect()
     rows, hit = summary.row(0)
-    info(f"wrote {out}: {rows:,} captions, {hit:,} with a class ({hit / max(rows, 1):.1%}); vocabulary {vocab or src.vocab} ({voc.height} classes), policy {policy}, mode {mode}")
+    blank = f", {no_text:,} without caption text (no label)" if no_text else ""
+    info(f"wrote {out}: {rows:,} captions, {hit:,} with a class ({hit / max(rows, 1):.1%}){blank}; vocabulary {vocab or src.vocab} ({voc.height} classes), policy {policy}, mode {mode}")

@@ -49,7 +49,7 @@ def shards(
     from rich.table import Table
 
     from curate import ui
-    from curate.shards import download_images, manifest_splits, tensorize
+    from curate.shards import SKIP_REASONS, download_images, manifest_splits, tensorize
 
     for name, value in (("--processes", processes), ("--workers", workers), ("--retries", retries)):
         if value < 0:
@@ -97,7 +97,7 @@ def shards(
             table.add_row(reason, str(n))
         ui.console.print(table)
     for t in tensors:
-        kept = ", ".join(f"{r}: {n}" for r, n in t.skipped.items()) or "none"
+        kept = ", ".join(f"{n} {SKIP_REASONS.get(r, r)} ({r})" for r, n in t.skipped.items()) or "none"
         ui.console.print(
             f"tensorize {t.split}: {t.num_samples} samples in {t.shards} shards "
             f"({t.shards_done_before} already done); skipped: {kept} -> {t.index}",

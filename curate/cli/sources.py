@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from curate.cli import app
+from curate.presets import preset_names
 
 _SOURCE_HELP = (
     "'demo' (the embedded corpus), a file (.parquet .csv .tsv .jsonl .json .tar, also .gz/.bz2/.xz "
@@ -23,8 +24,7 @@ def head_command(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Column layout: laion400m, cc3m, cc12m, yfcc15m, imagenet-captions, generic "
-        "(default: recognised from the columns, LAION's URL/TEXT included).",
+        help=f"Column layout: {preset_names()} (default: recognised from the columns, LAION's URL/TEXT included).",
     ),
     caption_col: str | None = typer.Option(None, "--caption-col", help="Input column holding the caption (overrides the preset)."),
     url_col: str | None = typer.Option(None, "--url-col", help="Input column holding the image URL (overrides the preset)."),
@@ -32,7 +32,10 @@ def head_command(
         None, "--uid-col", help="Input column holding a stable row id (default: the source's own id, else FILE:ROW)."
     ),
     skip_bad_rows: bool = typer.Option(
-        False, "--skip-bad-rows", help="Drop rows whose caption is null or blank instead of stopping at the first one."
+        False, "--skip-bad-rows", help="Leave out rows whose caption is null or blank (default: show them; --check counts them)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first row whose caption is null or blank, naming it (reads the captions up front)."
     ),
     check: bool = typer.Option(
         False, "--check", help="Also read the whole source and report its row count and bad captions."
@@ -47,7 +50,8 @@ def head_command(
     from curate.ui import info
 
     src = open_source(
-        source, preset=preset, caption_col=caption_col, url_col=url_col, uid_col=uid_col, skip_bad_rows=skip_bad_rows
+        source, preset=preset, caption_col=caption_col, url_col=url_col, uid_col=uid_col, skip_bad_rows=skip_bad_rows,
+        strict=strict,
     )
     df = src.collect(limit=rows)
     columns = df.columns if all_columns else list(CANONICAL)
@@ -60,7 +64,7 @@ def head_command(
         report = validate_source(src)
         info(report.summary() + (f"; first: {report.first_bad}" if report.first_bad else ""))
         if report.bad_captions and skip_bad_rows:
-            info(f"skipped {report.bad_captions} rows with a null or blank caption")
+            info(f"left out {report.bad_captions} rows with a null or blank caption")
 
 
 @app.command("fetch")
