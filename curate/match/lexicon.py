@@ -146,30 +146,25 @@ def noun_base(word: str) -> str | None:
     base = _plural_bases().get(word)
     if base is not None and base in table:
         return base
-    for suffix, repl in (("ies", "y"), ("es", ""), ("s", "")):
-        if word.endswith(suffix) and len(word) > len(suffix) + 2:
-            cand = word[: -len(suffix)] + repl
-            e = table.get(cand)
-            if e is not None and e.noun:
-                return cand
-    return None
+    return next(_regular_singulars(word), None)
 
 
-@functools.lru_cache(maxsize=1 << 18)
-def singular_forms(word: str) -> frozenset[str]:
-    """``word`` and the nouns it may be the plural of ("shades" -> shades, shade)."""
-    out = {word}
-    base = noun_base(word)
-    if base:
-        out.add(base)
+def _regular_singulars(word: str):
+    """The WordNet nouns ``word`` is a regular plural of ("ies" -> "y", "es", "s"), in that order."""
     table = pos_table()
     for suffix, repl in (("ies", "y"), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
             cand = word[: -len(suffix)] + repl
             e = table.get(cand)
             if e is not None and e.noun:
-                out.add(cand)
-    return frozenset(out)
+                yield cand
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def singular_forms(word: str) -> frozenset[str]:
+    """``word`` and the nouns it may be the plural of ("shades" -> shades, shade)."""
+    base = noun_base(word)
+    return frozenset({word, *([base] if base else []), *_regular_singulars(word)})
 
 
 @functools.lru_cache(maxsize=1 << 18)
