@@ -4,11 +4,11 @@
   SemCor tagged it as a noun and as a verb, adjective or adverb (``cntlist.rev``), and which parts
   of speech it has at all (``index.*``). A word counts as a noun when most of its tagged uses are
   nouns, or, untagged, when it is only a noun. Read straight from the dict files (no nltk).
-- **Sense dominance** (:func:`sense_profile`): for one class synset and one of its lemmas, the
-  share of that lemma's tagged uses (all parts of speech) that are the class sense; and the words
-  that speak for the class sense in a caption: the synset's other lemmas, the nouns of its gloss,
-  its hypernyms (three levels), hyponyms (two levels), sister terms, parts and wholes. Computed
-  with nltk's reader when a vocabulary is compiled.
+- **SemCor sense counts** by sense key (:func:`sense_counts`, :func:`lemma_count`), which
+  :mod:`curate.match.disambiguate` compares to decide whether a class sense is a lemma's common use.
+- **Sense context** (:func:`sense_profile`): the words that speak for one class sense in a caption:
+  the synset's single-word lemmas, the nouns of its gloss, its hypernyms (three levels), hyponyms
+  (two levels), sister terms, parts and wholes. Computed with nltk's reader, when first needed.
 """
 
 from __future__ import annotations
@@ -244,10 +244,6 @@ def is_noun(word: str) -> bool:
 
 @dataclass(frozen=True)
 class SenseProfile:
-    share: float  # share of the lemma's tagged uses that are this sense (nan: never tagged)
-    monosemous: bool  # the lemma has this one sense in all of WordNet
-    first_noun_sense: bool  # the class sense is the lemma's first (most frequent) noun sense
-    has_other_pos: bool  # the lemma is also a verb, adjective or adverb
     context: frozenset[str]  # words that speak for this sense
 
 
@@ -268,11 +264,6 @@ def _words(text: str) -> list[str]:
 
 def sense_profile(wn, synset, lemma_name: str) -> SenseProfile:
     """The :class:`SenseProfile` of ``lemma_name`` (WordNet spelling, underscores) in ``synset``."""
-    lemmas = wn.lemmas(lemma_name)
-    total = sum(lemma_count(lem) for lem in lemmas)
-    own = sum(lemma_count(lem) for lem in lemmas if lem.synset() == synset)
-    noun_synsets = [lem.synset() for lem in lemmas if lem.synset().pos() == "n"]
-    monosemous = len({lem.synset() for lem in lemmas}) == 1
     context: set[str] = set()
 
     def add_synset(s, *, gloss: bool = False) -> None:
@@ -304,10 +295,4 @@ def sense_profile(wn, synset, lemma_name: str) -> SenseProfile:
     context -= _GENERIC
     context -= STOP_FORMS
     context -= frozenset(disambiguation_rules()["function_words"])
-    return SenseProfile(
-        share=own / total if total else float("nan"),
-        monosemous=monosemous,
-        first_noun_sense=bool(noun_synsets) and noun_synsets[0] == synset,
-        has_other_pos=any(lem.synset().pos() != "n" for lem in lemmas),
-        context=frozenset(context),
-    )
+    return SenseProfile(context=frozenset(context))
