@@ -4,21 +4,29 @@ Finding a lemma is only a candidate. On real web alt-text most candidates are no
 the cascade below decides, per mention, on evidence from WordNet and from the caption itself. It
 runs only on the captions that hold a candidate; every decision has a reason (``DROP_REASONS``).
 
-1. ``sense`` — the lemma is mostly used for something else. From SemCor's sense counts (WordNet's
-   ``cntlist.rev``) across nouns, verbs and adjectives: when the class sense is not the lemma's
-   dominant use (or, untagged, when the lemma has other senses and the class is not its first noun
-   sense), the mention stands only with positive context in the caption: a word of the class
-   synset's gloss, its other lemmas, hypernyms, hyponyms, sister terms, parts or wholes
-   (:func:`curate.match.lexicon.sense_profile`). A surface form that is only the *plural* of this
-   class's lemma while another class has it as a lemma of its own ("sunglasses") goes to that class.
-2. ``name`` — part of a name: after an honorific ("Dr.", "Miss"), written in capitals inside a
-   caption that is not, or capitalised inside a caption written in lower case.
-3. ``modifier`` — English noun compounds are head-final: a class word followed (across spaces or
-   hyphens only) by a run of words whose last noun is another thing modifies that thing ("phone
-   case", "leopard print", "tank top"). The mention stands when that head is a depiction ("tiger
-   photo", "zebra art print": ``depiction`` lemmas in the rules file) or one of the class's own
-   hypernyms ("sneakers shoes"). A class word joined by "and" to a word that itself modifies a
-   noun shares that head ("wool and silk knit sweater").
+1. ``sense`` — the word is mostly used for something else. From SemCor's sense counts (WordNet's
+   ``cntlist.rev``) across nouns, verbs and adjectives, the class sense must be the lemma's most
+   tagged one; a near sense of the same kind (the handbag beside the money purse) counts as a
+   look-alike unless it is another class of the vocabulary. A plural, or a word after a
+   determiner or number, is read as a noun (verb and adjective senses do not compete). Untagged,
+   only a first sense that is no physical thing (a person, an act) competes. A class that a
+   negative rule guards keeps its vetoes unless SemCor is sure. Otherwise the mention stands only
+   with positive context in the caption (:func:`curate.match.lexicon.sense_profile`). A surface
+   form that is only this class's *plural* while another class has it as a lemma of its own
+   ("sunglasses") goes to that class.
+2. ``name`` — part of a name: after an honorific ("Dr.", "Miss") or a camel-case brand
+   ("FreeAgent Desk"), written in capitals inside a caption that is not, or capitalised beside
+   capitalised words inside a caption written in lower case; a word written once as a name is that
+   name throughout its caption.
+3. ``modifier`` — the class word names part of another thing: a compound WordNet knows that is not
+   a kind of the class ("gasmask" for mask, "tank top", "ski slope"), or a head-final compound: the
+   class word followed (across spaces and hyphens only) by up to three words whose last noun is
+   another thing ("phone case", "leopard print"). The mention stands when that head is a
+   depiction ("tiger photo", "zebra art print"), a collection ("pajama set"), one of the class's
+   hypernyms ("sneakers shoes") or a kindred living thing ("sorrel mare"); verbs, participles,
+   possessives, proper names and audience words ("Socks Mens") end the compound; a physical thing
+   before a depiction keeps the modification ("leopard gecko photo"); a class word joined by "and"
+   to a word that itself modifies a noun shares that head ("wool and silk knit sweater").
 
 Words are read from the original caption (HTML decoded), so case and punctuation count; where the
 original's words do not line up with the normalised text's (rare Unicode cases), the normalised
@@ -50,8 +58,8 @@ from curate.match.lexicon import (
 )
 from curate.match.rules import disambiguation_rules
 
-DROP_REASONS = ("kept", "veto", "sense", "name", "modifier", "longer")
-KEPT, VETO, SENSE, NAME, MODIFIER, LONGER = range(len(DROP_REASONS))
+DROP_REASONS = ("kept", "veto", "sense", "name", "modifier")
+KEPT, VETO, SENSE, NAME, MODIFIER = range(len(DROP_REASONS))
 
 _TOKEN = re.compile(r"[^\W_]+")
 _CAMEL = re.compile(r"[a-z][A-Z]")
