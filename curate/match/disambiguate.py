@@ -389,7 +389,7 @@ def _is_capitalised(w: str) -> bool:
 
 
 def decide(
-    captions: list,
+    captions: dict[int, str | None],
     row: np.ndarray,
     start: np.ndarray,
     end: np.ndarray,
