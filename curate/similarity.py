@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
+from curate.wordnet import wnid_synset, wordnet
 
 DEFAULT_DEFINITION_FORMAT = "{name} which is {definition}"
 FORMAT_FIELDS = ("name", "definition", "lemmas")
@@ -50,8 +51,6 @@ _META_KEY = b"curate.scores"
 
 @functools.lru_cache(maxsize=1)
 def _wordnet_or_none():
-    from curate.wordnet import wordnet
-
     try:
         return wordnet()
     except CurateError:
@@ -63,15 +62,10 @@ def laionet_name(wnid: str | None, lemmas: list[str] | None) -> str:
     underscores as spaces. Without WordNet (or without a wnid) the same rule on the first lemma:
     nltk names a synset after its first lemma, lower-cased (identical on all of ImageNet-1k)."""
     wn = _wordnet_or_none()
-    if wn is not None and wnid and len(wnid) > 1 and wnid[1:].isdigit():
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            synset = wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
-        if synset is not None:
-            name = synset.name()
-            return name[: name.find(".n.")].replace("_", " ")
+    synset = wnid_synset(wn, wnid) if wn is not None else None
+    if synset is not None:
+        name = synset.name()
+        return name[: name.find(".n.")].replace("_", " ")
     if not lemmas:
         return ""
     return str(lemmas[0]).lower().replace("_", " ")
@@ -79,14 +73,9 @@ def laionet_name(wnid: str | None, lemmas: list[str] | None) -> str:
 
 def _definition(wnid: str | None, fallback: str | None) -> str | None:
     wn = _wordnet_or_none()
-    if wn is not None and wnid and len(wnid) > 1 and wnid[1:].isdigit():
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            synset = wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
-        if synset is not None:
-            return synset.definition()
+    synset = wnid_synset(wn, wnid) if wn is not None else None
+    if synset is not None:
+        return synset.definition()
     return fallback
 
 

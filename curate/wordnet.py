@@ -154,3 +154,17 @@ def plural_exceptions() -> dict[str, list[str]]:
 def synset_wnid(synset) -> str:
     """The ImageNet-style id of a synset: its POS letter and 8-digit offset (n02084071)."""
     return f"{synset.pos()}{synset.offset():08d}"
+
+
+def wnid_synset(wn, wnid: str | None):
+    """The synset of an ImageNet-style id in the reader ``wn``, or None for anything that is not
+    one (no id, a made-up offset) without nltk's warning."""
+    wnid = str(wnid or "")
+    if len(wnid) < 2 or not wnid[1:].isdigit():
+        return None
+    with warnings.catch_warnings():  # nltk warns, then returns None, for an offset it lacks
+        warnings.simplefilter("ignore")
+        try:
+            return wn.synset_from_pos_and_offset(wnid[0], int(wnid[1:]))
+        except Exception:  # noqa: BLE001 - a POS letter nltk does not know
+            return None

@@ -178,7 +178,7 @@ def sense_table(
 ) -> SenseTable:
     """Build the :class:`SenseTable` for the senses of a matcher (``sense_lemma`` normalised,
     ``lemma_spelling`` maps (label, normalised lemma) to the vocabulary's spelling)."""
-    from curate.wordnet import wordnet
+    from curate.wordnet import wnid_synset, wordnet
 
     wn = wordnet()
     n = len(sense_label)
@@ -190,13 +190,7 @@ def sense_table(
     lemma_forms: dict[str, set[int]] = {}
     for s in range(n):
         lemma_forms.setdefault(sense_lemma[s], set()).add(int(sense_label[s]))
-    rivals: frozenset = frozenset()
-    try:
-        rivals = frozenset(
-            wn.synset_from_pos_and_offset("n", int(str(w)[1:])) for w in set(wnids) if w and str(w)[:1] == "n" and str(w)[1:].isdigit()
-        )
-    except Exception:  # an id that is not a WordNet 3.0 noun offset: rivals stay unknown
-        pass
+    rivals = frozenset(x for x in (wnid_synset(wn, w) for w in set(wnids) if str(w or "")[:1] == "n") if x is not None)
     cache: dict[tuple, tuple] = {}
     for s in range(n):
         label = int(sense_label[s])
@@ -210,9 +204,8 @@ def sense_table(
         is_ruled = (label, sense_lemma[s]) in ruled
         key = (wnid, spelled, is_ruled)
         if key not in cache:
-            try:
-                synset = wn.synset_from_pos_and_offset("n", int(str(wnid)[1:]))
-            except Exception:  # an id that is not a WordNet 3.0 noun offset: no sense evidence
+            synset = wnid_synset(wn, wnid)
+            if synset is None:  # an id that is not a WordNet 3.0 noun offset: no sense evidence
                 cache[key] = (None, False, False)
             else:
                 cache[key] = (
