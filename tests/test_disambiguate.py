@@ -101,3 +101,26 @@ def test_label_quality_on_real_captions(in1k):
         assert base.recall == 1.0  # every judged candidate is found before the cascade
         assert q.precision >= base.precision + 0.25, (split, q, base)
         assert q.recall >= 0.75, (split, q)
+
+
+def test_parallel_batches_decide_as_one_thread_does(in1k, tmp_path):
+    """polars runs match batches on several threads, and the cascade looks WordNet up lazily (under
+    one lock): a fresh process's parallel run must label exactly as a single-threaded pass."""
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "real20.parquet"
+    df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
+    pl.concat([df] * 20).select("caption").write_parquet(src, row_group_size=1_000)
+    code = (
+        "import sys, polars as pl; from curate.vocab import load_vocab; from curate.match import match_captions; "
+        "out = match_captions(pl.scan_parquet(sys.argv[1]), load_vocab('imagenet1k')).select('labels')"
+        ".collect(engine='streaming'); out.write_parquet(sys.argv[2])"
+    )
+    parallel = tmp_path / "parallel.parquet"
+    env = {**os.environ, "CURATE_CACHE": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", code, str(src), str(parallel)], check=True, env=env)
+    m = compile_matcher(in1k)
+    one = [m.labels(df["caption"]).to_list()] * 20
+    assert pl.read_parquet(parallel)["labels"].to_list() == [x for part in one for x in part]
