@@ -195,23 +195,30 @@ def write_scores(result: ScoreResult, dest: str | Path) -> Path:
     return Path(dest)
 
 
-def check_scores(path: str | Path, vocab_spec: str) -> dict:
-    """The provenance of a ``curate score`` file, checked against the build's vocabulary (read
-    before any pass over the source)."""
+def _score_file(path: str | Path, read) -> tuple[object, dict]:
+    """``read(path)`` (a Parquet schema or table) of a ``curate score`` file and its provenance,
+    each failure one line naming the file."""
     import json
 
     path = Path(path)
     if not path.is_file():
         raise CurateError(f"--similarity-from {path}: no such file (write one with curate score)")
     try:
-        schema = pq.read_schema(path)
+        got = read(path)
     except (OSError, pa.ArrowException) as e:
         raise CurateError(f"--similarity-from {path}: not a Parquet file ({str(e).splitlines()[0]})") from None
+    schema = got if isinstance(got, pa.Schema) else got.schema
     raw = (schema.metadata or {}).get(_META_KEY)
     missing = [c for c in SCORE_SCHEMA if c not in schema.names]
     if raw is None or missing:
         raise CurateError(f"--similarity-from {path}: not written by curate score (no {'provenance' if raw is None else missing[0]})")
-    meta = json.loads(raw)
+    return got, json.loads(raw)
+
+
+def check_scores(path: str | Path, vocab_spec: str) -> dict:
+    """The provenance of a ``curate score`` file, checked against the build's vocabulary (read
+    before any pass over the source: the schema alone)."""
+    _, meta = _score_file(path, pq.read_schema)
     if meta.get("vocab") != vocab_spec:
         raise CurateError(f"--similarity-from {path}: scored against vocabulary {meta.get('vocab')!r}, this build uses {vocab_spec!r}")
     return meta
@@ -219,20 +226,8 @@ def check_scores(path: str | Path, vocab_spec: str) -> dict:
 
 def read_scores(path: str | Path) -> tuple[pl.DataFrame, dict]:
     """A file written by ``curate score``: the scores and their provenance."""
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise CurateError(f"--similarity-from {path}: no such file (write one with curate score)")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as e:
-        raise CurateError(f"--similarity-from {path}: not a Parquet file ({str(e).splitlines()[0]})") from None
-    raw = (table.schema.metadata or {}).get(_META_KEY)
-    missing = [c for c in SCORE_SCHEMA if c not in table.column_names]
-    if raw is None or missing:
-        raise CurateError(f"--similarity-from {path}: not written by curate score (no {'provenance' if raw is None else missing[0]})")
-    return pl.from_arrow(table).cast(SCORE_SCHEMA), json.loads(raw)
+    table, meta = _score_file(path, pq.read_table)
+    return pl.from_arrow(table).cast(SCORE_SCHEMA), meta
 
 
 # ---------------------------------------------------------------------------------------------
