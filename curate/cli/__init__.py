@@ -22,7 +22,10 @@ try:  # typer >= 0.16 vendors its own click, whose exceptions are not click's
 except ImportError:  # older typer raises click's own
     from click import exceptions as _click_exceptions
 
-from curate.errors import USER_OS_ERRORS, CurateError, os_error_line
+from curate.cli import coerce  # noqa: E402
+from curate.errors import USER_OS_ERRORS, CurateError, os_error_line  # noqa: E402
+
+coerce.install()
 
 app = typer.Typer(
     name="curate",
