@@ -15,7 +15,7 @@ from curate.match import kernels
 from curate.match.disambiguate import DROP_REASONS, KEPT, VETO, SenseTable, decide, sense_table
 from curate.match.forms import _QUALIFIER, _irregular_normalised, surface_forms
 from curate.match.kernels import WordTable, _word_kernels
-from curate.match.normalise import normalise_many, normalised_buffer
+from curate.match.normalise import arrow_series, normalise_many, normalised_buffer
 from curate.match.rules import BLOCKED_LEMMAS, NEGATIVE_RULES, STOP_FORMS, NegativeRule
 
 POLICIES = ("all", "drop", "first")
@@ -278,9 +278,19 @@ def _longest_all(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return order[alive]
 
 
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64}
+
+
+def _arrow(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A numpy array as an Arrow array over the same memory (``pa.array`` would import pandas,
+    see :func:`~curate.match.normalise.arrow_series`)."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[kind])
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+
+
 def _list_series(offsets: np.ndarray, values: np.ndarray, name: str = "labels") -> pl.Series:
-    arr = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), pa.array(values, type=pa.int32()))
-    return pl.Series(name, arr, dtype=LABELS_DTYPE)
+    arr = pa.LargeListArray.from_arrays(_arrow(offsets, pa.int64()), _arrow(values, pa.int32()))
+    return arrow_series(name, arr, LABELS_DTYPE)
 
 
 def labels_from_mentions(m: Mentions, n_rows: int, n_classes: int, *, policy: str) -> pl.Series:
@@ -316,19 +326,20 @@ def spans_from_mentions(m: Mentions, n_rows: int, patterns: list[str]) -> pl.Ser
     surf = np.array([p.strip() for p in patterns], dtype=object)
     struct = pa.StructArray.from_arrays(
         [
-            pa.array(m.label[order], type=pa.int32()),
-            pa.array(m.start[order].astype(np.int32), type=pa.int32()),
-            pa.array(m.end[order].astype(np.int32), type=pa.int32()),
-            pa.array(surf[m.pattern[order]].tolist() if len(order) else [], type=pa.large_string()),
-            pa.array(
+            _arrow(m.label[order], pa.int32()),
+            _arrow(m.start[order], pa.int32()),
+            _arrow(m.end[order], pa.int32()),
+            # strings through polars: pa.array on Python strings imports pandas
+            pl.Series(surf[m.pattern[order]].tolist() if len(order) else [], dtype=pl.Utf8).to_arrow(),
+            pl.Series(
                 _REASON_NAMES[m.reason[order]].tolist() if m.reason is not None and len(order) else ["kept"] * len(order),
-                type=pa.large_string(),
-            ),
+                dtype=pl.Utf8,
+            ).to_arrow(),
         ],
         names=["label", "start", "end", "surface", "reason"],
     )
-    arr = pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), struct)
-    return pl.Series("spans", arr, dtype=SPANS_DTYPE)
+    arr = pa.LargeListArray.from_arrays(_arrow(offsets, pa.int64()), struct)
+    return arrow_series("spans", arr, SPANS_DTYPE)
 
 
 _REASON_NAMES = np.array(DROP_REASONS, dtype=object)

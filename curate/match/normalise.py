@@ -64,7 +64,7 @@ def arrow_series(name: str, array: pa.Array, dtype: pl.DataType) -> pl.Series:
     polars imports ``pyarrow.compute`` (0.2 s of start-up) to coerce it; through the C data
     interface the same buffers arrive with no import. (Likewise ``pa.array(ndarray)`` imports
     pandas; ``pa.Array.from_buffers`` does not.)"""
-    return pl.Series(name, _ArrowCapsule(array), dtype=dtype)
+    return pl.Series(name, _ArrowCapsule(array), dtype=dtype).alias(name)  # the capsule path drops the name
 
 
 def _html(s: pl.Expr) -> pl.Expr:
