@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
 import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -45,12 +47,36 @@ def _kernels():
     return _load_kernels() if COMPILED else None
 
 
+class _NoScipyInThisThread(importlib.abc.MetaPathFinder):
+    """Refuses ``scipy`` to the thread loading numba: numba's array maths asks for scipy's BLAS
+    once, when its registries load (``numba.np.arraymath``), only for ``np.dot`` and friends,
+    which these loops never call; importing ``scipy.linalg`` for that costs 0.3 CPU-seconds of
+    every run that loads the loops. Other threads, and a scipy already imported, are untouched."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name, path=None, target=None):
+        if (name == "scipy" or name.startswith("scipy.")) and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"{name} is not loaded for curate's compiled loops", name=name)
+        return None
+
+
+_LOAD_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def _load_kernels():
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return None
+    with _LOAD_LOCK:
+        finder = _NoScipyInThisThread()
+        sys.meta_path.insert(0, finder)
+        try:
+            import numba  # noqa: F401
+            import numba.np.arraymath  # noqa: F401 - its BLAS check, here, without scipy
+        except ImportError:
+            return None
+        finally:
+            sys.meta_path.remove(finder)
     return _jit(_squeeze_rows), _jit(_splice_rows)
 
 
