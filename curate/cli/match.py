@@ -59,6 +59,13 @@ def open_for_matching(source: str, vocab_spec: str | None, caption_col: str | No
     return src, vocab
 
 
+def _count_no_text(captions, counted: list[int]):
+    """``captions`` unchanged; the number of them without text (null or blank, as
+    :func:`curate.sources.validate_source` counts them) appended to ``counted``."""
+    counted.append(captions.null_count() + int((captions.str.strip_chars() == "").sum() or 0))
+    return captions
+
+
 @app.command("match")
 def match_command(
     source: str | None = typer.Argument(None, help=_SOURCE_HELP),
@@ -133,15 +140,20 @@ def match_command(
     if missing:
         raise CurateError(f"--keep: column(s) {', '.join(missing)} not in source {source} (columns: {', '.join(names)})")
     cols = ["uid", "labels", *(["spans"] if spans else []), *[c for c in kept if c not in ("uid", "labels", "spans")]]
+    # rows without caption text, counted in the matching pass rather than by reading the source again
+    counted = None if strict or src.skip_bad_rows else []
+    lf = src.lazy
+    if counted is not None:
+        lf = lf.with_columns(pl.col("caption").map_batches(lambda s: _count_no_text(s, counted), return_dtype=pl.Utf8, is_elementwise=True))
     with compiled_for(expected_rows(src.files)), atomic_path(out) as tmp:
-        matched = match_captions(src.lazy, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
+        matched = match_captions(lf, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
         try:
             matched.select(cols).sink_parquet(tmp)
         except CurateError:
             raise
         except pl.exceptions.PolarsError as e:
             raise CurateError(f"reading source {source} failed: {str(e).splitlines()[0]}") from e
-    no_text = 0 if strict else validate_source(src).bad_captions
+    no_text = 0 if strict else sum(counted) if counted is not None else validate_source(src).bad_captions
     summary = pl.scan_parquet(out).select(
         pl.len().alias("rows"), (pl.col("labels").list.len() > 0).sum().alias("matched")
     ).collect()
