@@ -1,6 +1,7 @@
 """What a short run loads: a 1-caption ``curate match`` and ``curate --help`` stay clear of the
 heavy libraries that used to dominate their start-up (nltk pulled scipy.stats to find WordNet,
-numba's loops cost more to load than a short run takes). Asserts on loaded modules, not times."""
+numba's loops cost more to load than a short run takes, pandas came with pyarrow's array
+constructor, pydantic with typer's option coercion). Asserts on loaded modules, not times."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def test_one_caption_match_loads_no_nltk_scipy_or_numba(tmp_path):
     assert code == 0, err
     code, modules, err = _loaded(["match", str(src), "--vocab", "imagenet1k", "--out", str(out)])
     assert code == 0, err
-    assert not modules & {"nltk", "scipy", "numba", "llvmlite"}, modules & {"nltk", "scipy", "numba", "llvmlite"}
+    # pandas came with pa.array on numpy (the labels column), pydantic with typer's option coercion
+    heavy = {"nltk", "scipy", "numba", "llvmlite", "pandas", "pydantic"}
+    assert not modules & heavy, modules & heavy
     from curate.vocab import load_vocab
 
     wnids = load_vocab("imagenet1k")["wnid"].to_list()
@@ -70,3 +73,49 @@ def test_usage_errors_and_version_exit_cleanly(capsys):
     assert code == 2 and "No such option: --bogus" in err and "Traceback" not in err
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.strip() == curate.__version__
+
+
+def test_loading_the_compiled_loops_leaves_scipy_out():
+    # numba's array maths looks for scipy's BLAS when its registries load; the loops never use it
+    code = (
+        "import sys; import polars as pl; from curate.match.kernels import _load_kernels;"
+        "from curate.match.normalise import normalised_buffer;"
+        "k = _load_kernels(); d, o = normalised_buffer(pl.Series(['A crane']));"
+        "print(k is not None, bytes(d[o[0]:o[1]]).decode(), 'scipy' in sys.modules);"
+        "import scipy.linalg; print('after', 'scipy.linalg' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    if out[0] == "False":  # no numba here: the numpy path, nothing to check
+        return
+    assert out == ["True", "a", "crane", "False", "after", "True"], out
+
+
+def test_plain_options_convert_without_pydantic_as_typer_would(capsys):
+    import typer
+    from typer.testing import CliRunner
+
+    import curate.cli  # noqa: F401 - installs the plain coercion
+
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    def cmd(
+        n: int = typer.Option(1, "--n"),
+        x: float = typer.Option(0.5, "--x"),
+        flag: bool = typer.Option(False, "--flag"),
+        path: Path | None = typer.Option(None, "--path"),
+        name: str | None = typer.Option(None, "--name"),
+    ) -> None:
+        seen.update(n=n, x=x, flag=flag, path=path, name=name)
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["--n", "3.0", "--x", "1e3", "--flag", "--path", "a/b", "--name", " tiger "])
+    assert result.exit_code == 0, result.output
+    assert seen == {"n": 3, "x": 1000.0, "flag": True, "path": Path("a/b"), "name": " tiger "}
+    result = runner.invoke(app, [])
+    assert result.exit_code == 0 and seen == {"n": 1, "x": 0.5, "flag": False, "path": None, "name": None}
+    for args, message in ((["--n", "3.5"], "valid integer"), (["--x", "abc"], "valid number")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output
