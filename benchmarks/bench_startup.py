@@ -1,0 +1,137 @@
+"""Whole-process ``curate`` as a user runs it: start-up and throughput, each a fresh subprocess.
+
+In one run, on captions generated here (``bench_match.make_captions``, ImageNet-1k lemmas):
+
+- ``curate --help``;
+- ``curate match`` on 1 caption (with the compiled lexicon already in the cache, as every run
+  after the first finds it), with the disambiguation cascade (the default) and without it;
+- ``curate match`` on 1M and on 4M captions (Parquet), with and without the cascade;
+- the reference study's method on a subset in this process (per caption: tokenise, lemmatise,
+  every synonym of every class; ``curate.match.reference_labels_naive``), extrapolated.
+
+Prints wall and CPU seconds (user + system of the child), peak RSS, captions/s, and captions/s as a
+multiple of the study's method. The machine may be shared: the best wall time of ``--repeats``
+runs is shown with its CPU time. ``--compare DIR`` runs the same commands from another checkout
+(e.g. the commit before a change) and prints its figures and the ratio beside.
+
+    python benchmarks/bench_startup.py [--n 1000000] [--repeats 3] [--compare /path/to/checkout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], *, root: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one ``python -m curate`` run."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curate", *args], cwd=root, env={**env, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"curate {' '.join(args)} (from {root}) failed:\n{err}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def best(args: list[str], repeats: int, *, root: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    runs = [run(args, root=root, env=env) for _ in range(repeats)]
+    return min(runs)
+
+
+def study_rate(captions: list[str]) -> float:
+    from curate.match import reference_labels_naive
+    from curate.vocab import load_vocab
+
+    vocab = load_vocab("imagenet1k")
+    t0 = time.perf_counter()
+    for c in captions:
+        reference_labels_naive(c, vocab)
+    return len(captions) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="captions of the smaller source (the larger one has 4x)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each short command (best wall time shown)")
+    ap.add_argument("--repeats-large", type=int, default=1, help="runs of each 1M/4M command")
+    ap.add_argument("--reference-subset", type=int, default=1_000, help="captions for the study's method")
+    ap.add_argument("--compare", type=Path, default=None, help="another checkout of curate to run the same commands from")
+    args = ap.parse_args()
+
+    from bench_match import make_captions
+
+    from curate.vocab import load_vocab
+
+    lemmas = sorted({lem for ls in load_vocab("imagenet1k")["lemmas"].to_list() for lem in ls})
+    roots = [("this checkout", REPO)] + ([("--compare", args.compare.resolve())] if args.compare else [])
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        caps = make_captions(args.n, lemmas)
+        df = pl.DataFrame({"uid": [f"u{i}" for i in range(args.n)], "caption": caps})
+        small, large = tmp / "captions-1x.parquet", tmp / "captions-4x.parquet"
+        df.write_parquet(small, row_group_size=100_000)
+        pl.concat([df.with_columns(pl.col("uid") + f"-{k}") for k in range(4)]).write_parquet(large, row_group_size=100_000)
+        one = tmp / "one.csv"
+        one.write_text("caption\nA Tiger Shark and two geese\n", encoding="utf-8")
+        env = {**os.environ, "CURATE_CACHE": str(tmp / "cache"), "CURATE_NO_PROGRESS": "1"}
+        env.pop("PYTHONPATH", None)
+        out = tmp / "out.parquet"
+
+        def match(src: Path, *extra: str) -> list[str]:
+            return ["match", str(src), "--vocab", "imagenet1k", "--out", str(out), *extra]
+
+        cases = [
+            ("curate --help", ["--help"], 0, args.repeats),
+            ("match, 1 caption", match(one), 1, args.repeats),
+            ("match, 1 caption, --no-disambiguate", match(one, "--no-disambiguate"), 1, args.repeats),
+            (f"match, {args.n:,} captions, --no-disambiguate", match(small, "--no-disambiguate"), args.n, args.repeats_large),
+            (f"match, {4 * args.n:,} captions, --no-disambiguate", match(large, "--no-disambiguate"), 4 * args.n, args.repeats_large),
+            (f"match, {args.n:,} captions", match(small), args.n, args.repeats_large),
+            (f"match, {4 * args.n:,} captions", match(large), 4 * args.n, args.repeats_large),
+        ]
+        results: dict[str, list[tuple[float, float, float]]] = {}
+        for label, root in roots:
+            # the first runs compile the lexicons into the cache and numba's loops into theirs
+            run(match(one), root=root, env=env)
+            run(match(one, "--no-disambiguate"), root=root, env=env)
+            run(match(small, "--no-disambiguate"), root=root, env=env)
+            results[label] = [best(a, r, root=root, env=env) for _, a, _, r in cases]
+        study = study_rate(caps.head(args.reference_subset).to_list())
+
+    print(f"{args.n:,} generated captions (imagenet1k), cores: {os.cpu_count()}; the study's method: {study:,.0f} captions/s "
+          f"(in process, on {args.reference_subset:,} captions)")
+    head = f"{'command':44s} {'wall s':>7s} {'CPU s':>7s} {'RSS MB':>7s} {'captions/s':>11s} {'x study':>9s}"
+    if args.compare:
+        head += f" | {'before wall':>11s} {'CPU s':>7s} {'captions/s':>11s} {'speed-up':>8s}"
+    print(head)
+    for i, (name, _, n, _) in enumerate(cases):
+        wall, cpu, rss = results["this checkout"][i]
+        rate = f"{n / wall:>11,.0f}" if n > 1 else f"{'':>11s}"
+        times = f"{n / wall / study:>8,.0f}x" if n > 1 else f"{'':>9s}"
+        line = f"{name:44s} {wall:>7.2f} {cpu:>7.2f} {rss:>7.0f} {rate} {times}"
+        if args.compare:
+            w0, c0, _ = results["--compare"][i]
+            rate0 = f"{n / w0:>11,.0f}" if n > 1 else f"{'':>11s}"
+            line += f" | {w0:>11.2f} {c0:>7.2f} {rate0} {w0 / wall:>7.2f}x"
+        print(line)
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other jobs share these cores: CPU seconds are the steadier figure)")
+
+
+if __name__ == "__main__":
+    main()
