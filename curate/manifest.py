@@ -158,7 +158,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
     rows left the pool, counted."""
     from curate import ui
-    from curate.pool import matched_pool
+    from curate.pool import labels_from_file, matched_pool
     from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
@@ -170,7 +170,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     keep = ["row", "uid", "caption", *[c for c in wanted if c in names and c != "caption"]]
     # matching reads the caption; the caption mode may read other text too
     usable = has_text(recipe.captions)
-    if recipe.labels_from == "match":
+    if recipe.labels_from != "wnid":  # matched here, or by curate match into a labels file
         usable = usable & ~no_text("caption")
     try:
         counts = lf.select(pl.len().alias("rows"), usable.sum().alias("text")).collect(engine="streaming")
@@ -178,7 +178,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
         raise CurateError(f"--captions {recipe.captions}: source {recipe.source} has no such column ({str(e).splitlines()[0]})") from e
     n_rows = int(counts["rows"][0])
     # a literal True sums to 1, not to the rows
-    n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from == "match" else n_rows
+    n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from != "wnid" else n_rows
     if n_text == 0 and n_rows:
         raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
 
@@ -192,6 +192,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
 
         policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: a row per class later
         pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        if recipe.labels_file is not None:  # matched once by curate match, read back here
+            pool = labels_from_file(source, vocab, recipe.labels_file, policy=policy)
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
             plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:
@@ -236,7 +238,7 @@ DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS
 
 def _needed_text(recipe: Recipe) -> str:
     needs = list(caption_mode(recipe.captions).needs)
-    if recipe.labels_from == "match" and "caption" not in needs:
+    if recipe.labels_from != "wnid" and "caption" not in needs:
         needs.insert(0, "caption")
     return " / ".join(needs) or "caption"
 

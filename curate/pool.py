@@ -10,6 +10,10 @@ The key covers the source's plan (files, columns, presets), each file's size and
 time, the vocabulary's content, mode, policy and the matching code (see
 :func:`curate.match.lexicon_cache.code_version`): any change writes a new pool.
 ``CURATE_NO_POOL=1`` matches in place instead.
+
+A recipe's ``labels_from: FILE`` names labels matched once already, by ``curate match --out FILE``
+(or a folder of its shard files): :func:`labels_from_file` reads them in place of the pool, after
+checking them uid by uid against the source.
 """
 
 from __future__ import annotations
@@ -73,3 +77,52 @@ def write_pool(source, vocab: pl.DataFrame, dest: Path, *, policy: str, mode: st
     except OSError:
         pass
     return dest
+
+
+def labels_from_file(source, vocab: pl.DataFrame, spec: str | Path, *, policy: str = "all") -> pl.LazyFrame:
+    """The ``labels`` written by ``curate match --out`` (a Parquet file, or the folder of shard files
+    of a sharded run) for this source and vocabulary: one row per source row, in order, checked
+    uid by uid against the source (a build never pairs labels with the wrong captions). Used as
+    they are; ``policy`` ``drop`` keeps the rows naming one class (what matching with policy
+    drop gives), ``first`` needs positions a labels file does not hold."""
+    path = Path(spec)
+    where = f"labels_from {spec}"
+    if policy == "first":
+        raise CurateError(f"{where}: label policy first needs the positions of the mentions; a labels file holds classes only (use all, drop or each)")
+    if path.is_dir():
+        files = sorted(path.glob("shard-*.parquet")) or sorted(path.glob("*.parquet"))
+        if not files:
+            raise CurateError(f"{where}: the folder holds no Parquet file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise CurateError(f"{where}: no such file or folder (a file written by curate match --out)")
+    lf = pl.scan_parquet(files)
+    try:
+        schema = lf.collect_schema()
+        missing = [c for c in ("uid", "labels") if c not in schema]
+        if missing:
+            raise CurateError(f"{where}: no column {' or '.join(missing)} (columns: {', '.join(schema.names())}); write it with curate match --out")
+        if not (isinstance(schema["labels"], pl.List) and schema["labels"].inner.is_integer()):
+            raise CurateError(f"{where}: 'labels' is {schema['labels']}, not a list of class indices")
+        stats = lf.select(
+            pl.len().alias("rows"),
+            pl.col("labels").list.min().min().alias("lo"),
+            pl.col("labels").list.max().max().alias("hi"),
+        ).collect(engine="streaming").row(0, named=True)
+        n_source = int(source.lazy.select(pl.len()).collect(engine="streaming").item())
+        if stats["rows"] != n_source:
+            raise CurateError(f"{where}: {stats['rows']:,} rows, the source {source.location} has {n_source:,}; match this source with curate match --out")
+        if stats["lo"] is not None and (stats["lo"] < 0 or stats["hi"] >= vocab.height):
+            raise CurateError(f"{where}: class index {stats['hi'] if stats['hi'] >= vocab.height else stats['lo']} is outside the vocabulary's 0..{vocab.height - 1}; match with this vocabulary")
+        pairs = pl.concat([source.lazy.select("uid").with_row_index("row"), lf.select(pl.col("uid").alias("file_uid"))], how="horizontal")
+        off = pairs.filter(pl.col("uid").ne_missing(pl.col("file_uid"))).head(1).collect(engine="streaming")
+    except pl.exceptions.PolarsError as e:
+        raise CurateError(f"{where}: reading it failed: {str(e).splitlines()[0]}") from None
+    if off.height:
+        row = off.row(0, named=True)
+        raise CurateError(f"{where}: row {row['row']} has uid {row['file_uid']!r}, the source {source.location} has {row['uid']!r}; match this source with curate match --out")
+    labels = pl.col("labels").cast(pl.List(pl.Int32))
+    if policy == "drop":
+        labels = pl.when(labels.list.len() == 1).then(labels).otherwise(pl.lit([], dtype=pl.List(pl.Int32)))
+    return lf.select(labels.alias("labels"))

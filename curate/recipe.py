@@ -61,7 +61,7 @@ class Recipe:
     image_root: str | None = None  # ImageNet-Captions: the ImageNet folder its file names live in (train/WNID/FILE)
     vocab: str | None = None  # None: the source's natural vocabulary
     classes: str | None = None  # K (a seeded random K of the vocab), a vocab spec (imagenet100) or a file
-    labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column
+    labels_from: str = "match"  # match: caption matching; wnid: the source's ground-truth wnid column; or a curate match --out file
     label_policy: str = "all"  # all / drop / first / each (a row per class), for captions naming several classes
     match_mode: str = "curate"  # curate.match mode: curate or reference
     profile: str = "exp"  # see curate.sample.PROFILES
@@ -153,7 +153,10 @@ class Recipe:
         for name in ("allow_shortfall", "allow_empty_classes"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
-        need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
+        need(
+            isinstance(self.labels_from, str) and (self.labels_from in LABEL_SOURCES or self.labels_file is not None),
+            f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)} or a .parquet file (or folder of them) written by curate match --out",
+        )
         if self.min_similarity is not None or self.top_k_per_class is not None:
             need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
         need(self.top_k_per_class is None or self.top_k_per_class >= 1, f"top_k_per_class must be at least 1, got {self.top_k_per_class!r}")
@@ -199,6 +202,15 @@ class Recipe:
         except CurateError as e:
             raise CurateError(f"{where}: {e}") from e
 
+    @property
+    def labels_file(self) -> str | None:
+        """``labels_from`` when it names a file (or folder) of labels written by ``curate match
+        --out``, else None: a ``.parquet`` path or an existing folder."""
+        v = self.labels_from
+        if not isinstance(v, str) or v in LABEL_SOURCES:
+            return None
+        return v if v.lower().endswith(".parquet") or Path(v).is_dir() else None
+
     # -- YAML --------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +246,9 @@ class Recipe:
             parts.append(_slug_text(_stem(self.vocab)))
         if self.classes:
             parts.append("k" + _slug_text(_stem(str(self.classes))))
-        if self.labels_from != d.labels_from:
+        if self.labels_file is not None:
+            parts.append("labels-" + _slug_text(_stem(self.labels_file)))
+        elif self.labels_from != d.labels_from:
             parts.append("gt")
         if self.label_policy != d.label_policy:
             parts.append(self.label_policy)

@@ -77,3 +77,73 @@ def test_a_changed_source_gets_a_new_pool(source, capsys):
     second = _build(source, "b", capsys, "--imbalance", "5")
     assert len(list((tmp / "cache" / "pools").glob("*.parquet"))) == 2
     assert first != second
+
+
+def _counting(monkeypatch, module, name: str) -> list[int]:
+    """Count the calls of the real ``module.name`` (still called)."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def _run(source, pipeline_text: str, out: str, capsys) -> list[dict[str, str]]:
+    """``curate run`` of a pipeline over the fixture's source: each variant's output hashes, in order."""
+    root, vocab, tmp = source
+    pipe = tmp / f"{out}.yaml"
+    pipe.write_text(pipeline_text, encoding="utf-8")
+    code, _, err = run_cli(["run", str(pipe), "--source", str(root), "--vocab", str(vocab), "--out-root", str(tmp / out)], capsys)
+    assert code == 0, err
+    folders = sorted((p for p in (tmp / out).iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    return [{p.name: file_sha256(p) for p in f.iterdir() if p.suffix in (".parquet", ".tsv")} for f in folders]
+
+
+VARIANTS = "variants:\n  - {name: a, imbalance: 10}\n  - {name: b, imbalance: 2, captions: title}\n  - {name: c, profile: balanced, captions: cname}\n"
+
+
+def test_a_pipeline_matches_once_and_labels_from_a_match_file_not_at_all(source, capsys, monkeypatch, tmp_path):
+    import curate.match
+    import curate.pool
+
+    root, vocab, tmp = source
+    base = "base: {max_per_class: 40, allow_shortfall: true}\n"
+    matching = _counting(monkeypatch, curate.match, "match_captions")
+    writes = _counting(monkeypatch, curate.pool, "write_pool")
+    pooled = _run(source, base + VARIANTS, "pooled", capsys)
+    assert len(matching) == 1 and len(writes) == 1  # three variants, one matching pass
+    assert len(pooled) == 3 and pooled[0] != pooled[1]
+
+    # matched once by curate match (one file, or a sharded run's folder): no variant matches again
+    code, _, err = run_cli(["match", str(root), "--vocab", str(vocab), "--out", str(tmp / "m.parquet")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["match", str(root), "--vocab", str(vocab), "--shards", "2", "--out", str(tmp / "m-shards")], capsys)
+    assert code == 0, err
+    matching.clear()
+    for labels in (tmp / "m.parquet", tmp / "m-shards"):
+        from_file = _run(source, f"base: {{max_per_class: 40, allow_shortfall: true, labels_from: {labels}}}\n" + VARIANTS, f"file-{labels.stem}", capsys)
+        assert from_file == pooled
+    assert matching == []
+
+
+def test_labels_from_a_file_of_another_source_is_refused(source, capsys):
+    root, vocab, tmp = source
+    other = tmp / "other.parquet"
+    pl.DataFrame({"uid": ["x"], "caption": ["a fig"]}).write_parquet(other)
+    code, _, err = run_cli(["match", str(other), "--vocab", str(vocab), "--out", str(tmp / "m-other.parquet")], capsys)
+    assert code == 0, err
+    args = ["build", "--source", str(root), "--vocab", str(vocab), "--out-root", str(tmp / "x"), "--max-per-class", "40"]
+    code, _, err = run_cli([*args, "--labels-from", str(tmp / "m-other.parquet")], capsys)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "1 rows, the source" in errors[0] and "Traceback" not in err, err
+    # the same row count, other uids (here the rows reversed): named by row
+    shuffled = pl.concat([pl.read_parquet(p) for p in sorted(root.glob("*.parquet"))]).select("uid").reverse()
+    shuffled.with_columns(pl.lit([0], dtype=pl.List(pl.Int32)).alias("labels")).write_parquet(tmp / "m-shuffled.parquet")
+    code, _, err = run_cli([*args, "--labels-from", str(tmp / "m-shuffled.parquet")], capsys)
+    assert code == 2 and "row 0 has uid" in err, err
+    code, _, err = run_cli([*args, "--labels-from", "first", "--label-policy", "first"], capsys)
+    assert code == 2 and "labels_from 'first' is not one of match, wnid" in err, err
