@@ -181,3 +181,22 @@ def test_vocab_does_not_import_demo():
     }
     assert "curate.demo" not in imported
     assert load_vocab("demo")["wnid"].to_list() == list(__import__("curate.demo").demo.DEMO_CLASSES)
+
+
+def test_builtin_vocabularies_are_read_back_from_the_cache_as_built(tmp_path, monkeypatch):
+    import curate.vocab as vocab_module
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path))
+    vocab_module._builtin.cache_clear()
+    try:
+        built = vocab_module.BUILTIN["imagenet100"]()
+        first = load_vocab("imagenet100")
+        (entry,) = (tmp_path / "vocab").glob("imagenet100-*.parquet")
+        assert first.equals(built) and pl.read_parquet(entry).equals(built)
+        vocab_module._builtin.cache_clear()
+        assert load_vocab("imagenet100").equals(built)  # read back
+        entry.write_bytes(b"cut short")  # a damaged entry is built again
+        vocab_module._builtin.cache_clear()
+        assert load_vocab("imagenet100").equals(built) and pl.read_parquet(entry).equals(built)
+    finally:
+        vocab_module._builtin.cache_clear()
