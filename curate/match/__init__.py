@@ -1,7 +1,7 @@
 """Concept matching: which captions mention which vocabulary classes.
 
 The package, one concern per module: ``normalise`` (caption and lemma normalisation),
-``kernels`` (the optional numba loops), ``forms`` (surface forms), ``rules`` (the rule data of
+``kernels`` (the optional numba loops; ``aot``: their ahead-of-time copies), ``forms`` (surface forms), ``rules`` (the rule data of
 ``curate/data/match_rules.json``), ``matcher`` (the compiled matcher, longest match, vetoes, label
 policies, spans), ``lexicon`` and ``disambiguate`` (which candidates stand), ``reference`` (the
 reference study's counting), ``quality`` (precision and recall against hand-judged pairs); this

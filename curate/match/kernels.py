@@ -1,5 +1,7 @@
 """The compiled loops of matching (numba, optional): the byte-table squeeze of
-:func:`curate.match.normalise.normalised_buffer` and the whole-word hash table :class:`WordTable`.
+:func:`curate.match.normalise.normalised_buffer` and the whole-word hash table :class:`WordTable`,
+loaded from their ahead-of-time copies (:mod:`curate.match.aot`) where those are built, else
+compiled just in time (numba's cache).
 
 Without numba every caller falls back to numpy and an Aho–Corasick automaton with the same results.
 """
@@ -20,21 +22,28 @@ import numpy as np
 COMPILED = True
 
 # Below this many captions the numpy and Aho–Corasick paths finish before numba is loaded (about
-# 1.5 CPU-seconds per process: its import, its typing registries, the cached machine code), so a
-# short run never pays for it (see :func:`compiled_for`).
+# 0.5 CPU-seconds per process: its import, its typing registries, the cached machine code), so a
+# short run never pays for it (see :func:`compiled_for`); once the ahead-of-time copies of the
+# loops are built (:mod:`curate.match.aot`, a millisecond to load) every run uses them.
 COMPILE_MIN_ROWS = 300_000
 
 
 @contextlib.contextmanager
 def compiled_for(expected_rows: int | None) -> Iterator[bool]:
     """Within the block, the compiled loops run only when a pass over about ``expected_rows``
-    captions repays loading numba: fewer than :data:`COMPILE_MIN_ROWS` take the numpy path (same
-    results), unless numba is loaded already. Unknown sizes (None) keep the compiled loops. Yields
-    whether they run; :data:`COMPILED` is restored on exit."""
+    captions repays loading them: fewer than :data:`COMPILE_MIN_ROWS` take the numpy path (same
+    results), unless numba is loaded already or the ahead-of-time loops are built. A larger pass
+    (or an unknown size, None) builds the ahead-of-time loops the first time
+    (:func:`curate.match.aot.ensure`). Yields whether they run; :data:`COMPILED` is restored on exit."""
     global COMPILED
     before = COMPILED
-    if expected_rows is not None and expected_rows < COMPILE_MIN_ROWS and "numba" not in sys.modules:
-        COMPILED = False
+    from curate.match import aot
+
+    if expected_rows is not None and expected_rows < COMPILE_MIN_ROWS:
+        if "numba" not in sys.modules and not aot.available():
+            COMPILED = False
+    elif COMPILED and _load_kernels.cache_info().currsize == 0:
+        aot.ensure()  # built once, in a child process; every later run imports it in a millisecond
     try:
         yield COMPILED
     finally:
@@ -67,6 +76,11 @@ _LOAD_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _load_kernels():
+    from curate.match import aot
+
+    built = aot.load()  # the ahead-of-time copies, where built: no numba to load
+    if built is not None:
+        return built.squeeze_rows, built.splice_rows
     with _LOAD_LOCK:
         finder = _NoScipyInThisThread()
         sys.meta_path.insert(0, finder)
@@ -99,6 +113,11 @@ def _word_kernels():
 
 @functools.lru_cache(maxsize=1)
 def _load_word_kernels():
+    from curate.match import aot
+
+    built = aot.load()
+    if built is not None:
+        return built.build_table, built.word_find
     if _load_kernels() is None:
         return None
     _compile_load_u64()

@@ -1,0 +1,82 @@
+"""The ahead-of-time loops (curate.match.aot): built once into the cache, then a run matches with
+them without loading numba, and with the same output as the numpy path; a build that fails is
+tried once and leaves the just-in-time loops in charge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytest.importorskip("numba")
+
+REPO = Path(__file__).resolve().parents[1]
+
+CAPTIONS = [
+    "A Tiger Shark and two geese",
+    "<b>crane</b> at the construction site &amp; a hot-dog",
+    "Straße café — “German Shepherds” in the snow",
+    "#germanshepherd puppy",
+    "",
+    None,
+    "tiger tiger shark great white shark",
+]
+
+_RUN = """
+import json, sys
+import polars as pl
+from curate.match import match_captions
+from curate.match.kernels import compiled_for
+from curate.vocab import load_vocab
+caps = json.loads(sys.argv[1])
+with compiled_for(10**6) as compiled:
+    out = match_captions(pl.LazyFrame({"caption": pl.Series(caps, dtype=pl.Utf8)}), load_vocab("imagenet1k"), spans=True, disambiguate=False).collect()
+print(json.dumps({"compiled": compiled, "numba": "numba" in sys.modules, "rows": out.select("labels", "spans").to_dicts()}))
+"""
+
+
+def _run(cache: Path, **env: str) -> dict:
+    full = {**os.environ, "CURATE_CACHE": str(cache), "PYTHONPATH": str(REPO), **env}
+    proc = subprocess.run([sys.executable, "-c", _RUN, json.dumps(CAPTIONS)], capture_output=True, text=True, env=full, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _numpy_path() -> list[dict]:
+    import curate.match.kernels as kernels
+    from curate.match import match_captions
+    from curate.vocab import load_vocab
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernels, "COMPILED", False)
+        out = match_captions(pl.LazyFrame({"caption": pl.Series(CAPTIONS, dtype=pl.Utf8)}), load_vocab("imagenet1k"), spans=True, disambiguate=False).collect()
+    return out.select("labels", "spans").to_dicts()
+
+
+@pytest.mark.slow
+def test_a_large_run_builds_the_loops_once_and_later_runs_load_no_numba(tmp_path):
+    first = _run(tmp_path)  # builds the module (a child process), matches
+    (built,) = (tmp_path / "kernels").glob("curate_kernels_*.so")
+    stamp = built.stat().st_mtime_ns
+    again = _run(tmp_path)
+    assert built.stat().st_mtime_ns == stamp  # not built twice
+    assert again["compiled"] and not again["numba"]  # the ahead-of-time loops, no numba
+    assert again["rows"] == first["rows"] == _numpy_path()
+
+
+@pytest.mark.slow
+def test_a_failed_build_is_tried_once_and_the_jit_loops_run(tmp_path):
+    # no C compiler for pycc: the build fails, a marker says so, numba's own loops run
+    first = _run(tmp_path, CC="/bin/false", LDSHARED="/bin/false")
+    (marker,) = (tmp_path / "kernels").glob("curate_kernels_*.failed")
+    assert not list((tmp_path / "kernels").glob("curate_kernels_*.so"))
+    assert first["compiled"] and first["numba"]
+    stamp = marker.stat().st_mtime_ns
+    second = _run(tmp_path)
+    assert marker.stat().st_mtime_ns == stamp and second["numba"]
+    assert first["rows"] == second["rows"] == _numpy_path()
