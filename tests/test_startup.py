@@ -103,19 +103,27 @@ def test_plain_options_convert_without_pydantic_as_typer_would(capsys):
     @app.command()
     def cmd(
         n: int = typer.Option(1, "--n"),
+        rows: int = typer.Option(10, "--rows", min=0),
+        timeout: float = typer.Option(60.0, "--timeout", min=0.1),
         x: float = typer.Option(0.5, "--x"),
         flag: bool = typer.Option(False, "--flag"),
         path: Path | None = typer.Option(None, "--path"),
         name: str | None = typer.Option(None, "--name"),
     ) -> None:
-        seen.update(n=n, x=x, flag=flag, path=path, name=name)
+        seen.update(n=n, x=x, flag=flag, path=path, name=name, rows=rows, timeout=timeout)
 
     runner = CliRunner()
     result = runner.invoke(app, ["--n", "3.0", "--x", "1e3", "--flag", "--path", "a/b", "--name", " tiger "])
     assert result.exit_code == 0, result.output
-    assert seen == {"n": 3, "x": 1000.0, "flag": True, "path": Path("a/b"), "name": " tiger "}
-    result = runner.invoke(app, [])
-    assert result.exit_code == 0 and seen == {"n": 1, "x": 0.5, "flag": False, "path": None, "name": None}
-    for args, message in ((["--n", "3.5"], "valid integer"), (["--x", "abc"], "valid number")):
+    assert seen == {"n": 3, "x": 1000.0, "flag": True, "path": Path("a/b"), "name": " tiger ", "rows": 10, "timeout": 60.0}
+    result = runner.invoke(app, ["--rows", "0", "--timeout", "0.1"])
+    assert result.exit_code == 0 and seen == {"n": 1, "x": 0.5, "flag": False, "path": None, "name": None, "rows": 0, "timeout": 0.1}
+    failures = (
+        (["--n", "3.5"], "valid integer"),
+        (["--x", "abc"], "valid number"),
+        (["--rows", "-1"], "greater than or equal to 0"),
+        (["--timeout", "0.05"], "greater than or equal to 0.1"),
+    )
+    for args, message in failures:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output

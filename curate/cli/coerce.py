@@ -3,10 +3,10 @@
 typer (0.2x) coerces every command-line value through a pydantic ``TypeAdapter``: importing
 pydantic and building the adapters costs about 0.3 s on every command, more than a one-caption
 ``curate match`` spends matching. The options of curate are nearly all plain ``str``, ``int``,
-``float``, ``bool`` and ``Path`` values without bounds; :func:`install` gives those a plain conversion with
-pydantic's own error messages, and leaves every other option (bounds, lists, choices, custom
-parsers) to typer. With a typer that has no such layer (older releases coerce through click),
-:func:`install` does nothing.
+``float``, ``bool`` and ``Path`` values (numbers with ``min``/``max`` bounds at most);
+:func:`install` gives those a plain conversion with pydantic's own error messages, and leaves
+every other option (clamped numbers, lists, choices, custom parsers) to typer. With a typer that
+has no such layer (older releases coerce through click), :func:`install` does nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ def _bool(value: Any) -> bool:
     raise ValueError(value)
 
 
+def _bound(x: float) -> str:
+    """A bound as pydantic writes it in its message (0.0 as 0, 0.1 as 0.1)."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
 def _plain(descriptor, param) -> bool:
     """Whether this option is one that :func:`install` converts itself."""
     info = descriptor.parameter_info
@@ -54,8 +59,8 @@ def _plain(descriptor, param) -> bool:
         return False
     return all(
         getattr(info, name, None) in (None, False)
-        for name in ("min", "max", "clamp", "parser", "path_type", "resolve_path", "allow_dash")
-    )
+        for name in ("clamp", "parser", "path_type", "resolve_path", "allow_dash")
+    ) and (descriptor.annotation in (int, float) or (info.min is None and info.max is None))
 
 
 def install() -> bool:
@@ -82,9 +87,15 @@ def install() -> bool:
                 return coerce_cli_path(path, self.parameter_info, path_type=Path, param=param, ctx=ctx)
             convert, error = {int: (_int, _INT_ERROR), float: (float, _FLOAT_ERROR), bool: (_bool, _BOOL_ERROR)}[kind]
             try:
-                return convert(value)
+                number = convert(value)
             except (TypeError, ValueError, OverflowError):
                 raise BadParameter(error, ctx=ctx, param=param) from None
+            low, high = self.parameter_info.min, self.parameter_info.max
+            if low is not None and number < low:
+                raise BadParameter(f"Input should be greater than or equal to {_bound(low)}", ctx=ctx, param=param)
+            if high is not None and number > high:
+                raise BadParameter(f"Input should be less than or equal to {_bound(high)}", ctx=ctx, param=param)
+            return number
 
     def get_runtime_param(self):
         if getattr(self, "_runtime_param", None) is None and _plain(self.type_descriptor, self):
