@@ -157,11 +157,25 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     and at least one selected class (classes renumbered to the build's; ``label`` when the row has
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
     rows left the pool, counted."""
+    raw, n_rows, n_text = scan_pool(source, vocab, chosen, recipe)
+    return settle_pool(source, raw, n_rows, n_text, recipe)
+
+
+def scan_pool(
+    source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe, *, bounds: tuple[int, int] | None = None
+) -> tuple[pl.DataFrame, int, int]:
+    """The streaming half of :func:`pool_pass` over the source's rows (or only the rows
+    ``[start, stop)`` of ``bounds``, one shard's: their ``row`` stays the position in the whole
+    source): ``row, key, n_any, label, labels`` of every row naming a class of the vocabulary
+    (``n_any``: how many; ``label``/``labels`` null when none is selected), the rows read and the
+    rows with the needed text. A shard's tables laid end to end are the whole source's."""
     from curate import ui
     from curate.pool import matched_pool
     from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
+    if bounds is not None:
+        lf = lf.slice(bounds[0], bounds[1] - bounds[0])
     names = lf.collect_schema().names()
     mode = caption_mode(recipe.captions)
     if recipe.labels_from == "wnid" and "wnid" not in names:
@@ -179,8 +193,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     n_rows = int(counts["rows"][0])
     # a literal True sums to 1, not to the rows
     n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from == "match" else n_rows
-    if n_text == 0 and n_rows:
-        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
+    if bounds is None:
+        check_some_text(n_rows, n_text, recipe)
 
     remap = dict(zip(chosen["vocab_label"].to_list(), chosen["label"].to_list()))
     with ui.make_progress(transient=True) as progress:
@@ -191,7 +205,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
         policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: a row per class later
-        pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        # the pool of the whole source is matched once; a shard matches only its own rows
+        pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" and bounds is None else None
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
             plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:
@@ -222,9 +237,21 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             pool = plan.collect(engine="streaming")
         except pl.exceptions.PolarsError as e:
             raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from e
-    matched = pool.height
-    _check_unique_ids(source, pool)
-    pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
+    return pool, n_rows, n_text
+
+
+def check_some_text(n_rows: int, n_text: int, recipe: Recipe) -> None:
+    if n_text == 0 and n_rows:
+        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
+
+
+def settle_pool(source, raw: pl.DataFrame, n_rows: int, n_text: int, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The other half of :func:`pool_pass`, over the whole source's :func:`scan_pool` table (one
+    run's, or the shards' laid end to end): repeated uids refused, rows without a selected class
+    out, the reasons counted."""
+    matched = raw.height
+    _check_unique_ids(source, raw)
+    pool = raw.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
     reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched, "class_not_selected": matched - pool.height}
     return pool, {"rows": n_rows, **reasons}
 
@@ -308,17 +335,39 @@ def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS)
 # build
 
 
-def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
-    """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
-    is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
-    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
-    (``no_text``); with ``strict`` the first one is an error instead."""
-    from curate.freq import distribution_stats, read_reference
+@dataclass
+class BuildSetup:
+    """What every step of a build (one run, or a shard's) opens first: the source, the vocabulary,
+    the selected classes and the recipe resolved (name and vocabulary filled in)."""
+
+    recipe: Recipe
+    resolved: Recipe
+    source: object  # curate.sources.Source
+    vocab: pl.DataFrame
+    vocab_spec: str
+    chosen: pl.DataFrame
+    knn_arg: str | None  # knn:QUERIES narrows the pool to the rows the queries choose ...
+    target_profile: str  # ... then keeps them as they are (profile natural)
+
+
+@dataclass
+class Draw:
+    """The draw of a build: the chosen ``row, label, key, split``, the targets (the class table so
+    far), the classes that fall short, why rows left, and what the similarity stage measured."""
+
+    picked: pl.DataFrame
+    targets: pl.DataFrame
+    short: pl.DataFrame
+    reasons: dict[str, int]
+    similarity: dict
+
+
+def prepare(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildSetup:
+    """Check the recipe's options, open its source and vocabulary, select its classes."""
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
     caption_mode(recipe.captions)
-    # knn:QUERIES narrows the pool to the rows the queries choose, then keeps them as they are
     knn_arg = split_knn(recipe.profile)
     target_profile = "natural" if knn_arg is not None else recipe.profile
     check_target_options(
@@ -326,7 +375,6 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
-    profile_name, profile_arg = split_profile(target_profile)
     if write:
         from curate.util import check_writable_dir
 
@@ -339,17 +387,41 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
     if recipe.similarity_from is not None:
         check_scores(recipe.similarity_from, vocab_spec)
+    return BuildSetup(recipe, resolved, source, vocab, vocab_spec, chosen, knn_arg, target_profile)
 
-    say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
-    pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
+
+def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
+    """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
+    is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
+    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
+    (``no_text``); with ``strict`` the first one is an error instead."""
+    setup = prepare(recipe, write=write, strict=strict)
+    say(f"build {setup.resolved.name}: {setup.source.name} × {setup.vocab_spec} ({setup.chosen.height} classes), captions {recipe.captions}")
+    pool_multi, reasons = pool_pass(setup.source, setup.vocab, setup.chosen, recipe)
+    drawn = draw_pool(setup, pool_multi, reasons)
+    del pool_multi
+    rows = fetch_rows(setup.source, drawn.picked["row"], text=caption_mode(recipe.captions).columns)
+    manifest = assemble([manifest_part(setup, drawn, rows)], recipe)
+    result = finish_build(setup, drawn, manifest)
+    if write:
+        write_manifest(result, reference=_reference(setup))
+    return result
+
+
+def draw_pool(setup: BuildSetup, pool_multi: pl.DataFrame, reasons: dict[str, int]) -> Draw:
+    """From the settled pool (:func:`pool_pass`) to the drawn rows: the similarity filter, one
+    class per row, the targets and the draw. Works on the pool alone, never the source."""
+    recipe, chosen, knn_arg = setup.recipe, setup.chosen, setup.knn_arg
+    reasons = dict(reasons)
+    profile_name, profile_arg = split_profile(setup.target_profile)
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
-        raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
+        raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {setup.vocab_spec} ({reasons['rows']:,} rows: {left})")
     sim = SimilarityReport()
     if recipe.similarity_from is not None:
         pool_multi = filter_pool(
-            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
+            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=setup.vocab_spec,
             min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
         )
     if profile_name == "metaclip-entry":
@@ -371,7 +443,7 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     )
     by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
     shape = dict(
-        profile=target_profile,
+        profile=setup.target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,
@@ -415,22 +487,24 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
             .drop("_n")
         )
     reasons["not_drawn"] = pool.height - picked.height
-    del pool
-    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
+    return Draw(picked, targets, short, reasons, sim.info)
+
+
+def manifest_part(setup: BuildSetup, drawn: Draw, rows: pl.DataFrame) -> pl.DataFrame:
+    """The manifest rows of the drawn rows found in ``rows`` (:func:`fetch_rows` of the whole
+    source, or of one shard's slice): captions rendered (each row's by its own uid, so a part
+    renders as the whole would), plus ``key`` for :func:`assemble`."""
+    recipe = setup.recipe
+    picked = drawn.picked.filter(pl.col("row").is_in(rows["row"].implode()))
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
     if caption_mode(recipe.captions).lemmas:
         class_cols.append(pl.col("lemmas"))
-    df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
-    del rows
-    df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
+    df = picked.join(rows, on="row", how="left").join(drawn.targets.select("label", *class_cols), on="label", how="left")
+    df = df.sort(["key", "uid", "label"])
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
-    uid = pl.col("uid").cast(pl.Utf8)
-    if recipe.label_policy == "each":
-        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
-        tag = pl.coalesce(pl.col("class_wnid").cast(pl.Utf8), pl.col("label").cast(pl.Utf8))
-        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
-    manifest = df.select(
-        uid.alias("uid"),
+    return df.select(
+        "key",
+        pl.col("uid").cast(pl.Utf8),
         pl.col("label").cast(pl.Int32),
         pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
         pl.col("class_name").cast(pl.Utf8),
@@ -438,16 +512,42 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         pl.col("caption").cast(pl.Utf8).alias("source_caption"),
         pl.col("url").cast(pl.Utf8) if "url" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("url"),
         pl.col("path").cast(pl.Utf8) if "path" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("path"),
-        pl.lit(source.name, dtype=pl.Utf8).alias("source"),
+        pl.lit(setup.source.name, dtype=pl.Utf8).alias("source"),
         pl.col("split").cast(pl.Utf8),
     )
+
+
+def assemble(parts: list[pl.DataFrame], recipe: Recipe) -> pl.DataFrame:
+    """The manifest rows (train and eval) from :func:`manifest_part` parts, in any split of the
+    source: ordered by the seeded key (a shuffle: any prefix of the manifest is a random sample;
+    ties, one caption drawn for several classes, by uid and label)."""
+    df = pl.concat(parts).sort(["key", "uid", "label"]).rechunk()
+    uid = pl.col("uid")
+    if recipe.label_policy == "each":
+        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
+        tag = pl.coalesce(pl.col("wnid"), pl.col("label").cast(pl.Utf8))
+        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
+    return df.with_columns(uid.alias("uid")).select(list(MANIFEST_SCHEMA))
+
+
+def _reference(setup: BuildSetup) -> pl.DataFrame | None:
+    from curate.freq import read_reference
+
+    name, arg = split_profile(setup.target_profile)
+    return read_reference(arg) if name == "match" and arg else None
+
+
+def finish_build(setup: BuildSetup, drawn: Draw, manifest: pl.DataFrame) -> BuildResult:
+    """The class table (targets against what was drawn) and the statistics of an assembled manifest."""
+    from curate.freq import distribution_stats
+
+    recipe = setup.recipe
     train = manifest.filter(pl.col("split") == "train")
     evals = manifest.filter(pl.col("split") == "eval")
-
     achieved = train.group_by("label").agg(pl.len().alias("count"))
     achieved_eval = evals.group_by("label").agg(pl.len().alias("eval_count"))
     table = (
-        targets.join(achieved, on="label", how="left")
+        drawn.targets.join(achieved, on="label", how="left")
         .join(achieved_eval, on="label", how="left")
         .with_columns(pl.col("count").fill_null(0).cast(pl.Int64), pl.col("eval_count").fill_null(0).cast(pl.Int64))
         .with_columns((pl.col("asked") - pl.col("count")).alias("short"))
@@ -457,24 +557,21 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
             pl.col("asked").alias("target"), "count", "short", "eval_target", "eval_count",
         )
     )
-    reference = read_reference(profile_arg) if profile_name == "match" and profile_arg else None
-    stats = distribution_stats(table["count"], reference, names=table["name"].to_list())
+    stats = distribution_stats(table["count"], _reference(setup), names=table["name"].to_list())
     tmax, tmin = int(table["target"].max()), int(table["target"].min())
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    info = dict(drawn.similarity)
     if recipe.embeddings is not None:
         div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
-        sim.info["intra_class_cosine"] = {
+        info["intra_class_cosine"] = {
             "mean": div["mean_cosine"].mean(),
             "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
         }
-    if sim.info:
-        stats["similarity"] = sim.info
-    result = BuildResult(resolved, train, evals, table, stats, reasons, short)
-    if write:
-        write_manifest(result, reference=reference)
-    return result
+    if info:
+        stats["similarity"] = info
+    return BuildResult(setup.resolved, train, evals, table, stats, dict(drawn.reasons), drawn.short)
 
 
 def _check_no_class_emptied(targets: pl.DataFrame, recipe: Recipe) -> None:
