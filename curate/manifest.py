@@ -320,9 +320,12 @@ def _check_unique_ids(source, pool: pl.DataFrame) -> None:
     )
 
 
-def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS) -> pl.DataFrame:
-    """Stream the source again and keep the rows at these positions (with the ``text`` columns)."""
+def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS, bounds: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Stream the source again and keep the rows at these positions (with the ``text`` columns);
+    with ``bounds`` (a shard's ``[start, stop)``) only that slice is read."""
     lf = source.lazy.with_row_index("row")
+    if bounds is not None:
+        lf = lf.slice(bounds[0], bounds[1] - bounds[0])
     names = lf.collect_schema().names()
     cols = ["row", "uid", "caption", "url", "path", *[c for c in text if c in names and c != "caption"]]
     try:

@@ -96,10 +96,15 @@ def build_command(
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first source row whose caption is null or blank, naming it (default: such rows are left out and counted as no_text)."),
+    shard: str | None = typer.Option(None, "--shard", help="Run one shard of a sharded build in --work: i/N (0 <= i < N; a contiguous 1/N of the rows) or slurm (the task of a job array). Before the draw exists it matches its rows (round one); after, it writes its manifest rows (round two)."),
+    work: Path | None = typer.Option(None, "--work", help="The work folder of a sharded build (--shard, --reduce): one every node sees."),
+    reduce: bool = typer.Option(False, "--reduce", help="Sharded build: after round one, draw from every shard's pool (written into --work); after round two, write the manifest folder from the shards' rows."),
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 
     When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall).
+
+    Sharded (the same options every time): every shard with --shard i/N --work DIR, then --reduce --work DIR (the draw), every shard again, then --reduce again: the manifest is the single build's, byte for byte, however the rows were split; a rerun skips completed shards.
     """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
     from curate.errors import CurateError
     from curate.recipe import Recipe
@@ -111,7 +116,45 @@ def build_command(
         options["classes"] = str(class_list)
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
     recipe = base.with_overrides(**options)
+    if shard is not None or reduce or work is not None:
+        _run_sharded(recipe, work=work, shard=shard, reduce=reduce, dry_run=dry_run, strict=strict)
+        return
     _run_build(recipe, dry_run=dry_run, strict=strict)
+
+
+def _run_sharded(recipe, *, work: Path | None, shard: str | None, reduce: bool, dry_run: bool, strict: bool) -> None:
+    from curate import ui
+    from curate.engine.build import reduce_build, run_build_shard
+    from curate.engine.shard import parse_shard
+    from curate.errors import CurateError
+    from curate.sample import ShortfallError
+
+    if work is None:
+        raise CurateError("--shard and --reduce need --work DIR, the sharded build's work folder")
+    if (shard is None) == (not reduce):
+        raise CurateError("--work goes with one of --shard i/N (a shard) and --reduce (the draw, then the manifest)")
+    if dry_run or strict:
+        raise CurateError(f"{'--dry-run' if dry_run else '--strict'} goes with a single build, not --shard or --reduce")
+    if shard is not None:
+        one = parse_shard(shard)
+        run = run_build_shard(recipe, work, one)
+        what = "source rows matched into its pool" if run.round == 1 else "manifest rows written"
+        done = "already complete, skipped" if run.skipped else f"{run.rows:,} {what}"
+        ui.info(f"shard {one}, round {'one' if run.round == 1 else 'two'}, of build {recipe.name or recipe.slug()} in {work}: {done}")
+        return
+    try:
+        stage, out = reduce_build(recipe, work)
+    except ShortfallError as e:
+        _print_shortfall(e)
+        raise
+    if stage == 1:
+        n_train = int((out.picked["split"] == "train").sum())
+        ui.info(
+            f"the draw in {work}: {n_train:,} training and {out.picked.height - n_train:,} eval rows over {out.targets.height} classes; "
+            f"now run every shard again (round two), then --reduce again"
+        )
+    else:
+        _report(out)
 
 
 @app.command("run")
