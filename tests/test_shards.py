@@ -639,3 +639,39 @@ def test_killed_download_leaves_nothing_running_and_reruns(tmp_path: Path) -> No
         release.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.slow
+def test_the_ray_distributor_downloads_through_img2dataset_on_a_local_ray(
+    loopback_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--distributor ray`` hands the download to img2dataset's own Ray distributor (on a local Ray
+    that img2dataset's child starts): every served image arrives, the dead link is counted, and the
+    tensor shards hold what was served (multiprocessing: test_shards_end_to_end_over_http)."""
+    pytest.importorskip("ray")
+    from curate.loader import open_shards
+
+    rows = []
+    for i in range(10):
+        uid, label = f"r-{i:02d}", i % 3
+        if i != 6:  # one dead link
+            (loopback_server.root / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+        rows.append({"uid": uid, "label": label, "caption": f"a {CLASSES[label]} {i}", "url": loopback_server.url(f"{uid}.jpg")})
+    m = tmp_path / "m"
+    m.mkdir()
+    manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+    write_classes(m)
+    args = ["shards", str(m), "--resolution", "32", "-p", "1", "-t", "2", "--shard-size", "4", "-w", "1", "--json", "--distributor", "ray"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    log = (m / "images" / "img2dataset.log").read_text(encoding="utf-8")
+    assert "Started a local Ray instance" in log  # img2dataset's Ray distributor ran the shards
+    (report,) = json.loads(out)["download"]
+    assert report["succeeded"] == 9 and report["failed"] == {"failed_to_download: HTTP Error 404: Not Found": 1}
+    ds = open_shards(m, "train")
+    want = {r["uid"]: r["label"] for i, r in enumerate(rows) if i != 6}
+    assert sorted(ds.uids.tolist()) == sorted(want)
+    images, _ = ds.gather(np.arange(len(ds)))
+    for i, uid in enumerate(ds.uids.tolist()):
+        assert ds.labels[i] == want[uid]
+        assert int(images[i].reshape(3, -1).mean(axis=1).argmax()) == want[uid]  # the image served for it
