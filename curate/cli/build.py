@@ -138,8 +138,8 @@ def _run_sharded(recipe, *, work: Path | None, shard: str | None, reduce: bool, 
     if shard is not None:
         one = parse_shard(shard)
         run = run_build_shard(recipe, work, one)
-        what = "source rows matched into its pool" if run.round == 1 else "manifest rows written"
-        done = "already complete, skipped" if run.skipped else f"{run.rows:,} {what}"
+        what = f"{run.rows:,} source rows read, {run.pooled:,} naming a class (its pool)" if run.round == 1 else f"{run.rows:,} manifest rows written"
+        done = "already complete, skipped" if run.skipped else what
         ui.info(f"shard {one}, round {'one' if run.round == 1 else 'two'}, of build {recipe.name or recipe.slug()} in {work}: {done}")
         return
     try:

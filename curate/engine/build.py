@@ -67,6 +67,7 @@ class ShardRun:
     round: int
     skipped: bool
     rows: int  # round 1: source rows read; round 2: manifest rows written
+    pooled: int = 0  # round 1: rows naming a class of the vocabulary (its pool)
 
 
 def params(setup: BuildSetup) -> dict:
@@ -103,17 +104,18 @@ def run_build_shard(recipe: Recipe, work: str | Path, shard: Shard) -> ShardRun:
         return _run_part(setup, p, *read_draw(work, p), work / PARTS, shard)
     folder = work / POOL
     if _complete(folder, shard, p):
-        return ShardRun(shard, 1, True, json.loads(folder.joinpath(f"{shard.name}.counts.json").read_text(encoding="utf-8"))["rows"])
+        body = json.loads(folder.joinpath(f"{shard.name}.counts.json").read_text(encoding="utf-8"))
+        return ShardRun(shard, 1, True, int(body["rows"]), int(body["pooled"]))
     folder.mkdir(parents=True, exist_ok=True)
     _clear_stale(folder, shard)
     bounds = shard.bounds(_total_rows(setup))
     raw, n_rows, n_text = scan_pool(setup.source, setup.vocab, setup.chosen, recipe, bounds=bounds)
     with atomic_path(output_path(folder, shard)) as tmp:
         raw.write_parquet(tmp, compression="zstd")
-    body = {"shard": shard.index, "shards": shard.count, "start": bounds[0], "rows": n_rows, "text": n_text}
+    body = {"shard": shard.index, "shards": shard.count, "start": bounds[0], "rows": n_rows, "text": n_text, "pooled": raw.height}
     write_text_atomic(folder / f"{shard.name}.counts.json", json.dumps(body, sort_keys=True) + "\n")
     mark_done(folder, shard, p)
-    return ShardRun(shard, 1, False, n_rows)
+    return ShardRun(shard, 1, False, n_rows, raw.height)
 
 
 def _run_part(setup: BuildSetup, p: dict, drawn: Draw, n: int, folder: Path, shard: Shard) -> ShardRun:
