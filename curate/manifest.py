@@ -407,7 +407,7 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     manifest = assemble([manifest_part(setup, drawn, rows)], recipe)
     result = finish_build(setup, drawn, manifest)
     if write:
-        write_manifest(result, reference=_reference(setup))
+        write_manifest(result, reference=profile_reference(setup))
     return result
 
 
@@ -533,7 +533,7 @@ def assemble(parts: list[pl.DataFrame], recipe: Recipe) -> pl.DataFrame:
     return df.with_columns(uid.alias("uid")).select(list(MANIFEST_SCHEMA))
 
 
-def _reference(setup: BuildSetup) -> pl.DataFrame | None:
+def profile_reference(setup: BuildSetup) -> pl.DataFrame | None:
     from curate.freq import read_reference
 
     name, arg = split_profile(setup.target_profile)
@@ -560,7 +560,7 @@ def finish_build(setup: BuildSetup, drawn: Draw, manifest: pl.DataFrame) -> Buil
             pl.col("asked").alias("target"), "count", "short", "eval_target", "eval_count",
         )
     )
-    stats = distribution_stats(table["count"], _reference(setup), names=table["name"].to_list())
+    stats = distribution_stats(table["count"], profile_reference(setup), names=table["name"].to_list())
     tmax, tmin = int(table["target"].max()), int(table["target"].min())
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())

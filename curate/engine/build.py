@@ -34,27 +34,27 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.captions import caption_mode
 from curate.engine.shard import Shard, completed_shards, mark_done, output_path
 from curate.errors import CurateError
 from curate.manifest import (
     BuildResult,
     BuildSetup,
     Draw,
-    _reference,
     assemble,
-    caption_mode,
     check_some_text,
     draw_pool,
     fetch_rows,
     finish_build,
     manifest_part,
     prepare,
+    profile_reference,
     scan_pool,
     settle_pool,
     write_manifest,
 )
 from curate.recipe import Recipe
-from curate.util import atomic_path, write_text_atomic
+from curate.util import atomic_path, check_writable_dir, write_text_atomic
 
 POOL, DRAW, PARTS = "pool", "draw", "parts"
 
@@ -106,7 +106,7 @@ def run_build_shard(recipe: Recipe, work: str | Path, shard: Shard) -> ShardRun:
     if _complete(folder, shard, p):
         body = json.loads(folder.joinpath(f"{shard.name}.counts.json").read_text(encoding="utf-8"))
         return ShardRun(shard, 1, True, int(body["rows"]), int(body["pooled"]))
-    folder.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(folder, option="--work")
     _clear_stale(folder, shard)
     bounds = shard.bounds(_total_rows(setup))
     raw, n_rows, n_text = scan_pool(setup.source, setup.vocab, setup.chosen, recipe, bounds=bounds)
@@ -120,10 +120,10 @@ def run_build_shard(recipe: Recipe, work: str | Path, shard: Shard) -> ShardRun:
 
 def _run_part(setup: BuildSetup, p: dict, drawn: Draw, n: int, folder: Path, shard: Shard) -> ShardRun:
     if shard.count != n:
-        raise CurateError(f"--shard {shard}: the draw in {folder.parent} was made from {n} shards; run round two split the same way ({shard.index}/{n} ...)")
+        raise CurateError(f"--shard {shard}: the draw in {folder.parent} was made from {n} shards; run round two split the same way (--shard i/{n})")
     if _complete(folder, shard, p):
         return ShardRun(shard, 2, True, pl.scan_parquet(output_path(folder, shard)).select(pl.len()).collect().item())
-    folder.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(folder, option="--work")
     _clear_stale(folder, shard)
     bounds = shard.bounds(int(drawn.reasons["rows"]))
     # a row drawn for several classes (label policy each) is read once
@@ -208,7 +208,7 @@ def reduce_build(recipe: Recipe, work: str | Path) -> tuple[int, Draw | BuildRes
         if manifest.height != drawn.picked.height:
             raise CurateError(f"--reduce {work}: the shards' manifest parts hold {manifest.height} rows, the draw {drawn.picked.height}")
         result = finish_build(setup, drawn, manifest)
-        write_manifest(result, reference=_reference(setup))
+        write_manifest(result, reference=profile_reference(setup))
         return 2, result
     folder = work / POOL
     n = completed_shards(folder, what="--reduce: round one,")
