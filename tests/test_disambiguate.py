@@ -68,6 +68,9 @@ def test_part_of_speech_by_use():
         # names: honorifics, capitals inside a caption that is not in capitals
         ("interview with Dr. Banana about fruit", "banana", "name"),
         ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),
+        # a maker's or author's name after "by"
+        ("Landscape Painting By Jane Robin", "American robin", "name"),
+        ("a robin photographed by a birdwatcher", "American robin", "kept"),
         # another sense: the class sense is not the word's common use and nothing speaks for it
         ("the board of directors met on monday", "dining table", "sense"),
         ("a board laden with meals", "dining table", "kept"),

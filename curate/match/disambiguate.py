@@ -443,6 +443,10 @@ def decide(
                 if prev in honorifics and seps[a].strip(" ") in ("", "."):
                     reasons[i] = NAME
                     continue
+                if _after_by(cased, seps, a):
+                    # a maker's or author's name: "painting by Jane Swan", "Designed By Tiger Woods"
+                    reasons[i] = NAME
+                    continue
                 if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]):
                     # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move")
                     reasons[i] = NAME
@@ -486,6 +490,19 @@ def decide(
                 if reasons[i] == KEPT and norm[int(start[i]) : int(end[i])] in named:
                     reasons[i] = NAME
     return reasons
+
+
+def _after_by(cased: list[str], seps: list[str], a: int) -> bool:
+    """Whether the capitalised word ``a`` ends a run of at most three capitalised words joined
+    to a preceding "by"."""
+    k = a - 1
+    while k >= 0 and a - k <= 3 and _joined(seps[k + 1]):
+        if cased[k].lower() == "by":
+            return True
+        if not _is_capitalised(cased[k]):
+            return False
+        k -= 1
+    return False
 
 
 def _head_after(words: list[str], seps, b: int, words_of: tuple) -> str | None:
