@@ -82,6 +82,7 @@ class Recipe:
     embeddings: str | None = None  # the source's caption embeddings (curate embed): knn profile, diversity
     allow_shortfall: bool = False
     allow_empty_classes: bool = False  # let the profile give a class that has rows zero of them
+    keep_unmatched: bool = False  # open world: rows naming no class stay, unlabelled (label -1), all of them
     seed: int = 0
     out_root: str = "manifests"
 
@@ -150,7 +151,7 @@ class Recipe:
         for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
-        for name in ("allow_shortfall", "allow_empty_classes"):
+        for name in ("allow_shortfall", "allow_empty_classes", "keep_unmatched"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
@@ -238,6 +239,8 @@ class Recipe:
             parts.append("gt")
         if self.label_policy != d.label_policy:
             parts.append(self.label_policy)
+        if self.keep_unmatched:
+            parts.append("open")
         if self.match_mode != d.match_mode:
             parts.append(self.match_mode)
         prof = self.profile.split(":", 1)
