@@ -32,6 +32,7 @@ from curate.sample import (
     each_label,
     metaclip_entry_keep,
     sample_rows,
+    sample_unlabelled,
     shortfall,
     single_labels,
     split_profile,
@@ -242,7 +243,7 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
 
 #: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
 #: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
-DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn")
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn", "unmatched_not_drawn")
 
 
 def _needed_text(recipe: Recipe) -> str:
@@ -266,6 +267,7 @@ def describe_reason(key: str, recipe: Recipe) -> str:
         "class_not_selected": "its classes are not selected (--classes)",
         "metaclip_not_kept": f"not kept by MetaCLIP balancing ({recipe.profile})",
         "not_drawn": "not drawn (beyond its class's target)",
+        "unmatched_not_drawn": f"names no class, beyond --unmatched-fraction {recipe.unmatched_fraction:g}" if recipe.unmatched_fraction else "",
         "rows": "source rows read",
     }.get(key, key)
 
@@ -353,11 +355,16 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
 
     say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
     pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
-    # --keep-unmatched: the rows naming no class join the manifest as they are, all of them, after
-    # the draw; the profile, the scale, the similarity filter and the eval split shape the labelled rows
+    # --keep-unmatched: the rows naming no class join the manifest as they are (all of them, or
+    # --unmatched-fraction of them) after the draw; the profile, the scale, the similarity filter
+    # and the eval split shape the labelled rows
     is_unlabelled = (pl.col("label") == UNLABELLED).fill_null(False)
     unlabelled = pool_multi.filter(is_unlabelled).select("row", "key")
     pool_multi = pool_multi.filter(~is_unlabelled)
+    if recipe.unmatched_fraction is not None:
+        kept = sample_unlabelled(unlabelled, recipe.unmatched_fraction)
+        reasons["unmatched_not_drawn"] = unlabelled.height - kept.height
+        unlabelled = kept
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
@@ -646,7 +653,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
                 ["smallest class", _f(s["targets"]["min"]), _f(int(t["count"].min()))],
                 ["max/min (classes with rows)", _f(s["targets"]["max_min_ratio"], 2), _f(s["max_min_ratio"], 2)],
                 ["eval rows (balanced, disjoint)", _f(int(t["eval_target"].sum())), _f(s["eval_total"])],
-                *([["unlabelled training rows (no class, label -1; --keep-unmatched)", "all", _f(s["unlabelled"])]] if "unlabelled" in s else []),
+                *([["unlabelled training rows (no class, label -1; --keep-unmatched)", _unlabelled_asked(r), _f(s["unlabelled"])]] if "unlabelled" in s else []),
             ],
         ),
         "",
@@ -698,6 +705,10 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _unlabelled_asked(r: Recipe) -> str:
+    return "all" if r.unmatched_fraction is None else f"{r.unmatched_fraction:g} of them"
 
 
 def _similarity_lines(info: dict, result: BuildResult) -> str:

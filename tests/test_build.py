@@ -450,3 +450,21 @@ def test_keep_unmatched_with_scale_label_policy_and_caption_modes(pool, tmp_path
     assert r.with_overrides(keep_unmatched=False).keep_unmatched is False and r.with_overrides(keep_unmatched=False).name is None
     code, _, err = run_cli(build_args(pool, tmp_path, "--recipe", str(_write(tmp_path / "r.yaml", "keep_unmatched: sometimes\n"))), capsys)
     assert code == 2 and "keep_unmatched must be true or false, got 'sometimes'" in err
+
+
+def test_unmatched_fraction_keeps_a_nested_share_of_the_unlabelled_rows(pool, tmp_path, capsys):
+    def build(name, *extra):
+        code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--keep-unmatched", "--name", name, *extra), capsys)
+        assert code == 0, err
+        return pl.read_parquet(tmp_path / name / "manifest.parquet")
+
+    # a share of them, a sample that nests; the labelled rows stay as they were
+    full, half, most = build("uf1", "--unmatched-fraction", "1"), build("uf05", "--unmatched-fraction", "0.5"), build("uf08", "--unmatched-fraction", "0.8")
+    none_of = {k: set(m.filter(pl.col("label") == -1)["uid"]) for k, m in (("full", full), ("half", half), ("most", most))}
+    assert (len(none_of["full"]), len(none_of["half"]), len(none_of["most"])) == (50, 25, 40)
+    assert none_of["half"] < none_of["most"] < none_of["full"]
+    assert half.filter(pl.col("label") >= 0).equals(full.filter(pl.col("label") >= 0))
+    assert json.loads((tmp_path / "uf05" / "stats.json").read_text())["dropped"]["unmatched_not_drawn"] == 25
+    assert "names no class, beyond --unmatched-fraction 0.5" in (tmp_path / "uf05" / "card.md").read_text()
+    code, _, err = run_cli(build_args(pool, tmp_path, "--unmatched-fraction", "0.5"), capsys)
+    assert code == 2 and "unmatched_fraction needs keep_unmatched" in err
