@@ -6,8 +6,10 @@ held-out rows, when asked), ``classes.tsv`` / ``classes.parquet`` (target vs ach
 documented in ``manifests/README.md``.
 
 :func:`build` is the ``curate build`` stage. It reads the source twice and never holds it whole:
-pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only;
-the targets and the draw work on that; pass two streams the source again and keeps the drawn rows.
+pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only
+(and, with ``keep_unmatched``, ``row, key`` of the rows naming no class, which join the drawn rows
+unlabelled, ``label`` :data:`UNLABELLED`); the targets and the draw work on the labelled rows; pass
+two streams the source again and keeps the drawn rows.
 Nothing is written until the draw has succeeded, and then the whole folder appears at once.
 """
 
