@@ -468,3 +468,6 @@ def test_unmatched_fraction_keeps_a_nested_share_of_the_unlabelled_rows(pool, tm
     assert "names no class, beyond --unmatched-fraction 0.5" in (tmp_path / "uf05" / "card.md").read_text()
     code, _, err = run_cli(build_args(pool, tmp_path, "--unmatched-fraction", "0.5"), capsys)
     assert code == 2 and "unmatched_fraction needs keep_unmatched" in err
+    code, out, err = run_cli(build_args(pool, tmp_path / "dry", "--keep-unmatched", "--unmatched-fraction", "0.5", "--dry-run"), capsys)
+    assert code == 0, err
+    assert "dry run: pool-fruits-open0p5-exp-r1-template would hold 180 training rows and 25 unlabelled rows; nothing written" in out

@@ -57,7 +57,7 @@ def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
 
         ui.console.print(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
         unlabelled = f" and {result.stats['unlabelled']:,} unlabelled rows" if "unlabelled" in result.stats else ""
-        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written", highlight=False)
+        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written", highlight=False, soft_wrap=True)
     else:
         _report(result)
     return result
