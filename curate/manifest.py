@@ -6,8 +6,10 @@ held-out rows, when asked), ``classes.tsv`` / ``classes.parquet`` (target vs ach
 documented in ``manifests/README.md``.
 
 :func:`build` is the ``curate build`` stage. It reads the source twice and never holds it whole:
-pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only;
-the targets and the draw work on that; pass two streams the source again and keeps the drawn rows.
+pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only
+(and, with ``keep_unmatched``, ``row, key`` of the rows naming no class, which join the drawn rows
+unlabelled, ``label`` :data:`UNLABELLED`); the targets and the draw work on the labelled rows; pass
+two streams the source again and keeps the drawn rows.
 Nothing is written until the draw has succeeded, and then the whole folder appears at once.
 """
 
@@ -32,6 +34,7 @@ from curate.sample import (
     each_label,
     metaclip_entry_keep,
     sample_rows,
+    sample_unlabelled,
     shortfall,
     single_labels,
     split_profile,
@@ -62,6 +65,10 @@ MANIFEST_SCHEMA = {
     "source": pl.Utf8,
     "split": pl.Utf8,
 }
+#: The ``label`` of a row that names no class, kept by ``--keep-unmatched`` (its ``wnid`` and
+#: ``class_name`` are null). The same value in the manifest, the tensor shards and the trainer's
+#: batches: class indices are ``0..K-1``, so any reader can tell the unlabelled rows by ``label < 0``.
+UNLABELLED = -1
 TEXT_COLUMNS = ("title", "tags", "description")
 # folders other stages add to a manifest folder; a rebuild carries them over (they check the
 # manifest's sha256 themselves and start over when it changed)
@@ -156,7 +163,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     """Stream the source once: ``row, key, label, labels`` for rows with the caption mode's text
     and at least one selected class (classes renumbered to the build's; ``label`` when the row has
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
-    rows left the pool, counted."""
+    rows left the pool, counted. With ``keep_unmatched`` the rows naming no class of the
+    vocabulary that have caption text stay too, with ``label`` :data:`UNLABELLED`."""
     raw, n_rows, n_text = scan_pool(source, vocab, chosen, recipe)
     return settle_pool(source, raw, n_rows, n_text, recipe)
 
@@ -167,8 +175,10 @@ def scan_pool(
     """The streaming half of :func:`pool_pass` over the source's rows (or only the rows
     ``[start, stop)`` of ``bounds``, one shard's: their ``row`` stays the position in the whole
     source): ``row, key, n_any, label, labels`` of every row naming a class of the vocabulary
-    (``n_any``: how many; ``label``/``labels`` null when none is selected), the rows read and the
-    rows with the needed text. A shard's tables laid end to end are the whole source's."""
+    (``n_any``: how many; ``label``/``labels`` null when none is selected) and, with
+    ``keep_unmatched``, of every row naming none that has caption text (``n_any`` 0, ``label``
+    :data:`UNLABELLED`), the rows read and the rows with the needed text. A shard's tables laid
+    end to end are the whole source's."""
     from curate import ui
     from curate.pool import matched_pool
     from curate.sources import no_text
@@ -213,6 +223,8 @@ def scan_pool(
             plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
         # the similarity stage joins its scores and embeddings on uid
         with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
+        # a row naming no class stays (--keep-unmatched) when it has its own caption to train on
+        unmatched = (pl.col("n_any") == 0) & pl.col("has_caption") if recipe.keep_unmatched else pl.lit(False)
         plan = (
             plan.select(
                 "row",
@@ -220,8 +232,9 @@ def scan_pool(
                 pl.col("labels").list.len().alias("n_any"),
                 pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
+                *([(~no_text("caption")).alias("has_caption")] if recipe.keep_unmatched else []),
             )
-            .filter(pl.col("n_any") > 0)
+            .filter((pl.col("n_any") > 0) | unmatched)
             .with_columns(pl.col("labels").list.len().alias("n"))
             .select(
                 "row",
@@ -229,7 +242,8 @@ def scan_pool(
                 "key",
                 "n_any",
                 # compact: most rows name one class; only the others keep a list
-                pl.when(pl.col("n") == 1).then(pl.col("labels").list.first()).alias("label"),
+                pl.when(pl.col("n_any") == 0).then(pl.lit(UNLABELLED, dtype=pl.Int32))
+                .when(pl.col("n") == 1).then(pl.col("labels").list.first()).alias("label"),
                 pl.when(pl.col("n") > 1).then(pl.col("labels")).alias("labels"),
             )
         )
@@ -248,17 +262,19 @@ def check_some_text(n_rows: int, n_text: int, recipe: Recipe) -> None:
 def settle_pool(source, raw: pl.DataFrame, n_rows: int, n_text: int, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
     """The other half of :func:`pool_pass`, over the whole source's :func:`scan_pool` table (one
     run's, or the shards' laid end to end): repeated uids refused, rows without a selected class
-    out, the reasons counted."""
-    matched = raw.height
+    out (the unlabelled rows of ``keep_unmatched`` stay), the reasons counted."""
     _check_unique_ids(source, raw)
+    n_unlabelled = int((raw["n_any"] == 0).sum())
+    matched = raw.height - n_unlabelled
     pool = raw.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
-    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched, "class_not_selected": matched - pool.height}
+    selected = pool.height - n_unlabelled
+    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched - n_unlabelled, "class_not_selected": matched - selected}
     return pool, {"rows": n_rows, **reasons}
 
 
 #: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
 #: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
-DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn")
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn", "unmatched_not_drawn")
 
 
 def _needed_text(recipe: Recipe) -> str:
@@ -282,6 +298,7 @@ def describe_reason(key: str, recipe: Recipe) -> str:
         "class_not_selected": "its classes are not selected (--classes)",
         "metaclip_not_kept": f"not kept by MetaCLIP balancing ({recipe.profile})",
         "not_drawn": "not drawn (beyond its class's target)",
+        "unmatched_not_drawn": f"names no class, beyond --unmatched-fraction {recipe.unmatched_fraction:g}" if recipe.unmatched_fraction else "",
         "rows": "source rows read",
     }.get(key, key)
 
@@ -413,10 +430,21 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
 
 def draw_pool(setup: BuildSetup, pool_multi: pl.DataFrame, reasons: dict[str, int]) -> Draw:
     """From the settled pool (:func:`pool_pass`) to the drawn rows: the similarity filter, one
-    class per row, the targets and the draw. Works on the pool alone, never the source."""
+    class per row, the targets and the draw, then the unlabelled rows ``keep_unmatched`` keeps.
+    Works on the pool alone, never the source."""
     recipe, chosen, knn_arg = setup.recipe, setup.chosen, setup.knn_arg
     reasons = dict(reasons)
     profile_name, profile_arg = split_profile(setup.target_profile)
+    # --keep-unmatched: the rows naming no class join the manifest as they are (all of them, or
+    # --unmatched-fraction of them) after the draw; the profile, the scale, the similarity filter
+    # and the eval split shape the labelled rows
+    is_unlabelled = (pl.col("label") == UNLABELLED).fill_null(False)
+    unlabelled = pool_multi.filter(is_unlabelled).select("row", "key")
+    pool_multi = pool_multi.filter(~is_unlabelled)
+    if recipe.unmatched_fraction is not None:
+        kept = sample_unlabelled(unlabelled, recipe.unmatched_fraction)
+        reasons["unmatched_not_drawn"] = unlabelled.height - kept.height
+        unlabelled = kept
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
@@ -490,13 +518,23 @@ def draw_pool(setup: BuildSetup, pool_multi: pl.DataFrame, reasons: dict[str, in
             .drop("_n")
         )
     reasons["not_drawn"] = pool.height - picked.height
+    del pool
+    if unlabelled.height:
+        picked = pl.concat([
+            picked,
+            unlabelled.select(
+                pl.col("row").cast(picked.schema["row"]), pl.lit(UNLABELLED, dtype=pl.Int32).alias("label"),
+                "key", pl.lit("train", dtype=pl.Utf8).alias("split"),
+            ),
+        ])  # fmt: skip
     return Draw(picked, targets, short, reasons, sim.info)
 
 
 def manifest_part(setup: BuildSetup, drawn: Draw, rows: pl.DataFrame) -> pl.DataFrame:
     """The manifest rows of the drawn rows found in ``rows`` (:func:`fetch_rows` of the whole
     source, or of one shard's slice): captions rendered (each row's by its own uid, so a part
-    renders as the whole would), plus ``key`` for :func:`assemble`."""
+    renders as the whole would; an unlabelled row's from its own text), plus ``key`` for
+    :func:`assemble`."""
     recipe = setup.recipe
     picked = drawn.picked.filter(pl.col("row").is_in(rows["row"].implode()))
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
@@ -547,7 +585,8 @@ def finish_build(setup: BuildSetup, drawn: Draw, manifest: pl.DataFrame) -> Buil
     recipe = setup.recipe
     train = manifest.filter(pl.col("split") == "train")
     evals = manifest.filter(pl.col("split") == "eval")
-    achieved = train.group_by("label").agg(pl.len().alias("count"))
+    labelled = train.filter(pl.col("label") != UNLABELLED)
+    achieved = labelled.group_by("label").agg(pl.len().alias("count"))
     achieved_eval = evals.group_by("label").agg(pl.len().alias("eval_count"))
     table = (
         drawn.targets.join(achieved, on="label", how="left")
@@ -565,9 +604,11 @@ def finish_build(setup: BuildSetup, drawn: Draw, manifest: pl.DataFrame) -> Buil
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    if recipe.keep_unmatched:
+        stats["unlabelled"] = train.height - labelled.height  # not a class: outside every statistic above
     info = dict(drawn.similarity)
     if recipe.embeddings is not None:
-        div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
+        div = manifest_diversity(labelled, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
         info["intra_class_cosine"] = {
             "mean": div["mean_cosine"].mean(),
             "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
@@ -719,6 +760,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
                 ["smallest class", _f(s["targets"]["min"]), _f(int(t["count"].min()))],
                 ["max/min (classes with rows)", _f(s["targets"]["max_min_ratio"], 2), _f(s["max_min_ratio"], 2)],
                 ["eval rows (balanced, disjoint)", _f(int(t["eval_target"].sum())), _f(s["eval_total"])],
+                *([["unlabelled training rows (no class, label -1; --keep-unmatched)", _unlabelled_asked(r), _f(s["unlabelled"])]] if "unlabelled" in s else []),
             ],
         ),
         "",
@@ -727,7 +769,12 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         f"top-10% classes' share {_f(s['top10pct_share'])}, median {_f(s['median'], 1)}, "
         f"classes without rows {s['zero_count_classes']}"
         + (f", smallest non-zero {int(nz.min())}" if len(nz) else "")
-        + ".",
+        + "."
+        + (
+            f" The manifest also holds {_f(s['unlabelled'])} unlabelled rows, captions naming no class, kept with their own "
+            "text for contrastive training (label -1, no wnid or class name); they are no class and in none of these figures."
+            if "unlabelled" in s else ""
+        ),
     ]
     if "reference" in s:
         ref = s["reference"]
@@ -765,6 +812,10 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _unlabelled_asked(r: Recipe) -> str:
+    return "all" if r.unmatched_fraction is None else f"{r.unmatched_fraction:g} of them"
 
 
 def _similarity_lines(info: dict, result: BuildResult) -> str:

@@ -4,6 +4,7 @@ resumes, skipping completed shards; a work folder of another build is refused.""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,9 @@ RECIPES = {
     "exp": ["--imbalance", "10", "--eval-per-class", "2", "--captions", "synset"],
     # a caption drawn for two classes (two rows, one uid), a seeded sample of rows, the title
     "each-rows": ["--label-policy", "each", "--profile", "natural", "--sampling", "rows", "--total", "150", "--captions", "title+cname"],
+    # open world: a seeded share of the rows naming no fruit, unlabelled, captioned by their own
+    # title, or their source caption where they have none
+    "open": ["--keep-unmatched", "--unmatched-fraction", "0.6", "--imbalance", "5", "--eval-per-class", "1", "--captions", "title+cname"],
 }
 
 
@@ -81,6 +85,12 @@ def test_a_sharded_build_is_the_single_build_however_split(source, tmp_path, cap
     assert rows.height > 100 and rows["uid"].n_unique() == rows.height
     if name == "each-rows":
         assert rows["uid"].str.contains("#").sum() > 0  # a caption drawn for both its classes
+    elif name == "open":
+        stats = json.loads((tmp_path / "m" / name / "stats.json").read_text(encoding="utf-8"))
+        open_rows = rows.filter(pl.col("label") == -1)
+        assert 0 < open_rows.height == stats["stats"]["unlabelled"] and stats["dropped"]["unmatched_not_drawn"] > 0
+        assert open_rows["source_caption"].str.starts_with("nothing to see here").all()
+        assert set(open_rows["caption"].str.starts_with("My photo")) == {True, False}  # own title, else own caption
     else:
         assert pl.read_parquet(tmp_path / "m" / name / "eval.parquet").height == 12
     shutil.rmtree(tmp_path / "m" / name)

@@ -21,6 +21,7 @@ def _report(result) -> None:
         f"{result.out}: {s['total']:,} training rows over {s['classes']} classes "
         f"(max {s['max']:,}, min {int(result.classes['count'].min()):,}, max/min {ratio}, Gini {s['gini']:.3f})"
         + (f", {s['eval_total']:,} eval rows" if s["eval_total"] else "")
+        + (f", {s['unlabelled']:,} unlabelled rows (--keep-unmatched)" if "unlabelled" in s else "")
         + (f"; {s['short_classes']} class(es) short (--allow-shortfall)" if s["short_classes"] else ""),
         highlight=False,
         soft_wrap=True,
@@ -55,7 +56,8 @@ def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
         from curate import ui
 
         ui.console.print(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
-        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows; nothing written", highlight=False)
+        unlabelled = f" and {result.stats['unlabelled']:,} unlabelled rows" if "unlabelled" in result.stats else ""
+        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written", highlight=False, soft_wrap=True)
     else:
         _report(result)
     return result
@@ -92,6 +94,8 @@ def build_command(
     embeddings: str | None = typer.Option(None, "--embeddings", help="The source's caption embeddings (curate embed): needed by --profile knn:QUERIES; adds intra-class similarity to the card."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
     allow_empty_classes: bool | None = typer.Option(None, "--allow-empty-classes/--no-allow-empty-classes", help="Let the profile give classes that have rows in the pool zero training rows (an extreme --imbalance) instead of failing."),
+    keep_unmatched: bool | None = typer.Option(None, "--keep-unmatched/--no-keep-unmatched", help="Open world (the study's YFCC-15M beside YFCC-15M-Cls): keep every row whose caption names no class, unlabelled (label -1), with its own text, in the training split, all of them (or --unmatched-fraction); the profile, --total/--fraction and --eval-per-class shape the labelled rows only (default: such rows are left out, no_class)."),
+    unmatched_fraction: float | None = typer.Option(None, "--unmatched-fraction", help="--keep-unmatched: keep this share F in (0, 1] of the rows naming no class, a seeded random sample that nests (for open-world scale ablations, with --fraction F) (default: all of them)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
@@ -139,6 +143,8 @@ def _run_sharded(recipe, *, work: Path | None, shard: str | None, reduce: bool, 
         one = parse_shard(shard)
         run = run_build_shard(recipe, work, one)
         what = f"{run.rows:,} source rows read, {run.pooled:,} naming a class (its pool)" if run.round == 1 else f"{run.rows:,} manifest rows written"
+        if run.round == 1 and recipe.keep_unmatched:
+            what += f", {run.unlabelled:,} naming none, kept unlabelled (--keep-unmatched)"
         done = "already complete, skipped" if run.skipped else what
         ui.info(f"shard {one}, round {'one' if run.round == 1 else 'two'}, of build {recipe.name or recipe.slug()} in {work}: {done}")
         return
@@ -148,10 +154,12 @@ def _run_sharded(recipe, *, work: Path | None, shard: str | None, reduce: bool, 
         _print_shortfall(e)
         raise
     if stage == 1:
-        n_train = int((out.picked["split"] == "train").sum())
+        n_eval = int((out.picked["split"] == "eval").sum())
+        n_unlabelled = int((out.picked["label"] < 0).sum())
         ui.info(
-            f"the draw in {work}: {n_train:,} training and {out.picked.height - n_train:,} eval rows over {out.targets.height} classes; "
-            f"now run every shard again (round two), then --reduce again"
+            f"the draw in {work}: {out.picked.height - n_eval - n_unlabelled:,} training and {n_eval:,} eval rows over {out.targets.height} classes"
+            + (f", {n_unlabelled:,} unlabelled training rows (--keep-unmatched)" if recipe.keep_unmatched else "")
+            + "; now run every shard again (round two), then --reduce again"
         )
     else:
         _report(out)

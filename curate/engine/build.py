@@ -10,7 +10,9 @@ of smallest key *among all shards*, which no shard can tell alone (a threshold f
 would keep about, not exactly, the target). So it runs once, on the shards' pools laid end to end
 (a few bytes per matched row, what a single build holds), and the result cannot depend on the split:
 the pool's rows keep their positions in the whole source, and every key and caption comes from a
-row's own uid.
+row's own uid. With ``keep_unmatched`` a shard's pool also holds its rows naming no class that
+have caption text (``label`` -1); the draw sets them beside the labelled draw (all, or the nested
+share ``unmatched_fraction`` keeps, by the same seeded keys), so they too are the single build's.
 
 The work folder (one every node sees) holds, each file written through a temporary name:
 
@@ -68,6 +70,7 @@ class ShardRun:
     skipped: bool
     rows: int  # round 1: source rows read; round 2: manifest rows written
     pooled: int = 0  # round 1: rows naming a class of the vocabulary (its pool)
+    unlabelled: int = 0  # round 1, keep_unmatched: rows naming none, kept for the draw (label -1)
 
 
 def params(setup: BuildSetup) -> dict:
@@ -105,17 +108,19 @@ def run_build_shard(recipe: Recipe, work: str | Path, shard: Shard) -> ShardRun:
     folder = work / POOL
     if _complete(folder, shard, p):
         body = json.loads(folder.joinpath(f"{shard.name}.counts.json").read_text(encoding="utf-8"))
-        return ShardRun(shard, 1, True, int(body["rows"]), int(body["pooled"]))
+        return ShardRun(shard, 1, True, int(body["rows"]), int(body["pooled"]), int(body["unlabelled"]))
     check_writable_dir(folder, option="--work")
     _clear_stale(folder, shard)
     bounds = shard.bounds(_total_rows(setup))
     raw, n_rows, n_text = scan_pool(setup.source, setup.vocab, setup.chosen, recipe, bounds=bounds)
     with atomic_path(output_path(folder, shard)) as tmp:
         raw.write_parquet(tmp, compression="zstd")
-    body = {"shard": shard.index, "shards": shard.count, "start": bounds[0], "rows": n_rows, "text": n_text, "pooled": raw.height}
+    unlabelled = int((raw["n_any"] == 0).sum())
+    pooled = raw.height - unlabelled
+    body = {"shard": shard.index, "shards": shard.count, "start": bounds[0], "rows": n_rows, "text": n_text, "pooled": pooled, "unlabelled": unlabelled}
     write_text_atomic(folder / f"{shard.name}.counts.json", json.dumps(body, sort_keys=True) + "\n")
     mark_done(folder, shard, p)
-    return ShardRun(shard, 1, False, n_rows, raw.height)
+    return ShardRun(shard, 1, False, n_rows, pooled, unlabelled)
 
 
 def _run_part(setup: BuildSetup, p: dict, drawn: Draw, n: int, folder: Path, shard: Shard) -> ShardRun:
