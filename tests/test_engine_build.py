@@ -157,3 +157,17 @@ def test_a_work_folder_of_another_build_is_refused(source, tmp_path, capsys):
     ):
         code, _, err = run_cli([*args, *extra], capsys)
         assert code == 2 and message in err, (extra, err)
+
+
+def test_a_sharded_build_reads_its_rows_of_a_labels_file(source, tmp_path, capsys):
+    # labels matched once by curate match: each shard reads its slice, the manifest is the matching build's
+    src, vocab = source
+    code, _, err = run_cli(["match", str(src), "--vocab", str(vocab), "--out", str(tmp_path / "labels.parquet")], capsys)
+    assert code == 0, err
+    args = _args(source, tmp_path / "m", "exp")
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    same = ("manifest.parquet", "eval.parquet", "classes.tsv")
+    matched = {k: v for k, v in _files(tmp_path / "m" / "exp").items() if k in same}
+    _sharded([*args, "--labels-from", str(tmp_path / "labels.parquet"), "--out-root", str(tmp_path / "f")], tmp_path / "work", 2, capsys)
+    assert {k: v for k, v in _files(tmp_path / "f" / "exp").items() if k in same} == matched
