@@ -34,7 +34,6 @@ import json
 import lzma
 import re
 import shutil
-import tarfile
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -424,6 +423,8 @@ _TAR_SCHEMA = {"key": pl.Utf8, "caption": pl.Utf8, "url": pl.Utf8, "path": pl.Ut
 
 def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
     """One row per webdataset sample: caption from KEY.txt (or KEY.json's caption), url from KEY.json."""
+    import tarfile  # here: the module costs 20 ms of every start-up
+
     try:
         tar = tarfile.open(f.path, mode="r|*")
     except (tarfile.TarError, OSError) as e:
@@ -477,6 +478,8 @@ def _tar_rows(f: _File) -> Iterator[dict[str, str | None]]:
 
 
 def _read_tar(f: _File) -> pl.LazyFrame:
+    import tarfile
+
     from polars.io.plugins import register_io_source
 
     _check_nonempty(f)
