@@ -36,7 +36,8 @@ import threading
 import numpy as np
 
 from curate.match import kernels
-from curate.match.disambiguate import _is_collection, _is_thing, _word_sets
+from curate.match.disambiguate import _CAMEL, _is_collection, _is_thing, _joined, _tokens, _word_sets
+from curate.match.kernels import _BYTE_INDEX, _HASH_MUL, _HASH_SEED, _HIGHS8, _ONES8, _SPACES8, _load_u64
 from curate.match.lexicon import (
     can_head,
     is_noun,
@@ -58,21 +59,24 @@ MAX_ROUNDS = 8
 # word flags
 W_KNOWN, W_DET, W_HON, W_FUNC, W_COORD, W_QUAL, W_DEPICT, W_DIGIT = (1 << k for k in range(8))
 W_NOUN, W_HEAD, W_PROPER, W_VERB_ONLY, W_PART, W_SING_DEPICT = (1 << k for k in range(8, 14))
-W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON = (1 << k for k in range(14, 19))
+W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON, W_CTX_ANY, W_HYP_ANY = (1 << k for k in range(14, 21))
 N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 
-# facts about (sense, word): key kind; value 0 unknown, 1 false, 2 true (CTX, HYP: only true ones)
-F_CTX, F_HYP, F_LK, F_RK, F_LH, F_RH, F_KIN = range(1, 8)
+# per token of the original: its case (T_) and the separator before it (S_), as decide reads them
+T_UPPER1, T_ALPHA1, T_CAPS, T_CAMEL = 1, 2, 4, 8
+S_JOINED, S_HON, S_SENT, S_APOS = 16, 32, 64, 128
+
+# facts about (sense, word), bits of one entry: known-bit and value-bit per question
+B_CTX, B_HYP = 1, 2  # set only when true
+B_LK, B_RK, B_LH, B_RH, B_KIN = 4, 16, 64, 256, 1024  # known; the value is the next bit
 # what the loop asks for: (kind, x, y)
-Q_WORD, Q_PROFILE, Q_HYPER, Q_THING, Q_COLL = range(11, 16)  # word: x, y = its bytes in the raw buffer
-# fact kinds F_LK..F_KIN are asked as (kind, sense, word id)
+Q_WORD, Q_ROW, Q_PROFILE, Q_HYPER, Q_THING, Q_COLL = range(101, 107)  # word: x, y = its bytes in the buffer
+# a fact is asked as (its known-bit, sense, word id)
 
 PENDING, PYTHON = -1, -2  # reasons the loop writes for captions it did not decide
+KEPT, SENSE, NAME, MODIFIER = 0, 2, 3, 4  # decide's codes (DROP_REASONS)
 
-_SEED = np.uint64(0xCBF29CE484222325)
-_PRIME = np.uint64(0x100000001B3)
-_KIND_SHIFT = np.uint64(58)
-_SENSE_SHIFT = np.uint64(29)
+_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
 def enabled() -> bool:
@@ -86,7 +90,8 @@ def _load():
         return None
     from numba.extending import register_jitable
 
-    for helper in (_word_hash, _probe_word, _fact, _ask, _joined, _is_upper, _decide_one, _head_after):
+    kernels._compile_load_u64()
+    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _unhtml, _raw_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
     return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
@@ -97,36 +102,64 @@ def _load():
 
 
 def _word_hash(buf, lo, hi):
-    h = _SEED
-    for j in range(lo, hi):
-        c = buf[j]
-        if 65 <= c <= 90:
-            c += 32
-        h = (h ^ np.uint64(c)) * _PRIME
+    """The hash of buf[lo:hi] as :func:`_next_word` computes it while reading a normalised word:
+    little-endian chunks of 8 bytes, the last holding the remaining 0-7 (kernels' word hash)."""
+    h = _HASH_SEED
+    c = lo
+    while True:
+        n = min(8, hi - c)
+        w = np.uint64(0)
+        for t in range(n):
+            w |= np.uint64(buf[c + t]) << np.uint64(8 * t)
+        h = (h ^ w) * _HASH_MUL
+        if n < 8:
+            break
+        c += 8
     h ^= h >> np.uint64(32)
-    if h == 0:
-        h = np.uint64(1)
-    return h
+    return h | np.uint64(1)
 
 
-def _probe_word(wkeys, wvals, blob, blob_off, raw, lo, hi):
-    """The id of the lower-cased word raw[lo:hi], or -1."""
-    h = _word_hash(raw, lo, hi)
-    mask = len(wkeys) - 1
-    slot = np.int64(h & np.uint64(mask))
-    while wkeys[slot] != 0:
-        if wkeys[slot] == h:
-            v = wvals[slot]
+def _next_word(norm, q):
+    """(hash, end) of the normalised word starting at ``q`` (it ends at the next space), read 8
+    bytes at a time as :func:`curate.match.kernels._word_find` does."""
+    size = len(norm)
+    h = _HASH_SEED
+    while True:
+        if q + 8 <= size:
+            w = _load_u64(norm, q)
+        else:  # the buffer's last bytes: pad with spaces, never read past it
+            w = np.uint64(0)
+            for t in range(8):
+                c = norm[q + t] if q + t < size else 32
+                w |= np.uint64(c) << np.uint64(8 * t)
+        x = w ^ _SPACES8
+        marks = (x - _ONES8) & ~x & _HIGHS8  # exact for the lowest space byte
+        if marks == 0:
+            h = (h ^ w) * _HASH_MUL
+            q += 8
+            continue
+        below = ((marks & (~marks + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
+        h = (h ^ (w & below)) * _HASH_MUL
+        q += np.int64(((below + np.uint64(1)) * _BYTE_INDEX) >> np.uint64(56))
+        break
+    h ^= h >> np.uint64(32)
+    return h | np.uint64(1), q
+
+
+def _probe(words, blob, blob_off, buf, lo, hi, h):
+    """The id of the word buf[lo:hi] (whose hash is ``h``), or -1."""
+    mask = len(words) - 1
+    slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+    while words[slot, 0] != 0:
+        if words[slot, 0] == h:
+            v = np.int64(words[slot, 1])
             if v > 0:
                 i = v - 1
                 a = blob_off[i]
                 if blob_off[i + 1] - a == hi - lo:
                     same = True
                     for t in range(hi - lo):
-                        c = raw[lo + t]
-                        if 65 <= c <= 90:
-                            c += 32
-                        if blob[a + t] != c:
+                        if blob[a + t] != buf[lo + t]:
                             same = False
                             break
                     if same:
@@ -135,15 +168,16 @@ def _probe_word(wkeys, wvals, blob, blob_off, raw, lo, hi):
     return -1
 
 
-def _fact(fkeys, fvals, kind, sense, wid):
-    key = (np.uint64(kind) << _KIND_SHIFT) | (np.uint64(sense) << _SENSE_SHIFT) | np.uint64(wid)
-    h = key * np.uint64(0x9E3779B97F4A7C15)
+def _fact(facts, sense, wid):
+    """The fact bits of (sense, word id); 0 when none are known."""
+    key = ((np.uint64(sense) + np.uint64(1)) << np.uint64(32)) | np.uint64(wid)
+    h = key * _MUL
     h ^= h >> np.uint64(31)
-    mask = len(fkeys) - 1
+    mask = len(facts) - 1
     slot = np.int64(h & np.uint64(mask))
-    while fkeys[slot] != 0:
-        if fkeys[slot] == key:
-            return fvals[slot]
+    while facts[slot, 0] != 0:
+        if facts[slot, 0] == key:
+            return np.int64(facts[slot, 1])
         slot = (slot + 1) & mask
     return 0
 
@@ -157,39 +191,165 @@ def _ask(req, nreq, kind, x, y):
     nreq[0] = n + 1
 
 
-def _joined(raw, lo, hi):
-    """``disambiguate._joined`` of the separator raw[lo:hi]."""
-    i = lo
-    while i < hi and raw[i] == 32:
-        i += 1
-    j = hi
-    while j > i and raw[j - 1] == 32:
-        j -= 1
-    if i == j:
-        return True
-    if j - i == 1:
+def _unhtml(raw, p0, p1, dec):
+    """``decide``'s text of a caption with ``&`` or ``<`` into ``dec``: ``html.unescape``, then HTML
+    tags to spaces; its length, or -1 when Python must read it (non-ASCII, an entity other than
+    ``&amp;``, ``&quot;``, ``&apos;`` or a decimal one of printable ASCII other than ``<``, ``>``)."""
+    n = 0
+    i = p0
+    while i < p1:
         c = raw[i]
-        if c == 95 or c == 39:
-            return True
-        if c == 45:
-            return hi - lo == 1
-    return False
+        if c >= 128:
+            return -1
+        if c != 38:
+            dec[n] = c
+            n += 1
+            i += 1
+            continue
+        d = raw[i + 1] if i + 1 < p1 else 32
+        if d == 9 or d == 10 or d == 12 or d == 32 or d == 60 or d == 38 or d == 59:
+            dec[n] = 38  # "&" before what no entity starts with stays "&"
+            n += 1
+            i += 1
+        elif d == 35:  # "&#"
+            j = i + 2
+            v = 0
+            while j < p1 and 48 <= raw[j] <= 57 and j - i < 9:
+                v = v * 10 + raw[j] - 48
+                j += 1
+            if j == i + 2:
+                if j < p1 and (raw[j] == 120 or raw[j] == 88):
+                    return -1  # a hexadecimal reference
+                dec[n] = 38
+                n += 1
+                i += 1
+                continue
+            if (j < p1 and 48 <= raw[j] <= 57) or v < 32 or v > 126 or v == 60 or v == 62:
+                return -1
+            if j < p1 and raw[j] == 59:
+                j += 1
+            dec[n] = v
+            n += 1
+            i = j
+        else:  # a named reference: the run of characters html.unescape reads as its name
+            j = i + 1
+            while j < p1 and j - i <= 33:
+                e = raw[j]
+                if e == 9 or e == 10 or e == 12 or e == 32 or e == 60 or e == 38 or e == 35 or e == 59:
+                    break
+                j += 1
+            if j >= p1 or raw[j] != 59:
+                return -1
+            k = j - i - 1
+            if k == 3 and raw[i + 1] == 97 and raw[i + 2] == 109 and raw[i + 3] == 112:
+                dec[n] = 38  # &amp;
+            elif k == 4 and raw[i + 1] == 113 and raw[i + 2] == 117 and raw[i + 3] == 111 and raw[i + 4] == 116:
+                dec[n] = 34  # &quot;
+            elif k == 4 and raw[i + 1] == 97 and raw[i + 2] == 112 and raw[i + 3] == 111 and raw[i + 4] == 115:
+                dec[n] = 39  # &apos;
+            else:
+                return -1
+            n += 1
+            i = j + 1
+    # tags (``<[A-Za-z/!][^<>]*>``) to one space each
+    m = 0
+    i = 0
+    while i < n:
+        c = dec[i]
+        if c == 60 and i + 1 < n:
+            d = dec[i + 1]
+            if (65 <= d <= 90) or (97 <= d <= 122) or d == 47 or d == 33:
+                j = i + 2
+                while j < n and dec[j] != 60 and dec[j] != 62:
+                    j += 1
+                if j < n and dec[j] == 62:
+                    dec[m] = 32
+                    m += 1
+                    i = j + 1
+                    continue
+        dec[m] = c
+        m += 1
+        i += 1
+    return m
 
 
-def _is_upper(c):
-    return 65 <= c <= 90
+def _raw_bits(raw, p0, p1, bits, nt, html):
+    """The T_/S_ bits of the tokens of a plain ASCII caption raw[p0:p1] (runs of letters and digits, and the
+    separator before each), as :func:`row_bits` computes them. False for a caption with non-ASCII
+    bytes, or ``&`` or ``<`` unless ``html`` (the text is decoded already), or without ``nt`` tokens."""
+    k = 0
+    prev = p0
+    j = p0
+    while j < p1:
+        c = raw[j]
+        if not ((48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)):
+            if c >= 128 or (not html and (c == 38 or c == 60)):
+                return False  # non-ASCII, or HTML still to decode
+            j += 1
+            continue
+        s0 = j
+        up = False
+        low = False
+        camel = False
+        while j < p1 and ((48 <= raw[j] <= 57) or (65 <= raw[j] <= 90) or (97 <= raw[j] <= 122)):
+            if 65 <= raw[j] <= 90:
+                up = True
+                if j > s0 and 97 <= raw[j - 1] <= 122:
+                    camel = True
+            elif 97 <= raw[j]:
+                low = True
+            j += 1
+        if k >= nt:
+            return False
+        f = 0
+        if 65 <= raw[s0] <= 90:
+            f |= T_UPPER1
+        if raw[s0] >= 65:
+            f |= T_ALPHA1
+        if up and not low and j - s0 > 1:
+            f |= T_CAPS
+        if camel:
+            f |= T_CAMEL
+        # the separator raw[prev:s0]: strip(" "), and strip() of all ASCII whitespace
+        i = prev
+        e = s0
+        while i < e and raw[i] == 32:
+            i += 1
+        while e > i and raw[e - 1] == 32:
+            e -= 1
+        if i == e:
+            f |= S_JOINED | S_HON
+        elif e - i == 1:
+            c = raw[i]
+            if c == 95 or c == 39 or (c == 45 and s0 - prev == 1):
+                f |= S_JOINED
+            if c == 46:
+                f |= S_HON
+            if c == 39 and s0 - prev == 1:
+                f |= S_APOS
+        e = s0
+        while e > prev and (raw[e - 1] == 32 or 9 <= raw[e - 1] <= 13 or 28 <= raw[e - 1] <= 31):
+            e -= 1
+        if e > prev:
+            c = raw[e - 1]
+            if c == 46 or c == 33 or c == 63 or c == 58:
+                f |= S_SENT
+        bits[k] = f
+        k += 1
+        prev = j
+    return k == nt
 
 
-def _head_after(raw, sep_lo, ts, te, wid, wflags, nt, b, req, nreq):
+def _head_after(norm, ws, we, bits, wid, wflags, nt, b, req, nreq):
     """``disambiguate._head_after``: the head's word id, -1 for none, -2 when a flag is missing."""
     while True:
-        if b >= nt or not _joined(raw, sep_lo[b], ts[b]):
+        if b >= nt or not (bits[b] & S_JOINED):
             return -1
         f = wflags[wid[b]]
         if f & W_COORD:
             if b + 1 < nt:
                 fn = wflags[wid[b + 1]]
-                if not (fn & W_FUNC) and _joined(raw, sep_lo[b + 1], ts[b + 1]) and (fn & W_NOUN):
+                if not (fn & W_FUNC) and (bits[b + 1] & S_JOINED) and (fn & W_NOUN):
                     b += 2
                     continue
             return -1
@@ -199,16 +359,16 @@ def _head_after(raw, sep_lo, ts, te, wid, wflags, nt, b, req, nreq):
         stop = min(nt, b + 4)
         k = b
         while k < stop:
-            if k > b and (not _joined(raw, sep_lo[k], ts[k]) or (wflags[wid[k]] & (W_FUNC | W_COORD))):
+            if k > b and (not (bits[k] & S_JOINED) or (wflags[wid[k]] & (W_FUNC | W_COORD))):
                 break
             w = wid[k]
             f = wflags[w]
             if f & (W_QUAL | W_PROPER | W_VERB_ONLY):
                 break
-            if te[k] - ts[k] == 1 and (raw[ts[k]] | 32) == 115 and ts[k] - sep_lo[k] == 1 and raw[sep_lo[k]] == 39:
-                break  # a possessive "'s"
+            if we[k] - ws[k] == 1 and norm[ws[k]] == 115 and (bits[k] & S_APOS):
+                break  # a possessive: "the tiger's cub" is the tiger's
             if f & W_PART:
-                if (f & W_NOUN) and k + 1 < nt and _joined(raw, sep_lo[k + 1], ts[k + 1]) and (wflags[wid[k + 1]] & W_NOUN):
+                if (f & W_NOUN) and k + 1 < nt and (bits[k + 1] & S_JOINED) and (wflags[wid[k + 1]] & W_NOUN):
                     k += 1
                     continue
                 break
@@ -226,13 +386,13 @@ def _head_after(raw, sep_lo, ts, te, wid, wflags, nt, b, req, nreq):
 
 
 def _decide_one(
-    raw, sep_lo, ts, te, wid, nt, a, b, s, wflags, wbase, wsing, fkeys, fvals,
+    norm, ws, we, bits, wid, nt, a, b, s, wflags, wbase, wsing, facts,
     plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific, style, req, nreq,
 ):
     """One mention's reason (``disambiguate.decide``'s steps, in its order), or PENDING."""
     # 1. sense
     if plural_only[s]:
-        return 2
+        return SENSE
     as_noun = a > 0 and (wflags[wid[a - 1]] & (W_DET | W_DIGIT)) != 0
     need = needs_ctx_noun[s] if as_noun else needs_ctx[s]
     if need:
@@ -241,124 +401,94 @@ def _decide_one(
             _ask(req, nreq, Q_PROFILE, s, 0)
             return PENDING
         if ps == 2:
-            return 2
+            return SENSE
         found = False
         for k in range(nt):
             x = wid[k]
             for e in (x, wbase[x]):
+                if not (wflags[e] & W_CTX_ANY):
+                    continue
                 own = False
                 for t in range(a, b):
                     if wid[t] == e:
                         own = True
                         break
-                if not own and _fact(fkeys, fvals, F_CTX, s, e) != 0:
+                if not own and (_fact(facts, s, e) & B_CTX):
                     found = True
                     break
             if found:
                 break
         if not found:
-            return 2
+            return SENSE
     # 2. name
-    if _is_upper(raw[ts[a]]):
+    if bits[a] & T_UPPER1:
         honorific = (wflags[wid[a - 1]] & W_HON) != 0 if a > 0 else empty_honorific
-        if honorific:
-            i = sep_lo[a]
-            j = ts[a]
-            while i < j and raw[i] == 32:
-                i += 1
-            while j > i and raw[j - 1] == 32:
-                j -= 1
-            if i == j or (j - i == 1 and raw[i] == 46):
-                return 3
-        if a > 0 and _joined(raw, sep_lo[a], ts[a]):
-            for j in range(ts[a - 1], te[a - 1] - 1):
-                if 97 <= raw[j] <= 122 and _is_upper(raw[j + 1]):
-                    return 3  # after a brand written in camel case
+        if honorific and (bits[a] & S_HON):
+            return NAME
+        if a > 0 and (bits[a - 1] & T_CAMEL) and (bits[a] & S_JOINED):
+            return NAME  # after a brand written in camel case
         if style[0] < 0:
             n_alpha = 0
-            n_upper = 0
-            n_cap = 0
+            n_caps = 0
+            n_upper1 = 0
             for k in range(nt):
-                c = raw[ts[k]]
-                if (65 <= c <= 90) or (97 <= c <= 122):
+                if bits[k] & T_ALPHA1:
                     n_alpha += 1
-                    if _is_upper(c):
-                        n_cap += 1
-                    if te[k] - ts[k] > 1:
-                        up = False
-                        low = False
-                        for j in range(ts[k], te[k]):
-                            if _is_upper(raw[j]):
-                                up = True
-                            elif 97 <= raw[j] <= 122:
-                                low = True
-                        if up and not low:
-                            n_upper += 1
+                    if bits[k] & T_CAPS:
+                        n_caps += 1
+                    if bits[k] & T_UPPER1:
+                        n_upper1 += 1
             n_alpha = max(1, n_alpha)
-            style[0] = 1 if n_upper / n_alpha < 0.5 else 0
-            style[1] = 1 if n_cap <= 0.34 * n_alpha else 0
+            style[0] = 1 if n_caps / n_alpha < 0.5 else 0
+            style[1] = 1 if n_upper1 <= 0.34 * n_alpha else 0
         if style[0] == 1:
             all_caps = True
             for k in range(a, b):
-                up = False
-                low = False
-                for j in range(ts[k], te[k]):
-                    if _is_upper(raw[j]):
-                        up = True
-                    elif 97 <= raw[j] <= 122:
-                        low = True
-                if not (up and not low and te[k] - ts[k] > 1):
+                if not (bits[k] & T_CAPS):
                     all_caps = False
                     break
             if all_caps:
-                return 3
-        if style[1] == 1 and a > 0 and _joined(raw, sep_lo[a], ts[a]):
-            j = ts[a]
-            while j > sep_lo[a] and (raw[j - 1] == 32 or 9 <= raw[j - 1] <= 13 or 28 <= raw[j - 1] <= 31):
-                j -= 1
-            sentence_start = j > sep_lo[a] and (raw[j - 1] == 46 or raw[j - 1] == 33 or raw[j - 1] == 63 or raw[j - 1] == 58)
-            neighbour_caps = _is_upper(raw[ts[a - 1]]) or (
-                b < nt and _is_upper(raw[ts[b]]) and _joined(raw, sep_lo[b], ts[b])
+                return NAME
+        if style[1] == 1 and a > 0 and (bits[a] & S_JOINED):
+            neighbour_caps = (bits[a - 1] & T_UPPER1) != 0 or (
+                b < nt and (bits[b] & T_UPPER1) != 0 and (bits[b] & S_JOINED) != 0
             )
-            if not sentence_start and neighbour_caps:
-                return 3
+            if not (bits[a] & S_SENT) and neighbour_caps:
+                return NAME
     # 3. compounds WordNet knows
     before = wid[a - 1] if a > 0 else -1
     after = wid[b] if b < nt else -1
-    lk = 1
-    rk = 1
-    if before >= 0:
-        lk = _fact(fkeys, fvals, F_LK, s, before)
-        if lk == 0:
-            _ask(req, nreq, F_LK, s, before)
-    if after >= 0:
-        rk = _fact(fkeys, fvals, F_RK, s, after)
-        if rk == 0:
-            _ask(req, nreq, F_RK, s, after)
-    if lk == 0 or rk == 0:
+    fb = _fact(facts, s, before) if before >= 0 else 0
+    fa = _fact(facts, s, after) if after >= 0 else 0
+    missing = False
+    if before >= 0 and not (fb & B_LK):
+        _ask(req, nreq, B_LK, s, before)
+        missing = True
+    if after >= 0 and not (fa & B_RK):
+        _ask(req, nreq, B_RK, s, after)
+        missing = True
+    if missing:
         return PENDING
-    if lk == 2 or rk == 2:
+    if (fb & (B_LK << 1)) or (fa & (B_RK << 1)):
         other = 0
         if before >= 0:
-            lh = _fact(fkeys, fvals, F_LH, s, before)
-            if lh == 0:
-                _ask(req, nreq, F_LH, s, before)
+            if not (fb & B_LH):
+                _ask(req, nreq, B_LH, s, before)
                 return PENDING
-            if lh == 2:
+            if fb & (B_LH << 1):
                 other = 1
         if other == 0 and after >= 0:
-            rh = _fact(fkeys, fvals, F_RH, s, after)
-            if rh == 0:
-                _ask(req, nreq, F_RH, s, after)
+            if not (fa & B_RH):
+                _ask(req, nreq, B_RH, s, after)
                 return PENDING
-            if rh == 2:
+            if fa & (B_RH << 1):
                 other = 2
-        if other == 1 and _joined(raw, sep_lo[a], ts[a]):
-            return 4
-        if other == 2 and _joined(raw, sep_lo[b], ts[b]):
-            return 4
+        if other == 1 and (bits[a] & S_JOINED):
+            return MODIFIER
+        if other == 2 and (bits[b] & S_JOINED):
+            return MODIFIER
     # 4. modifier
-    head = _head_after(raw, sep_lo, ts, te, wid, wflags, nt, b, req, nreq)
+    head = _head_after(norm, ws, we, bits, wid, wflags, nt, b, req, nreq)
     if head == -2:
         return PENDING
     if head >= 0:
@@ -374,88 +504,84 @@ def _decide_one(
                 hyper = False
                 for t in range(wsing.shape[1]):
                     x = wsing[head, t]
-                    if x >= 0 and _fact(fkeys, fvals, F_HYP, s, x) != 0:
+                    if x >= 0 and (wflags[x] & W_HYP_ANY) and (_fact(facts, s, x) & B_HYP):
                         hyper = True
                         break
                 if not hyper:
-                    kin = _fact(fkeys, fvals, F_KIN, s, head)
-                    if kin == 0:
-                        _ask(req, nreq, F_KIN, s, head)
+                    fk = fa if head == after else _fact(facts, s, head)
+                    if not (fk & B_KIN):
+                        _ask(req, nreq, B_KIN, s, head)
                         return PENDING
-                    if kin == 1:
-                        return 4
-    return 0
+                    if not (fk & (B_KIN << 1)):
+                        return MODIFIER
+    return KEPT
 
 
 def _cascade_rows(
-    raw, raw_off, norm_off, grp_ptr, grp_row, m_start, m_end, m_sense,
-    wkeys, wvals, blob, blob_off, wflags, wbase, wsing, fkeys, fvals,
-    plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific,
-    reasons, req, nreq,
+    raw, raw_off, norm, norm_off, grp_ptr, grp_row, m_start, m_end, m_sense, sp_ptr, sp_bits,
+    words, blob, blob_off, wflags, wbase, wsing, facts, prof_state, hyp_state,
+    plural_only, needs_ctx, needs_ctx_noun, empty_honorific, reasons, req, nreq,
 ):
     """Decide the mentions of each group (one caption's, ``grp_ptr``): a reason code each, or
     PENDING for every mention of a caption that needs more from the tables (asked for in ``req``),
-    or PYTHON for one this loop does not read (non-ASCII, HTML, words that do not line up)."""
+    or PYTHON for one whose mentions do not fall on its words.
+
+    Words are read from the normalised buffer (as ``decide`` reads them); their case and the
+    separators between them from the original, through the T_/S_ bits: computed here for plain
+    ASCII captions, by Python (:func:`row_bits`, ``sp_bits[sp_ptr[g]:]``) for the others."""
     max_len = 1
+    max_raw = 1
     max_grp = 1
     for g in range(len(grp_row)):
         r = grp_row[g]
-        max_len = max(max_len, raw_off[r + 1] - raw_off[r])
+        max_len = max(max_len, norm_off[r + 1] - norm_off[r])
+        max_raw = max(max_raw, raw_off[r + 1] - raw_off[r])
         max_grp = max(max_grp, grp_ptr[g + 1] - grp_ptr[g])
     cap = max_len // 2 + 2
-    ts = np.empty(cap, np.int64)
-    te = np.empty(cap, np.int64)
-    sep_lo = np.empty(cap, np.int64)
-    nstart = np.empty(cap, np.int64)
+    ws = np.empty(cap, np.int64)
+    we = np.empty(cap, np.int64)
     wid = np.empty(cap, np.int64)
+    bits = np.empty(cap, np.int64)
     ma = np.empty(max_grp, np.int64)
     mb = np.empty(max_grp, np.int64)
     style = np.empty(2, np.int64)
+    dec = np.empty(max_raw, np.uint8)
     for g in range(len(grp_row)):
         lo = grp_ptr[g]
         hi = grp_ptr[g + 1]
         r = grp_row[g]
-        p0 = raw_off[r]
-        p1 = raw_off[r + 1]
-        plain = True
-        for j in range(p0, p1):
-            c = raw[j]
-            if c >= 128 or c == 38 or c == 60:
-                plain = False
-                break
-        if not plain:
-            reasons[lo:hi] = PYTHON
-            continue
-        # tokens: runs of ASCII letters and digits (``[^\W_]+`` on ASCII text)
+        # the normalised caption's words (one space between, one pad each side)
+        q0 = norm_off[r] + 1
+        q1 = norm_off[r + 1] - 1
         nt = 0
         missing = False
         python = False
-        total = 0
-        prev = p0
-        j = p0
-        while j < p1:
-            c = raw[j]
-            if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122):
-                s0 = j
-                while j < p1 and ((48 <= raw[j] <= 57) or (65 <= raw[j] <= 90) or (97 <= raw[j] <= 122)):
-                    j += 1
-                w = _probe_word(wkeys, wvals, blob, blob_off, raw, s0, j)
-                if w < 0 or not (wflags[w] & W_KNOWN):
-                    _ask(req, nreq, Q_WORD, s0, j)
+        j = q0
+        while j < q1:
+            h, e = _next_word(norm, j)
+            w = _probe(words, blob, blob_off, norm, j, e, h)
+            if w < 0 or not (wflags[w] & W_KNOWN):
+                _ask(req, nreq, Q_WORD, j, e)
+                missing = True
+            elif wflags[w] & W_PYTHON:
+                python = True
+            ws[nt] = j
+            we[nt] = e
+            wid[nt] = w
+            nt += 1
+            j = e + 1
+        if sp_ptr[g] >= 0:
+            for k in range(nt):
+                bits[k] = sp_bits[sp_ptr[g] + k]
+        else:
+            p0 = raw_off[r]
+            p1 = raw_off[r + 1]
+            if not _raw_bits(raw, p0, p1, bits, nt, False):
+                n_dec = _unhtml(raw, p0, p1, dec)
+                if n_dec < 0 or not _raw_bits(dec, 0, n_dec, bits, nt, True):
+                    _ask(req, nreq, Q_ROW, g, r)
                     missing = True
-                elif wflags[w] & W_PYTHON:
-                    python = True
-                ts[nt] = s0
-                te[nt] = j
-                sep_lo[nt] = prev
-                nstart[nt] = total
-                wid[nt] = w
-                total += j - s0 + 1
-                prev = j
-                nt += 1
-            else:
-                j += 1
-        if python or norm_off[r + 1] - norm_off[r] != (total + 1 if nt else 1):
+        if python:
             reasons[lo:hi] = PYTHON
             continue
         if missing:
@@ -466,9 +592,9 @@ def _cascade_rows(
             a = -1
             b = -1
             for k in range(nt):
-                if nstart[k] == m_start[i]:
+                if ws[k] - q0 == m_start[i]:
                     a = k
-                if nstart[k] + te[k] - ts[k] == m_end[i]:
+                if we[k] - q0 == m_end[i]:
                     b = k + 1
                     break
             if a < 0 or b <= a:
@@ -483,9 +609,8 @@ def _cascade_rows(
         pending = False
         for i in range(lo, hi):
             got = _decide_one(
-                raw, sep_lo, ts, te, wid, nt, ma[i - lo], mb[i - lo], m_sense[i], wflags, wbase, wsing,
-                fkeys, fvals, plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific,
-                style, req, nreq,
+                norm, ws, we, bits, wid, nt, ma[i - lo], mb[i - lo], m_sense[i], wflags, wbase, wsing, facts,
+                plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific, style, req, nreq,
             )
             if got == PENDING:
                 pending = True
@@ -495,10 +620,10 @@ def _cascade_rows(
             continue
         # a word written once as a name is that name throughout its caption
         for i in range(lo, hi):
-            if reasons[i] != 3:
+            if reasons[i] != NAME:
                 continue
             for i2 in range(lo, hi):
-                if reasons[i2] != 0 or mb[i2 - lo] - ma[i2 - lo] != mb[i - lo] - ma[i - lo]:
+                if reasons[i2] != KEPT or mb[i2 - lo] - ma[i2 - lo] != mb[i - lo] - ma[i - lo]:
                     continue
                 same = True
                 for t in range(mb[i - lo] - ma[i - lo]):
@@ -506,36 +631,39 @@ def _cascade_rows(
                         same = False
                         break
                 if same:
-                    reasons[i2] = 3
+                    reasons[i2] = NAME
 
 
-def _insert_words(wkeys, wvals, blob, blob_off, first, last):
+def _insert_words(words, blob, blob_off, first, last):
     """Publish words first..last-1 (their bytes already in ``blob``): value, then key."""
-    mask = len(wkeys) - 1
+    mask = len(words) - 1
     for i in range(first, last):
         h = _word_hash(blob, blob_off[i], blob_off[i + 1])
-        slot = np.int64(h & np.uint64(mask))
-        while wkeys[slot] != 0:
+        slot = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+        while words[slot, 0] != 0:
             slot = (slot + 1) & mask
-        wvals[slot] = i + 1
-        wkeys[slot] = h
+        words[slot, 1] = np.uint64(i + 1)
+        words[slot, 0] = h
 
 
-def _insert_facts(fkeys, fvals, keys, vals):
-    """Add (key, value) pairs not yet in the table (value, then key); returns how many were new."""
-    mask = len(fkeys) - 1
+def _insert_facts(facts, sense, wid, bits):
+    """OR ``bits`` into the entries of (sense, word id), adding the missing ones (value, then
+    key); returns how many were added."""
+    mask = len(facts) - 1
     added = 0
-    for n in range(len(keys)):
-        key = keys[n]
-        h = key * np.uint64(0x9E3779B97F4A7C15)
+    for n in range(len(sense)):
+        key = ((np.uint64(sense[n]) + np.uint64(1)) << np.uint64(32)) | np.uint64(wid[n])
+        h = key * _MUL
         h ^= h >> np.uint64(31)
         slot = np.int64(h & np.uint64(mask))
-        while fkeys[slot] != 0 and fkeys[slot] != key:
+        while facts[slot, 0] != 0 and facts[slot, 0] != key:
             slot = (slot + 1) & mask
-        if fkeys[slot] == 0:
-            fvals[slot] = vals[n]
-            fkeys[slot] = key
+        if facts[slot, 0] == 0:
+            facts[slot, 1] = np.uint64(bits[n])
+            facts[slot, 0] = key
             added += 1
+        else:
+            facts[slot, 1] |= np.uint64(bits[n])
     return added
 
 
@@ -543,13 +671,44 @@ def _insert_facts(fkeys, fvals, keys, vals):
 # the tables, filled from Python
 
 
-def _fact_keys(kind, sense, wid) -> np.ndarray:
-    """The facts table's keys of (kind, sense, word id), arrays or scalars alike."""
-    return (
-        (np.asarray(kind).astype(np.uint64) << _KIND_SHIFT)
-        | (np.asarray(sense).astype(np.uint64) << _SENSE_SHIFT)
-        | np.asarray(wid).astype(np.uint64)
-    )
+def row_bits(caption: str, n_words: int) -> list[int]:
+    """The T_/S_ bits of a caption's tokens as ``decide`` reads them (``_tokens``); where the
+    original's words do not line up, ``decide`` reads no case and joins every word: so do these."""
+    cased, seps = _tokens(caption, n_words)
+    if cased is None:
+        return [S_JOINED] * n_words
+    if len(_TOKEN_BITS) > 1 << 16:
+        _TOKEN_BITS.clear()
+    if len(_SEP_BITS) > 1 << 12:
+        _SEP_BITS.clear()
+    out = []
+    for w, sep in zip(cased, seps):
+        t = _TOKEN_BITS.get(w)
+        u = _SEP_BITS.get(sep)
+        out.append((_token_bits(w) if t is None else t) | (_sep_bits(sep) if u is None else u))
+    return out
+
+
+_TOKEN_BITS: dict[str, int] = {}
+_SEP_BITS: dict[str, int] = {}
+
+
+def _token_bits(w: str) -> int:
+    f = T_UPPER1 if w[:1].isupper() else 0
+    f |= T_ALPHA1 if w[:1].isalpha() else 0
+    f |= T_CAPS if w.isupper() and len(w) > 1 else 0
+    f |= T_CAMEL if _CAMEL.search(w) else 0
+    _TOKEN_BITS[w] = f
+    return f
+
+
+def _sep_bits(sep: str) -> int:
+    f = S_JOINED if _joined(sep) else 0
+    f |= S_HON if sep.strip(" ") in ("", ".") else 0
+    f |= S_SENT if sep.strip().endswith((".", "!", "?", ":")) else 0
+    f |= S_APOS if sep == "'" else 0
+    _SEP_BITS[sep] = f
+    return f
 
 
 class _Tables:
@@ -560,15 +719,13 @@ class _Tables:
         self.words: list[str] = []
         self.blob_used = 0
         self.n_facts = 0
-        self.wkeys = np.zeros(1 << 12, dtype=np.uint64)
-        self.wvals = np.zeros(1 << 12, dtype=np.int64)
+        self.table = np.zeros((1 << 12, 2), dtype=np.uint64)  # word hash, id + 1
         self.blob = np.zeros(1 << 15, dtype=np.uint8)
         self.blob_off = np.zeros((1 << 11) + 1, dtype=np.int64)
         self.wflags = np.zeros(1 << 11, dtype=np.int64)
         self.wbase = np.zeros(1 << 11, dtype=np.int64)
         self.wsing = np.full((1 << 11, N_SING), -1, dtype=np.int64)
-        self.fkeys = np.zeros(1 << 14, dtype=np.uint64)
-        self.fvals = np.zeros(1 << 14, dtype=np.int64)
+        self.facts = np.zeros((1 << 14, 2), dtype=np.uint64)  # (sense + 1) << 32 | word id, bits
         self.prof_state = np.zeros(n_senses, dtype=np.uint8)
         self.hyp_state = np.zeros(n_senses, dtype=np.uint8)
         # what the loop reads, swapped whole (readers never see a grown array beside an old one)
@@ -576,8 +733,8 @@ class _Tables:
 
     def arrays(self) -> tuple:
         return (
-            self.wkeys, self.wvals, self.blob, self.blob_off, self.wflags, self.wbase, self.wsing,
-            self.fkeys, self.fvals, self.prof_state, self.hyp_state,
+            self.table, self.blob, self.blob_off, self.wflags, self.wbase, self.wsing, self.facts,
+            self.prof_state, self.hyp_state,
         )
 
 
@@ -597,40 +754,58 @@ class CompiledCascade:
     # -- the loop ------------------------------------------------------------------------------
 
     def decide(
-        self, raw: np.ndarray, raw_off: np.ndarray, norm_off: np.ndarray,
+        self, captions, raw: np.ndarray, raw_off: np.ndarray, norm: np.ndarray, norm_off: np.ndarray,
         row: np.ndarray, start: np.ndarray, end: np.ndarray, sense: np.ndarray,
     ) -> np.ndarray:
-        """Reason codes per mention (ordered by row), PYTHON where ``decide`` must answer."""
+        """Reason codes per mention (ordered by row), PYTHON where ``decide`` must answer.
+        ``captions``: the batch (a polars Series), read only for captions with HTML or non-ASCII
+        text; ``raw``/``raw_off`` its bytes, ``norm``/``norm_off`` the normalised buffer."""
         cascade_rows, _, _ = _load()
         n = len(row)
         reasons = np.full(n, PENDING, dtype=np.int8)
         cut = np.flatnonzero(row[1:] != row[:-1]) + 1
         grp_ptr = np.concatenate(([0], cut, [n])).astype(np.int64)
         grp_row = row[grp_ptr[:-1]].astype(np.int64)
+        sp_ptr = np.full(len(grp_row), -1, dtype=np.int64)  # per group: its T_/S_ bits in sp_bits
+        sp_bits = np.zeros(0, dtype=np.int64)
         todo = np.arange(len(grp_row), dtype=np.int64)  # groups still pending
         for _ in range(MAX_ROUNDS):
             t = self.tables
-            arrays = t.snapshot
+            snapshot = t.snapshot
             sub_ptr, sub_idx = _sub_groups(grp_ptr, todo)
             sub_reasons = np.empty(len(sub_idx), dtype=np.int8)
             req = np.empty((len(sub_idx) * 4 + 64, 3), dtype=np.int64)
             nreq = np.zeros(1, dtype=np.int64)
             cascade_rows(
-                raw, raw_off, norm_off, sub_ptr, grp_row[todo], start[sub_idx], end[sub_idx], sense[sub_idx],
-                *arrays[:9], self.plural_only, self.needs_ctx, self.needs_ctx_noun, *arrays[9:], self.empty_honorific, sub_reasons, req, nreq,
+                raw, raw_off, norm, norm_off, sub_ptr, grp_row[todo], start[sub_idx], end[sub_idx], sense[sub_idx],
+                sp_ptr[todo], sp_bits, *snapshot, self.plural_only, self.needs_ctx, self.needs_ctx_noun,
+                self.empty_honorific, sub_reasons, req, nreq,
             )
             reasons[sub_idx] = sub_reasons
-            still = sub_reasons[sub_ptr[:-1]] == PENDING if len(todo) else np.zeros(0, dtype=bool)
+            still = sub_reasons[sub_ptr[:-1]] == PENDING
+            req = req[: min(int(nreq[0]), len(req))]
+            rows_asked = req[req[:, 0] == Q_ROW]
+            if len(rows_asked):
+                # captions with HTML or non-ASCII text: their bits as decide's tokeniser reads them
+                groups = todo[rows_asked[:, 1]]
+                texts = captions.gather(rows_asked[:, 2]).to_list()
+                new: list[int] = []
+                for g, r, text in zip(groups.tolist(), rows_asked[:, 2].tolist(), texts):
+                    body = norm[norm_off[r] + 1 : norm_off[r + 1] - 1]
+                    sp_ptr[g] = len(sp_bits) + len(new)
+                    new += row_bits(text or "", int(np.count_nonzero(body == 32)) + 1 if len(body) else 0)
+                sp_bits = np.concatenate([sp_bits, np.asarray(new, dtype=np.int64)])
             todo = todo[still]
             if not len(todo):
                 break
-            self._fill(t, raw, req[: min(int(nreq[0]), len(req))])
+            self._fill(t, norm, req)
         reasons[reasons == PENDING] = PYTHON
         return reasons
 
     # -- filling the tables --------------------------------------------------------------------
 
-    def _fill(self, t: _Tables, raw: np.ndarray, req: np.ndarray) -> None:
+    def _fill(self, t: _Tables, norm: np.ndarray, req: np.ndarray) -> None:
+        req = req[req[:, 0] != Q_ROW]
         if not len(req):
             return
         req = np.unique(req, axis=0)
@@ -640,32 +815,34 @@ class CompiledCascade:
             if len(t.words) > MAX_WORDS:
                 self.tables = _Tables(len(self.plural_only))
                 return
-            self._fill_locked(t, raw, req)
+            try:
+                self._fill_locked(t, norm, req)
+            finally:
+                t.snapshot = t.arrays()
 
-    def _fill_locked(self, t: _Tables, raw: np.ndarray, req: np.ndarray) -> None:
-        try:
-            kind = req[:, 0]
-            words = sorted({raw[a:b].tobytes().decode("ascii").lower() for a, b in req[kind == Q_WORD, 1:]})
-            if words:
-                self._add_words(t, words)
-            for s in req[kind == Q_PROFILE, 1].tolist():
-                self._add_profile(t, s)
-            for s in req[kind == Q_HYPER, 1].tolist():
-                self._add_hypernyms(t, s)
-            for w in req[kind == Q_THING, 1].tolist():
-                if not t.wflags[w] & W_THING_KNOWN:
-                    t.wflags[w] |= W_THING_KNOWN | (W_THING if _is_thing(t.words[w]) else 0)
-            for w in req[kind == Q_COLL, 1].tolist():
-                if not t.wflags[w] & W_COLL_KNOWN:
-                    t.wflags[w] |= W_COLL_KNOWN | (W_COLL if _is_collection(t.words[w]) else 0)
-            facts = req[(kind >= F_LK) & (kind <= F_KIN)]
-            if len(facts):
-                ask = {F_LK: self._left_known, F_RK: self._right_known, F_LH: self._left_other,
-                       F_RH: self._right_other, F_KIN: self.table.kindred}
-                vals = np.array([1 + bool(ask[k](s, t.words[w])) for k, s, w in facts.tolist()], dtype=np.int64)
-                self._add_facts(t, _fact_keys(facts[:, 0], facts[:, 1], facts[:, 2]), vals)
-        finally:
-            t.snapshot = t.arrays()
+    def _fill_locked(self, t: _Tables, norm: np.ndarray, req: np.ndarray) -> None:
+        kind = req[:, 0]
+        words = sorted({norm[a:b].tobytes().decode("utf-8") for a, b in req[kind == Q_WORD, 1:]})
+        if words:
+            self._add_words(t, words)
+        for s in req[kind == Q_PROFILE, 1].tolist():
+            self._add_profile(t, s)
+        for s in req[kind == Q_HYPER, 1].tolist():
+            self._add_hypernyms(t, s)
+        for w in req[kind == Q_THING, 1].tolist():
+            if not t.wflags[w] & W_THING_KNOWN:
+                t.wflags[w] |= W_THING_KNOWN | (W_THING if _is_thing(t.words[w]) else 0)
+        for w in req[kind == Q_COLL, 1].tolist():
+            if not t.wflags[w] & W_COLL_KNOWN:
+                t.wflags[w] |= W_COLL_KNOWN | (W_COLL if _is_collection(t.words[w]) else 0)
+        facts = req[np.isin(kind, (B_LK, B_RK, B_LH, B_RH, B_KIN))]
+        if len(facts):
+            ask = {B_LK: self._left_known, B_RK: self._right_known, B_LH: self._left_other,
+                   B_RH: self._right_other, B_KIN: self.table.kindred}
+            bits = np.array(
+                [k | (k << 1 if ask[k](s, t.words[w]) else 0) for k, s, w in facts.tolist()], dtype=np.int64
+            )
+            self._add_facts(t, facts[:, 1], facts[:, 2], bits)
 
     def _left_known(self, sense: int, word: str) -> bool:
         return self.table.compound_known(sense, word, "left")
@@ -698,10 +875,10 @@ class CompiledCascade:
                 t.wbase[i] = i
                 t.ids[w] = i
                 t.words.append(w)
-            if 2 * last > len(t.wkeys):
+            if 2 * last > len(t.table):
                 self._rehash_words(t, last)
             else:
-                insert_words(t.wkeys, t.wvals, t.blob, t.blob_off, first, last)
+                insert_words(t.table, t.blob, t.blob_off, first, last)
         return [t.ids[w] for w in words]
 
     def _grow_words(self, t: _Tables, n: int, n_bytes: int) -> None:
@@ -725,18 +902,15 @@ class CompiledCascade:
             off = np.zeros(size + 1, dtype=np.int64)
             off[: old + 1] = t.blob_off
             t.blob_off = off
-            # the hash table's values index these arrays: a fresh table goes with them
-            self._rehash_words(t, len(t.words))
 
     def _rehash_words(self, t: _Tables, n: int) -> None:
         _, insert_words, _ = _load()
-        size = len(t.wkeys)
+        size = len(t.table)
         while size < 2 * n + 2:
             size *= 2
-        wkeys = np.zeros(size, dtype=np.uint64)
-        wvals = np.zeros(size, dtype=np.int64)
-        insert_words(wkeys, wvals, t.blob, t.blob_off, 0, n)
-        t.wkeys, t.wvals = wkeys, wvals
+        table = np.zeros((size, 2), dtype=np.uint64)
+        insert_words(table, t.blob, t.blob_off, 0, n)
+        t.table = table
 
     def _add_words(self, t: _Tables, words: list[str]) -> None:
         depiction, honorifics, function_words, coordinators, qualifiers, determiners = _word_sets()
@@ -759,10 +933,10 @@ class CompiledCascade:
             flags |= W_PART if is_participle(w) else 0
             flags |= W_SING_DEPICT if set(forms) & depiction else 0
             flags |= W_PYTHON if len(forms) > N_SING else 0
-            rows.append((w, base, forms, flags))
-        ids = self._ids(t, [x for w, base, forms, _ in rows for x in (w, base, *forms)])
+            rows.append((base, forms, flags))
+        ids = self._ids(t, [x for w, (base, forms, _) in zip(words, rows) for x in (w, base, *forms)])
         pos = 0
-        for _w, _base, forms, flags in rows:
+        for _base, forms, flags in rows:
             i, b = ids[pos], ids[pos + 1]
             sing = ids[pos + 2 : pos + 2 + len(forms)]
             pos += 2 + len(forms)
@@ -772,39 +946,41 @@ class CompiledCascade:
             t.wsing[i, : min(len(sing), N_SING)] = sing[:N_SING]
             t.wflags[i] |= flags  # last: the flags publish the word's features
 
-    def _add_facts(self, t: _Tables, keys: np.ndarray, vals: np.ndarray) -> None:
+    def _add_facts(self, t: _Tables, sense: np.ndarray, wid: np.ndarray, bits: np.ndarray) -> None:
         _, _, insert_facts = _load()
-        if 2 * (t.n_facts + len(keys)) > len(t.fkeys):
-            size = len(t.fkeys)
-            while size < 2 * (t.n_facts + len(keys)) + 2:
+        sense, wid, bits = (np.ascontiguousarray(x, dtype=np.int64) for x in (sense, wid, bits))
+        if 2 * (t.n_facts + len(sense)) > len(t.facts):
+            size = len(t.facts)
+            while size < 2 * (t.n_facts + len(sense)) + 2:
                 size *= 2
-            fkeys = np.zeros(size, dtype=np.uint64)
-            fvals = np.zeros(size, dtype=np.int64)
-            live = t.fkeys != 0
-            insert_facts(fkeys, fvals, t.fkeys[live], t.fvals[live])
-            insert_facts(fkeys, fvals, keys.astype(np.uint64), vals.astype(np.int64))
-            t.fkeys, t.fvals = fkeys, fvals
-            t.n_facts = int((fkeys != 0).sum())
+            facts = np.zeros((size, 2), dtype=np.uint64)
+            live = t.facts[t.facts[:, 0] != 0]
+            old_sense = (live[:, 0] >> np.uint64(32)).astype(np.int64) - 1
+            old_wid = (live[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            insert_facts(facts, old_sense, old_wid, live[:, 1].astype(np.int64))
+            t.n_facts = len(live) + int(insert_facts(facts, sense, wid, bits))
+            t.facts = facts
             return
-        t.n_facts += int(insert_facts(t.fkeys, t.fvals, keys.astype(np.uint64), vals.astype(np.int64)))
+        t.n_facts += int(insert_facts(t.facts, sense, wid, bits))
 
-    def _add_set(self, t: _Tables, kind: int, sense: int, words) -> None:
+    def _add_set(self, t: _Tables, bit: int, flag: int, sense: int, words) -> None:
         ids = np.asarray(self._ids(t, sorted(words)), dtype=np.int64)
         if len(ids):
-            self._add_facts(t, _fact_keys(kind, np.full(len(ids), sense), ids), np.full(len(ids), 2, dtype=np.int64))
+            self._add_facts(t, np.full(len(ids), sense), ids, np.full(len(ids), bit))
+            t.wflags[ids] |= flag  # after the facts: a flagged word's facts are there
 
     def _add_profile(self, t: _Tables, sense: int) -> None:
         if t.prof_state[sense]:
             return
         prof = self.table.profile(sense)
         if prof is not None:
-            self._add_set(t, F_CTX, sense, prof.context)
+            self._add_set(t, B_CTX, W_CTX_ANY, sense, prof.context)
         t.prof_state[sense] = 1 if prof is not None else 2
 
     def _add_hypernyms(self, t: _Tables, sense: int) -> None:
         if t.hyp_state[sense]:
             return
-        self._add_set(t, F_HYP, sense, self.table.hypernym_words(sense))
+        self._add_set(t, B_HYP, W_HYP_ANY, sense, self.table.hypernym_words(sense))
         t.hyp_state[sense] = 1
 
 

@@ -184,7 +184,7 @@ class Matcher:
                         self._cascade.append(cascade.CompiledCascade(self.sense_table))
             s = captions if captions.dtype == pl.Utf8 else captions.cast(pl.Utf8)
             raw, raw_off = raw_buffer(s)
-            reasons = self._cascade[0].decide(raw, raw_off, offsets, row, start, end, sense)
+            reasons = self._cascade[0].decide(s, raw, raw_off, data, offsets, row, start, end, sense)
             left = np.flatnonzero(reasons == cascade.PYTHON)
         else:
             reasons = np.zeros(len(row), dtype=np.int8)
@@ -198,7 +198,8 @@ class Matcher:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cascade"] = []  # the compiled cascade's tables are per process
+        state["_automata"] = []  # built per process (numba's tables, automata), never pickled
+        state["_cascade"] = []  # likewise the compiled cascade's tables
         return state
 
     def _mentions(self, data: np.ndarray, offsets: np.ndarray) -> Mentions:
