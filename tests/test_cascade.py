@@ -65,6 +65,11 @@ def _assert_same(matcher, captions, monkeypatch, *, min_mentions: int = 1) -> No
 def test_real_captions(matcher, monkeypatch):
     captions = pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list()
     _assert_same(matcher, captions, monkeypatch, min_mentions=300)
+    # once its tables hold what these captions need, the compiled loop decides every mention
+    state = matcher._cascade[0]
+    before = (state.decided, state.left)
+    n = len(matcher.candidates(pl.Series(captions)).row)
+    assert state.left == before[1] and state.decided >= before[0] + n - 50  # vetoed ones never reach it
 
 
 def test_generated_captions(matcher, in1k, monkeypatch):
@@ -130,6 +135,7 @@ def test_tables_that_start_over_and_pickled_matchers_decide_alike(in1k, monkeypa
     tables are per process: a pickled matcher carries none and builds them again."""
     captions = pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list()
     fresh = compile_matcher(in1k)
+    fresh._cascade.clear()  # tables from nothing
     monkeypatch.setattr(cascade, "MAX_WORDS", 200)
     monkeypatch.setattr(cascade, "COMPILED", False)
     want = fresh.candidates(pl.Series(captions)).reason

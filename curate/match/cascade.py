@@ -29,6 +29,7 @@ give the same reason codes (tests/test_cascade.py checks them side by side).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import threading
@@ -36,7 +37,16 @@ import threading
 import numpy as np
 
 from curate.match import kernels
-from curate.match.disambiguate import _CAMEL, _is_collection, _is_thing, _joined, _tokens, _word_sets
+from curate.match.disambiguate import (
+    _CAMEL,
+    _LIVING,
+    WORDNET_LOCK,
+    _is_collection,
+    _is_thing,
+    _joined,
+    _tokens,
+    _word_sets,
+)
 from curate.match.kernels import _BYTE_INDEX, _HASH_MUL, _HASH_SEED, _HIGHS8, _ONES8, _SPACES8, _load_u64
 from curate.match.lexicon import (
     can_head,
@@ -45,23 +55,32 @@ from curate.match.lexicon import (
     is_proper,
     is_verb,
     noun_base,
+    noun_lemmas,
     singular_forms,
     split_compound,
 )
 
 # False (or CURATE_CASCADE=python) sends every candidate caption through decide()
 COMPILED = os.environ.get("CURATE_CASCADE", "").lower() != "python"
-# the word table starts over past this many words (ids and their facts are dropped with it)
+# the tables start over past this many words, or facts (ids and their facts are dropped together)
 MAX_WORDS = 1 << 20
+MAX_FACTS = 1 << 23
 # rounds of "fill what the loop lacked, run it again" before decide() takes the rest
-MAX_ROUNDS = 8
+MAX_ROUNDS = 12
 
 # word flags
 W_KNOWN, W_DET, W_HON, W_FUNC, W_COORD, W_QUAL, W_DEPICT, W_DIGIT = (1 << k for k in range(8))
 W_NOUN, W_HEAD, W_PROPER, W_VERB_ONLY, W_PART, W_SING_DEPICT = (1 << k for k in range(8, 14))
 W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON, W_CTX_ANY, W_HYP_ANY = (1 << k for k in range(14, 21))
+# the word may make a WordNet compound with some class lemma after / before it (else it never does)
+W_LEFT_ANY, W_RIGHT_ANY = 1 << 21, 1 << 22
+# some noun sense of the word is a living thing or food (only those can be kindred: _kindred)
+W_LIVING_KNOWN, W_LIVING = 1 << 23, 1 << 24
 N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 
+# per character of the Basic Multilingual Plane (_char_classes): what decide's tokeniser and str
+# methods say of it
+C_WORD, C_UPPER, C_LOWTITLE, C_ALPHA, C_SPACE = 1, 2, 4, 8, 16
 # per token of the original: its case (T_) and the separator before it (S_), as decide reads them
 T_UPPER1, T_ALPHA1, T_CAPS, T_CAMEL = 1, 2, 4, 8
 S_JOINED, S_HON, S_SENT, S_APOS = 16, 32, 64, 128
@@ -70,7 +89,7 @@ S_JOINED, S_HON, S_SENT, S_APOS = 16, 32, 64, 128
 B_CTX, B_HYP = 1, 2  # set only when true
 B_LK, B_RK, B_LH, B_RH, B_KIN = 4, 16, 64, 256, 1024  # known; the value is the next bit
 # what the loop asks for: (kind, x, y)
-Q_WORD, Q_ROW, Q_PROFILE, Q_HYPER, Q_THING, Q_COLL = range(101, 107)  # word: x, y = its bytes in the buffer
+Q_WORD, Q_ROW, Q_PROFILE, Q_HYPER, Q_THING, Q_COLL, Q_LIVING = range(101, 108)  # word: x, y = its bytes in the buffer
 # a fact is asked as (its known-bit, sense, word id)
 
 PENDING, PYTHON = -1, -2  # reasons the loop writes for captions it did not decide
@@ -91,7 +110,7 @@ def _load():
     from numba.extending import register_jitable
 
     kernels._compile_load_u64()
-    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _unhtml, _raw_bits, _decide_one, _head_after):
+    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
     return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
@@ -193,14 +212,12 @@ def _ask(req, nreq, kind, x, y):
 
 def _unhtml(raw, p0, p1, dec):
     """``decide``'s text of a caption with ``&`` or ``<`` into ``dec``: ``html.unescape``, then HTML
-    tags to spaces; its length, or -1 when Python must read it (non-ASCII, an entity other than
+    tags to spaces; its length, or -1 when Python must read it (an entity other than
     ``&amp;``, ``&quot;``, ``&apos;`` or a decimal one of printable ASCII other than ``<``, ``>``)."""
     n = 0
     i = p0
     while i < p1:
         c = raw[i]
-        if c >= 128:
-            return -1
         if c != 38:
             dec[n] = c
             n += 1
@@ -273,71 +290,117 @@ def _unhtml(raw, p0, p1, dec):
     return m
 
 
-def _raw_bits(raw, p0, p1, bits, nt, html):
-    """The T_/S_ bits of the tokens of a plain ASCII caption raw[p0:p1] (runs of letters and digits, and the
-    separator before each), as :func:`row_bits` computes them. False for a caption with non-ASCII
-    bytes, or ``&`` or ``<`` unless ``html`` (the text is decoded already), or without ``nt`` tokens."""
+def _text_bits(buf, p0, p1, bits, nt, chars, html):
+    """The T_/S_ bits of the tokens of the UTF-8 text buf[p0:p1] (``decide``'s ``[^\\W_]+``: runs
+    of alphanumeric characters, ``chars`` classifying each, and the separator before each), as
+    :func:`row_bits` computes them. Returns 1, or 2 for text with ``&`` or ``<`` still to decode
+    (unless ``html``: decoded already), or 0 where Python must read it (characters beyond the
+    Basic Multilingual Plane, or not ``nt`` tokens)."""
     k = 0
-    prev = p0
     j = p0
+    sep_start = p0
+    last_other = -1  # the separator's last character that str.strip() keeps
     while j < p1:
-        c = raw[j]
-        if not ((48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)):
-            if c >= 128 or (not html and (c == 38 or c == 60)):
-                return False  # non-ASCII, or HTML still to decode
-            j += 1
+        c = buf[j]
+        if c < 128:
+            cp = np.int64(c)
+            n = 1
+            if not html and (c == 38 or c == 60):
+                return 2
+        elif c >= 0xF0 or c < 0xC0:
+            return 0
+        elif c >= 0xE0:
+            if j + 2 >= p1:
+                return 0
+            cp = ((np.int64(c) & 0x0F) << 12) | ((np.int64(buf[j + 1]) & 0x3F) << 6) | (np.int64(buf[j + 2]) & 0x3F)
+            n = 3
+        else:
+            if j + 1 >= p1:
+                return 0
+            cp = ((np.int64(c) & 0x1F) << 6) | (np.int64(buf[j + 1]) & 0x3F)
+            n = 2
+        f = chars[cp]
+        if not (f & C_WORD):
+            if not (f & C_SPACE):
+                last_other = cp
+            j += n
             continue
+        # a token: its characters
         s0 = j
+        first = f
         up = False
         low = False
         camel = False
-        while j < p1 and ((48 <= raw[j] <= 57) or (65 <= raw[j] <= 90) or (97 <= raw[j] <= 122)):
-            if 65 <= raw[j] <= 90:
+        n_chars = 0
+        prev = 0
+        while True:
+            if f & C_UPPER:
                 up = True
-                if j > s0 and 97 <= raw[j - 1] <= 122:
+                if 97 <= prev <= 122 and 65 <= cp <= 90:
                     camel = True
-            elif 97 <= raw[j]:
+            if f & C_LOWTITLE:
                 low = True
-            j += 1
+            n_chars += 1
+            prev = cp
+            j += n
+            if j >= p1:
+                break
+            c = buf[j]
+            if c < 128:
+                cp = np.int64(c)
+                n = 1
+            elif c >= 0xF0 or c < 0xC0:
+                return 0
+            elif c >= 0xE0:
+                if j + 2 >= p1:
+                    return 0
+                cp = ((np.int64(c) & 0x0F) << 12) | ((np.int64(buf[j + 1]) & 0x3F) << 6) | (np.int64(buf[j + 2]) & 0x3F)
+                n = 3
+            else:
+                if j + 1 >= p1:
+                    return 0
+                cp = ((np.int64(c) & 0x1F) << 6) | (np.int64(buf[j + 1]) & 0x3F)
+                n = 2
+            f = chars[cp]
+            if not (f & C_WORD):
+                break
         if k >= nt:
-            return False
-        f = 0
-        if 65 <= raw[s0] <= 90:
-            f |= T_UPPER1
-        if raw[s0] >= 65:
-            f |= T_ALPHA1
-        if up and not low and j - s0 > 1:
-            f |= T_CAPS
+            return 0
+        t = 0
+        if first & C_UPPER:
+            t |= T_UPPER1
+        if first & C_ALPHA:
+            t |= T_ALPHA1
+        if up and not low and n_chars > 1:
+            t |= T_CAPS
         if camel:
-            f |= T_CAMEL
-        # the separator raw[prev:s0]: strip(" "), and strip() of all ASCII whitespace
-        i = prev
+            t |= T_CAMEL
+        # the separator buf[sep_start:s0]: strip(" ") for joined and honorific, strip() for a sentence end
+        i = sep_start
         e = s0
-        while i < e and raw[i] == 32:
+        while i < e and buf[i] == 32:
             i += 1
-        while e > i and raw[e - 1] == 32:
+        while e > i and buf[e - 1] == 32:
             e -= 1
         if i == e:
-            f |= S_JOINED | S_HON
+            t |= S_JOINED | S_HON
         elif e - i == 1:
-            c = raw[i]
-            if c == 95 or c == 39 or (c == 45 and s0 - prev == 1):
-                f |= S_JOINED
-            if c == 46:
-                f |= S_HON
-            if c == 39 and s0 - prev == 1:
-                f |= S_APOS
-        e = s0
-        while e > prev and (raw[e - 1] == 32 or 9 <= raw[e - 1] <= 13 or 28 <= raw[e - 1] <= 31):
-            e -= 1
-        if e > prev:
-            c = raw[e - 1]
-            if c == 46 or c == 33 or c == 63 or c == 58:
-                f |= S_SENT
-        bits[k] = f
+            d = buf[i]
+            if d == 95 or d == 39 or (d == 45 and s0 - sep_start == 1):
+                t |= S_JOINED
+            if d == 46:
+                t |= S_HON
+            if d == 39 and s0 - sep_start == 1:
+                t |= S_APOS
+        if last_other == 46 or last_other == 33 or last_other == 63 or last_other == 58:
+            t |= S_SENT
+        bits[k] = t
         k += 1
-        prev = j
-    return k == nt
+        sep_start = j
+        last_other = -1
+        if j < p1 and not html and (c == 38 or c == 60):
+            return 2
+    return 1 if k == nt else 0
 
 
 def _head_after(norm, ws, we, bits, wid, wflags, nt, b, req, nreq):
@@ -455,21 +518,25 @@ def _decide_one(
             )
             if not (bits[a] & S_SENT) and neighbour_caps:
                 return NAME
-    # 3. compounds WordNet knows
+    # 3. compounds WordNet knows (most words make none with any class lemma: no lookup)
     before = wid[a - 1] if a > 0 else -1
     after = wid[b] if b < nt else -1
-    fb = _fact(facts, s, before) if before >= 0 else 0
-    fa = _fact(facts, s, after) if after >= 0 else 0
+    fb = _fact(facts, s, before) if before >= 0 and (wflags[before] & W_LEFT_ANY) else B_LK
+    fa = _fact(facts, s, after) if after >= 0 and (wflags[after] & W_RIGHT_ANY) else B_RK
     missing = False
-    if before >= 0 and not (fb & B_LK):
+    if not (fb & B_LK):
         _ask(req, nreq, B_LK, s, before)
         missing = True
-    if after >= 0 and not (fa & B_RK):
+    if not (fa & B_RK):
         _ask(req, nreq, B_RK, s, after)
         missing = True
     if missing:
         return PENDING
     if (fb & (B_LK << 1)) or (fa & (B_RK << 1)):
+        if before >= 0 and not (wflags[before] & W_LEFT_ANY):
+            fb = _fact(facts, s, before)
+        if after >= 0 and not (wflags[after] & W_RIGHT_ANY):
+            fa = _fact(facts, s, after)
         other = 0
         if before >= 0:
             if not (fb & B_LH):
@@ -508,7 +575,12 @@ def _decide_one(
                         hyper = True
                         break
                 if not hyper:
-                    fk = fa if head == after else _fact(facts, s, head)
+                    if not (fh & W_LIVING_KNOWN):
+                        _ask(req, nreq, Q_LIVING, head, 0)
+                        return PENDING
+                    if not (fh & W_LIVING):
+                        return MODIFIER  # no living thing is kindred to the class
+                    fk = _fact(facts, s, head)
                     if not (fk & B_KIN):
                         _ask(req, nreq, B_KIN, s, head)
                         return PENDING
@@ -520,7 +592,7 @@ def _decide_one(
 def _cascade_rows(
     raw, raw_off, norm, norm_off, grp_ptr, grp_row, m_start, m_end, m_sense, sp_ptr, sp_bits,
     words, blob, blob_off, wflags, wbase, wsing, facts, prof_state, hyp_state,
-    plural_only, needs_ctx, needs_ctx_noun, empty_honorific, reasons, req, nreq,
+    plural_only, needs_ctx, needs_ctx_noun, empty_honorific, chars, reasons, req, nreq,
 ):
     """Decide the mentions of each group (one caption's, ``grp_ptr``): a reason code each, or
     PENDING for every mention of a caption that needs more from the tables (asked for in ``req``),
@@ -576,11 +648,13 @@ def _cascade_rows(
         else:
             p0 = raw_off[r]
             p1 = raw_off[r + 1]
-            if not _raw_bits(raw, p0, p1, bits, nt, False):
+            got = _text_bits(raw, p0, p1, bits, nt, chars, False)
+            if got == 2:
                 n_dec = _unhtml(raw, p0, p1, dec)
-                if n_dec < 0 or not _raw_bits(dec, 0, n_dec, bits, nt, True):
-                    _ask(req, nreq, Q_ROW, g, r)
-                    missing = True
+                got = _text_bits(dec, 0, n_dec, bits, nt, chars, True) if n_dec >= 0 else 0
+            if got != 1:
+                _ask(req, nreq, Q_ROW, g, r)
+                missing = True
         if python:
             reasons[lo:hi] = PYTHON
             continue
@@ -671,6 +745,23 @@ def _insert_facts(facts, sense, wid, bits):
 # the tables, filled from Python
 
 
+@functools.lru_cache(maxsize=1)
+def _char_classes() -> np.ndarray:
+    r"""C_ flags of every character below U+10000, from Python's own str methods: alphanumeric (a
+    token character of ``[^\W_]+``), upper case, lower or title case (which make ``isupper``
+    false), alphabetic, whitespace (what ``strip()`` removes)."""
+    out = np.zeros(1 << 16, dtype=np.uint8)
+    for cp in range(1 << 16):
+        ch = chr(cp)
+        f = C_WORD if ch.isalnum() else 0
+        f |= C_UPPER if ch.isupper() else 0
+        f |= C_LOWTITLE if ch.islower() or (ch.istitle() and not ch.isupper()) else 0
+        f |= C_ALPHA if ch.isalpha() else 0
+        f |= C_SPACE if ch.isspace() else 0
+        out[cp] = f
+    return out
+
+
 def row_bits(caption: str, n_words: int) -> list[int]:
     """The T_/S_ bits of a caption's tokens as ``decide`` reads them (``_tokens``); where the
     original's words do not line up, ``decide`` reads no case and joins every word: so do these."""
@@ -750,6 +841,11 @@ class CompiledCascade:
         self.needs_ctx_noun = np.ascontiguousarray(table.needs_context_noun, dtype=np.bool_)
         self.tables = _Tables(len(self.plural_only))
         self.empty_honorific = "" in _word_sets()[1]
+        self._compounds = _CompoundIndex(
+            {lem.lower() for lem, syn in zip(table.lemma_of, table.synset_name) if lem and syn is not None}
+        )
+        self.decided = 0  # mentions decided here, and left to decide(), so far
+        self.left = 0
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -779,7 +875,7 @@ class CompiledCascade:
             cascade_rows(
                 raw, raw_off, norm, norm_off, sub_ptr, grp_row[todo], start[sub_idx], end[sub_idx], sense[sub_idx],
                 sp_ptr[todo], sp_bits, *snapshot, self.plural_only, self.needs_ctx, self.needs_ctx_noun,
-                self.empty_honorific, sub_reasons, req, nreq,
+                self.empty_honorific, _char_classes(), sub_reasons, req, nreq,
             )
             reasons[sub_idx] = sub_reasons
             still = sub_reasons[sub_ptr[:-1]] == PENDING
@@ -800,6 +896,9 @@ class CompiledCascade:
                 break
             self._fill(t, norm, req)
         reasons[reasons == PENDING] = PYTHON
+        left = int(np.count_nonzero(reasons == PYTHON))
+        self.decided += n - left
+        self.left += left
         return reasons
 
     # -- filling the tables --------------------------------------------------------------------
@@ -812,7 +911,7 @@ class CompiledCascade:
         with self.lock:
             if t is not self.tables:
                 return  # the table started over meanwhile: the next round asks again
-            if len(t.words) > MAX_WORDS:
+            if len(t.words) > MAX_WORDS or t.n_facts > MAX_FACTS:
                 self.tables = _Tables(len(self.plural_only))
                 return
             try:
@@ -835,6 +934,9 @@ class CompiledCascade:
         for w in req[kind == Q_COLL, 1].tolist():
             if not t.wflags[w] & W_COLL_KNOWN:
                 t.wflags[w] |= W_COLL_KNOWN | (W_COLL if _is_collection(t.words[w]) else 0)
+        for w in req[kind == Q_LIVING, 1].tolist():
+            if not t.wflags[w] & W_LIVING_KNOWN:
+                t.wflags[w] |= W_LIVING_KNOWN | (W_LIVING if _is_living(t.words[w]) else 0)
         facts = req[np.isin(kind, (B_LK, B_RK, B_LH, B_RH, B_KIN))]
         if len(facts):
             ask = {B_LK: self._left_known, B_RK: self._right_known, B_LH: self._left_other,
@@ -933,6 +1035,8 @@ class CompiledCascade:
             flags |= W_PART if is_participle(w) else 0
             flags |= W_SING_DEPICT if set(forms) & depiction else 0
             flags |= W_PYTHON if len(forms) > N_SING else 0
+            flags |= W_LEFT_ANY if self._compounds.left(w) else 0
+            flags |= W_RIGHT_ANY if self._compounds.right(w) else 0
             rows.append((base, forms, flags))
         ids = self._ids(t, [x for w, (base, forms, _) in zip(words, rows) for x in (w, base, *forms)])
         pos = 0
@@ -982,6 +1086,48 @@ class CompiledCascade:
             return
         self._add_set(t, B_HYP, W_HYP_ANY, sense, self.table.hypernym_words(sense))
         t.hyp_state[sense] = 1
+
+
+def _is_living(word: str) -> bool:
+    """Whether some noun sense of ``word`` is a living thing or a food: only those can be kindred
+    to a class (:meth:`SenseTable.kindred` is false for every other word)."""
+    from curate.wordnet import wordnet
+
+    with WORDNET_LOCK:
+        return any(x.lexname() in _LIVING for x in wordnet().synsets(word, "n"))
+
+
+class _CompoundIndex:
+    """Which words can make a WordNet noun lemma with some class lemma after them ("gas" + mask) or
+    before them (mask + "gas"), spaced or joined: only those have a (sense, word) compound fact
+    worth looking up (:meth:`SenseTable.compound_known` is false for every other word)."""
+
+    # past this many WordNet lemmas sharing the word's prefix (or suffix), the answer is "maybe"
+    SCAN = 4_000
+
+    def __init__(self, class_lemmas: set[str]) -> None:
+        self.class_lemmas = class_lemmas
+        self._sorted: list[str] | None = None
+        self._reversed: list[str] | None = None
+
+    def left(self, word: str) -> bool:
+        if self._sorted is None:
+            self._sorted = sorted(noun_lemmas())
+        return self._scan(self._sorted, word, lambda lemma: lemma[len(word) :].removeprefix("_"))
+
+    def right(self, word: str) -> bool:
+        if self._reversed is None:
+            self._reversed = sorted(x[::-1] for x in noun_lemmas())
+        return self._scan(self._reversed, word[::-1], lambda rev: rev[len(word) :][::-1].removesuffix("_"))
+
+    def _scan(self, lemmas: list[str], prefix: str, rest) -> bool:
+        i = bisect.bisect_left(lemmas, prefix)
+        for k in range(i, min(len(lemmas), i + self.SCAN)):
+            if not lemmas[k].startswith(prefix):
+                return False
+            if rest(lemmas[k]) in self.class_lemmas:
+                return True
+        return i + self.SCAN < len(lemmas) and lemmas[i + self.SCAN].startswith(prefix)
 
 
 def _sub_groups(grp_ptr: np.ndarray, todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
