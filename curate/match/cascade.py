@@ -1,29 +1,33 @@
-"""The disambiguation cascade, compiled: :func:`curate.match.disambiguate.decide`'s reason codes
-for the captions a numba loop can read byte by byte, without the GIL.
+"""The disambiguation cascade, compiled: :func:`curate.match.disambiguate.decide`'s reason code for
+every mention, from a numba loop that runs without the GIL on the captions holding a candidate.
 
-``decide`` stays the reference and the path for everything this module leaves to it. The loop here
-takes the candidate captions that are plain ASCII without ``&`` or ``<`` (no HTML to decode, no
-Unicode to fold: the original's words are the normalised words with their case), tokenises the
-original bytes, and decides each mention with the steps and order of ``decide``. What it knows
-about words and senses lives in flat tables, filled in Python by the very functions ``decide``
-calls, the first time a caption needs them:
+``decide`` stays the reference, and the path for what this loop leaves to it. The loop reads each
+caption as ``decide`` does: the words of the normalised buffer, and their case and the separators
+between them from the original text, tokenised as ``decide``'s ``[^\\W_]+`` (HTML entities and
+tags decoded as ``html.unescape`` and its tag pattern would, UTF-8 read with a table of Python's
+own character classes). What it knows about words and senses lives in flat tables, filled in
+Python by the very functions ``decide`` calls, the first time a caption needs them:
 
-- words: a hash table of lower-case words -> id, and per id the flags ``decide`` reads (function
+- words: a hash table of normalised words -> id, and per id the flags ``decide`` reads (function
   word, determiner, noun, head, proper, verb, participle, ...), its noun base and singular forms;
-  "thing" and "collection" (WordNet lookups) are filled only for words that reach those questions;
+  "thing", "collection" and "living" (WordNet lookups) are filled only for words that reach them;
 - facts about a (sense, word) pair: in the sense's context profile, among its hypernyms' words,
-  makes a WordNet compound on the left or right (and whether that compound is something else), a
-  kindred living thing;
+  makes a WordNet compound on its left or right (and whether that compound names something
+  else), a kindred living thing;
 - per sense: whether its profile and hypernyms are in the facts yet.
 
-A caption that needs something the tables lack is left undecided; the loop lists what it lacked,
-Python fills it in, and the loop runs again on those captions (a few rounds at most; what is still
-undecided then goes to ``decide``). Tables are only ever added to, in place, each entry written
-before the key that publishes it, so batches on other threads may read them while they grow; a
-table that must grow is copied and swapped whole. The word table is emptied past
-:data:`MAX_WORDS` words, so memory stays flat on any stream.
+A caption that needs what the tables lack is left pending; the loop lists what it lacked, Python
+fills it in, and the loop runs again on those captions. What is still pending after
+:data:`MAX_ROUNDS`, and the rare text the loop does not read (characters beyond U+FFFF, entities
+other than ``&amp;``, ``&quot;``, ``&apos;`` and decimal ASCII ones, words that do not line up
+with the normalised ones), goes to ``decide``: :func:`row_bits` or ``decide`` itself.
 
-:data:`COMPILED` (or ``CURATE_CASCADE=python`` in the environment) forces the Python path; the two
+Batches on other threads read the tables while they fill: entries are written before the key or
+flag that publishes them, and a table that must grow is copied whole with all the others (the
+snapshot a running loop holds is never written again). Past :data:`MAX_WORDS` words or
+:data:`MAX_FACTS` facts the tables start over, so memory stays flat on any stream.
+
+:data:`COMPILED` (or ``CURATE_CASCADE=python`` in the environment) forces the Python path; both
 give the same reason codes (tests/test_cascade.py checks them side by side).
 """
 
@@ -40,6 +44,10 @@ from curate.match import kernels
 from curate.match.disambiguate import (
     _CAMEL,
     _LIVING,
+    KEPT,
+    MODIFIER,
+    NAME,
+    SENSE,
     WORDNET_LOCK,
     _is_collection,
     _is_thing,
@@ -93,7 +101,6 @@ Q_WORD, Q_ROW, Q_PROFILE, Q_HYPER, Q_THING, Q_COLL, Q_LIVING = range(101, 108)  
 # a fact is asked as (its known-bit, sense, word id)
 
 PENDING, PYTHON = -1, -2  # reasons the loop writes for captions it did not decide
-KEPT, SENSE, NAME, MODIFIER = 0, 2, 3, 4  # decide's codes (DROP_REASONS)
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -967,8 +974,9 @@ class CompiledCascade:
             first = len(t.words)
             last = first + len(new)
             need_bytes = t.blob_used + sum(len(e) for e in encoded)
-            if last >= len(t.wflags) or need_bytes > len(t.blob):
-                self._grow_words(t, last, need_bytes)
+            grown = last >= len(t.wflags) or need_bytes > len(t.blob) or 2 * last > len(t.table)
+            if grown:
+                self._copy(t, n_words=last, n_bytes=need_bytes)
             for k, (w, e) in enumerate(zip(new, encoded)):
                 i = first + k
                 t.blob[t.blob_used : t.blob_used + len(e)] = np.frombuffer(e, dtype=np.uint8)
@@ -977,42 +985,42 @@ class CompiledCascade:
                 t.wbase[i] = i
                 t.ids[w] = i
                 t.words.append(w)
-            if 2 * last > len(t.table):
-                self._rehash_words(t, last)
-            else:
-                insert_words(t.table, t.blob, t.blob_off, first, last)
+            insert_words(t.table, t.blob, t.blob_off, first, last)  # last: the keys publish the words
         return [t.ids[w] for w in words]
 
-    def _grow_words(self, t: _Tables, n: int, n_bytes: int) -> None:
-        size = len(t.wflags)
-        while size <= n:
-            size *= 2
-        blob_size = len(t.blob)
-        while blob_size < n_bytes:
-            blob_size *= 2
-        if blob_size != len(t.blob):
-            blob = np.zeros(blob_size, dtype=np.uint8)
-            blob[: t.blob_used] = t.blob[: t.blob_used]
-            t.blob = blob
-        if size != len(t.wflags):
-            old = len(t.wflags)
-            for name, fill in (("wflags", 0), ("wbase", 0), ("wsing", -1)):
-                a = getattr(t, name)
-                b = np.full((size, *a.shape[1:]), fill, dtype=a.dtype)
-                b[:old] = a
-                setattr(t, name, b)
-            off = np.zeros(size + 1, dtype=np.int64)
-            off[: old + 1] = t.blob_off
-            t.blob_off = off
+    def _copy(self, t: _Tables, *, n_words: int = 0, n_bytes: int = 0, n_facts: int = 0) -> None:
+        """Every array copied, large enough for ``n_words`` words of ``n_bytes`` bytes and
+        ``n_facts`` facts: the snapshot that readers hold is never written again, so what they
+        read stays consistent (a fact moved to a new table never shows through a shared flag)."""
+        _, insert_words, insert_facts = _load()
 
-    def _rehash_words(self, t: _Tables, n: int) -> None:
-        _, insert_words, _ = _load()
-        size = len(t.table)
-        while size < 2 * n + 2:
-            size *= 2
-        table = np.zeros((size, 2), dtype=np.uint64)
-        insert_words(table, t.blob, t.blob_off, 0, n)
-        t.table = table
+        def size(have: int, need: int) -> int:
+            while have < need:
+                have *= 2
+            return have
+
+        n = len(t.words)
+        words = size(len(t.wflags), n_words + 1)
+        for name, fill in (("wflags", 0), ("wbase", 0), ("wsing", -1)):
+            a = getattr(t, name)
+            b = np.full((words, *a.shape[1:]), fill, dtype=a.dtype)
+            b[:n] = a[:n]
+            setattr(t, name, b)
+        blob = np.zeros(size(len(t.blob), n_bytes), dtype=np.uint8)
+        blob[: t.blob_used] = t.blob[: t.blob_used]
+        off = np.zeros(words + 1, dtype=np.int64)
+        off[: n + 1] = t.blob_off[: n + 1]
+        t.blob, t.blob_off = blob, off
+        t.table = np.zeros((size(len(t.table), 2 * max(n, n_words) + 2), 2), dtype=np.uint64)
+        insert_words(t.table, t.blob, t.blob_off, 0, n)
+        live = t.facts[t.facts[:, 0] != 0]
+        t.facts = np.zeros((size(len(t.facts), 2 * max(len(live), n_facts) + 2), 2), dtype=np.uint64)
+        insert_facts(
+            t.facts, (live[:, 0] >> np.uint64(32)).astype(np.int64) - 1,
+            (live[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64), live[:, 1].astype(np.int64),
+        )
+        t.prof_state = t.prof_state.copy()
+        t.hyp_state = t.hyp_state.copy()
 
     def _add_words(self, t: _Tables, words: list[str]) -> None:
         depiction, honorifics, function_words, coordinators, qualifiers, determiners = _word_sets()
@@ -1054,17 +1062,7 @@ class CompiledCascade:
         _, _, insert_facts = _load()
         sense, wid, bits = (np.ascontiguousarray(x, dtype=np.int64) for x in (sense, wid, bits))
         if 2 * (t.n_facts + len(sense)) > len(t.facts):
-            size = len(t.facts)
-            while size < 2 * (t.n_facts + len(sense)) + 2:
-                size *= 2
-            facts = np.zeros((size, 2), dtype=np.uint64)
-            live = t.facts[t.facts[:, 0] != 0]
-            old_sense = (live[:, 0] >> np.uint64(32)).astype(np.int64) - 1
-            old_wid = (live[:, 0] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-            insert_facts(facts, old_sense, old_wid, live[:, 1].astype(np.int64))
-            t.n_facts = len(live) + int(insert_facts(facts, sense, wid, bits))
-            t.facts = facts
-            return
+            self._copy(t, n_facts=t.n_facts + len(sense))
         t.n_facts += int(insert_facts(t.facts, sense, wid, bits))
 
     def _add_set(self, t: _Tables, bit: int, flag: int, sense: int, words) -> None:
