@@ -117,7 +117,7 @@ def _load():
     from numba.extending import register_jitable
 
     kernels._compile_load_u64()
-    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _unhtml, _text_bits, _decide_one, _head_after):
+    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _ask_word, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
     return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
@@ -214,6 +214,18 @@ def _ask(req, nreq, kind, x, y):
         req[n, 0] = kind
         req[n, 1] = x
         req[n, 2] = y
+        req[n, 3] = 0
+    nreq[0] = n + 1
+
+
+def _ask_word(req, nreq, x, y, h):
+    """Ask for the word buf[x:y] (hash ``h``: Python reads each distinct word once)."""
+    n = nreq[0]
+    if n < len(req):
+        req[n, 0] = Q_WORD
+        req[n, 1] = x
+        req[n, 2] = y
+        req[n, 3] = np.int64(h >> np.uint64(1))
     nreq[0] = n + 1
 
 
@@ -640,7 +652,7 @@ def _cascade_rows(
             h, e = _next_word(norm, j)
             w = _probe(words, blob, blob_off, norm, j, e, h)
             if w < 0 or not (wflags[w] & W_KNOWN):
-                _ask(req, nreq, Q_WORD, j, e)
+                _ask_word(req, nreq, j, e, h)
                 missing = True
             elif wflags[w] & W_PYTHON:
                 python = True
@@ -877,10 +889,12 @@ class CompiledCascade:
             snapshot = t.snapshot
             sub_ptr, sub_idx = _sub_groups(grp_ptr, todo)
             sub_reasons = np.empty(len(sub_idx), dtype=np.int8)
-            req = np.empty((len(sub_idx) * 4 + 64, 3), dtype=np.int64)
+            rows = grp_row[todo]
+            n_words = int((norm_off[rows + 1] - norm_off[rows]).sum()) // 2
+            req = np.empty((n_words + len(sub_idx) * 4 + 64, 4), dtype=np.int64)
             nreq = np.zeros(1, dtype=np.int64)
             cascade_rows(
-                raw, raw_off, norm, norm_off, sub_ptr, grp_row[todo], start[sub_idx], end[sub_idx], sense[sub_idx],
+                raw, raw_off, norm, norm_off, sub_ptr, rows, start[sub_idx], end[sub_idx], sense[sub_idx],
                 sp_ptr[todo], sp_bits, *snapshot, self.plural_only, self.needs_ctx, self.needs_ctx_noun,
                 self.empty_honorific, _char_classes(), sub_reasons, req, nreq,
             )
@@ -911,10 +925,13 @@ class CompiledCascade:
     # -- filling the tables --------------------------------------------------------------------
 
     def _fill(self, t: _Tables, norm: np.ndarray, req: np.ndarray) -> None:
-        req = req[req[:, 0] != Q_ROW]
+        words = req[req[:, 0] == Q_WORD]
+        if len(words):
+            words = words[np.unique(words[:, 3], return_index=True)[1]]  # each distinct word once
+        req = req[(req[:, 0] != Q_ROW) & (req[:, 0] != Q_WORD)]
+        req = np.concatenate([words, np.unique(req, axis=0)]) if len(req) else words
         if not len(req):
             return
-        req = np.unique(req, axis=0)
         with self.lock:
             if t is not self.tables:
                 return  # the table started over meanwhile: the next round asks again
@@ -928,7 +945,7 @@ class CompiledCascade:
 
     def _fill_locked(self, t: _Tables, norm: np.ndarray, req: np.ndarray) -> None:
         kind = req[:, 0]
-        words = sorted({norm[a:b].tobytes().decode("utf-8") for a, b in req[kind == Q_WORD, 1:]})
+        words = sorted({norm[a:b].tobytes().decode("utf-8") for a, b in req[kind == Q_WORD, 1:3]})
         if words:
             self._add_words(t, words)
         for s in req[kind == Q_PROFILE, 1].tolist():
@@ -949,7 +966,7 @@ class CompiledCascade:
             ask = {B_LK: self._left_known, B_RK: self._right_known, B_LH: self._left_other,
                    B_RH: self._right_other, B_KIN: self.table.kindred}
             bits = np.array(
-                [k | (k << 1 if ask[k](s, t.words[w]) else 0) for k, s, w in facts.tolist()], dtype=np.int64
+                [k | (k << 1 if ask[k](s, t.words[w]) else 0) for k, s, w in facts[:, :3].tolist()], dtype=np.int64
             )
             self._add_facts(t, facts[:, 1], facts[:, 2], bits)
 
