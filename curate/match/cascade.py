@@ -117,7 +117,8 @@ def _load():
     from numba.extending import register_jitable
 
     kernels._compile_load_u64()
-    for helper in (_word_hash, _next_word, _probe, _fact, _ask, _ask_word, _unhtml, _text_bits, _decide_one, _head_after):
+    helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _separator_bits, _ascii_bits)
+    for helper in (*helpers, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
     return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
@@ -182,12 +183,17 @@ def _probe(words, blob, blob_off, buf, lo, hi, h):
             if v > 0:
                 i = v - 1
                 a = blob_off[i]
-                if blob_off[i + 1] - a == hi - lo:
+                n = hi - lo
+                if blob_off[i + 1] - a == n:
                     same = True
-                    for t in range(hi - lo):
-                        if blob[a + t] != buf[lo + t]:
+                    c = 0
+                    while c < n:  # 8 bytes at a time
+                        m = min(8, n - c)
+                        keep = ~np.uint64(0) if m == 8 else (np.uint64(1) << np.uint64(8 * m)) - np.uint64(1)
+                        if (_load8(blob, a + c) ^ _load8(buf, lo + c)) & keep != 0:
                             same = False
                             break
+                        c += 8
                     if same:
                         return i
         slot = (slot + 1) & mask
@@ -227,6 +233,111 @@ def _ask_word(req, nreq, x, y, h):
         req[n, 2] = y
         req[n, 3] = np.int64(h >> np.uint64(1))
     nreq[0] = n + 1
+
+
+def _load8(buf, q):
+    """buf[q:q+8] as a little-endian integer, zero past the buffer's end."""
+    if q + 8 <= len(buf):
+        return _load_u64(buf, q)
+    w = np.uint64(0)
+    for t in range(8):
+        if q + t < len(buf):
+            w |= np.uint64(buf[q + t]) << np.uint64(8 * t)
+    return w
+
+
+def _separator_bits(raw, lo, hi):
+    """The S_ bits of the ASCII separator raw[lo:hi] (what :func:`_sep_bits` says of it)."""
+    f = 0
+    i = lo
+    e = hi
+    while i < e and raw[i] == 32:
+        i += 1
+    while e > i and raw[e - 1] == 32:
+        e -= 1
+    if i == e:
+        f |= S_JOINED | S_HON
+    elif e - i == 1:
+        d = raw[i]
+        if d == 95 or d == 39 or (d == 45 and hi - lo == 1):
+            f |= S_JOINED
+        if d == 46:
+            f |= S_HON
+        if d == 39 and hi - lo == 1:
+            f |= S_APOS
+    e = hi
+    while e > lo and (raw[e - 1] == 32 or 9 <= raw[e - 1] <= 13 or 28 <= raw[e - 1] <= 31):
+        e -= 1
+    if e > lo:
+        d = raw[e - 1]
+        if d == 46 or d == 33 or d == 63 or d == 58:
+            f |= S_SENT
+    return f
+
+
+_ALNUM = np.zeros(256, dtype=np.uint8)
+_ALNUM[[*range(48, 58), *range(65, 91), *range(97, 123)]] = 1
+_SPECIAL = np.zeros(256, dtype=np.uint8)
+_SPECIAL[[38, 60, *range(128, 256)]] = 1
+_BIT20 = np.uint64(0x2020202020202020)
+_BIT80 = np.uint64(0x8080808080808080)
+
+
+def _ascii_bits(raw, p0, p1, norm, ws, we, bits, nt):
+    """:func:`_text_bits` for a plain ASCII caption, 8 bytes of a token at a time: its k-th token
+    is the k-th normalised word in its own case, so the case is where the two differ. Returns 1,
+    2 at the first ``&``, ``<`` or non-ASCII byte, 0 where a token does not line up."""
+    p = p0
+    for k in range(nt):
+        s0 = p
+        while p < p1 and not _ALNUM[raw[p]]:
+            if _SPECIAL[raw[p]]:
+                return 2
+            p += 1
+        n = we[k] - ws[k]
+        if p == p1 or p + n > p1 or (p + n < p1 and _ALNUM[raw[p + n]]) or (k > 0 and p == s0):
+            return 0
+        f = _separator_bits(raw, s0, p)
+        up = False
+        low = False
+        camel = False
+        carry = np.uint64(0)
+        c = 0
+        while c < n:
+            m = min(8, n - c)
+            mask = ~np.uint64(0) if m == 8 else (np.uint64(1) << np.uint64(8 * m)) - np.uint64(1)
+            x = _load8(raw, p + c) & mask
+            y = _load8(norm, ws[k] + c) & mask
+            if (x & _BIT80) != 0 or (x | _BIT20) & mask != (y | _BIT20) & mask:
+                return 0
+            d = (x ^ y) & _BIT20  # upper-case letters
+            lw = ~(x ^ y) & (y >> np.uint64(1)) & _BIT20 & mask  # lower-case letters
+            if c == 0:
+                if d & np.uint64(0x20):
+                    f |= T_UPPER1
+                if y & np.uint64(0x40):
+                    f |= T_ALPHA1
+            if d != 0:
+                up = True
+            if lw != 0:
+                low = True
+            if ((lw << np.uint64(8)) & d) != 0 or (carry != 0 and (d & np.uint64(0x20)) != 0):
+                camel = True
+            carry = (lw >> np.uint64(56)) & np.uint64(0x20)
+            c += 8
+        if up and not low and n > 1:
+            f |= T_CAPS
+        if camel:
+            f |= T_CAMEL
+        bits[k] = f
+        p += n
+    while p < p1:
+        if _SPECIAL[raw[p]]:
+            return 2
+        if _ALNUM[raw[p]]:
+            return 0
+        p += 1
+    return 1
 
 
 def _unhtml(raw, p0, p1, dec):
@@ -667,7 +778,9 @@ def _cascade_rows(
         else:
             p0 = raw_off[r]
             p1 = raw_off[r + 1]
-            got = _text_bits(raw, p0, p1, bits, nt, chars, False)
+            got = _ascii_bits(raw, p0, p1, norm, ws, we, bits, nt)
+            if got == 0:
+                got = _text_bits(raw, p0, p1, bits, nt, chars, False)
             if got == 2:
                 n_dec = _unhtml(raw, p0, p1, dec)
                 got = _text_bits(dec, 0, n_dec, bits, nt, chars, True) if n_dec >= 0 else 0
