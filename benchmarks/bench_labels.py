@@ -22,12 +22,16 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "tests" / "data"
 
 
-def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int]]:
+def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int, float, float]]:
+    """(mode, split, precision, recall, kept, precision and recall by the blind second reader)."""
     from curate.match import match_captions
     from curate.match.quality import score_labels
 
     df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
-    judged = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8})
+    judged = pl.read_csv(
+        DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8, "second_judgement": pl.Utf8}
+    )
+    second = judged.with_columns(pl.col("second_judgement").alias("judgement"))
     modes = {
         "curate (default: disambiguation)": dict(mode="curate"),
         "curate --no-disambiguate": dict(mode="curate", disambiguate=False),
@@ -38,8 +42,10 @@ def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int
         labels = match_captions(df.lazy(), vocab, **kw).collect()["labels"]
         for split in ("dev", "heldout", "all"):
             sub = judged if split == "all" else judged.filter(pl.col("split") == split)
+            sub2 = second if split == "all" else second.filter(pl.col("split") == split)
             q = score_labels(labels, sub, rows=sub["row"].unique().to_list())
-            rows.append((name, split, q.precision, q.recall, q.kept))
+            q2 = score_labels(labels, sub2, rows=sub2["row"].unique().to_list())
+            rows.append((name, split, q.precision, q.recall, q.kept, q2.precision, q2.recall))
     return rows
 
 
@@ -67,9 +73,9 @@ def main() -> None:
 
     v1k = load_vocab("imagenet1k")
     print("label quality on real LAION captions judged by hand (imagenet1k)")
-    print(f"{'mode':36} {'split':8} {'precision':>9} {'recall':>7} {'kept':>5}")
-    for name, split, p, r, kept in quality_table(v1k):
-        print(f"{name:36} {split:8} {p:9.3f} {r:7.3f} {kept:5d}")
+    print(f"{'mode':36} {'split':8} {'precision':>9} {'recall':>7} {'kept':>5}   second reader: {'precision':>9} {'recall':>7}")
+    for name, split, p, r, kept, p2, r2 in quality_table(v1k):
+        print(f"{name:36} {split:8} {p:9.3f} {r:7.3f} {kept:5d}   {'':15}{p2:9.3f} {r2:7.3f}")
 
     lemmas = sorted({lem for ls in v1k["lemmas"].to_list() for lem in ls})
     real = pl.read_parquet(DATA / "laion_1000.parquet")["TEXT"]

@@ -17,6 +17,12 @@ text only, never in their images (the study's ``--append_cname``).
 
 Random picks (template, lemma) come from a seeded hash of the row's uid, so a row's caption
 depends on (uid, class, seed) only, never on which other rows were drawn.
+
+A row that names no class (``curate build --keep-unmatched``, label -1) has no name to render:
+it keeps its own text, the text the mode reads without the class name (``title`` its title,
+``full+cname`` its title, tags and description), and where that is none (``template``, ``cname``
+and the other modes that write only the class; a ``+cname`` row with none of its text) its
+source caption.
 """
 
 from __future__ import annotations
@@ -121,10 +127,15 @@ def _part(col: str) -> pl.Expr:
     return pl.when(expr == "").then(None).otherwise(expr)
 
 
+def _joined_text(parts: tuple[str, ...]) -> pl.Expr:
+    """The fields ``parts`` joined with one space (null where the row has none of them)."""
+    text = pl.concat_str([_part(c) for c in parts], separator=" ", ignore_nulls=True)
+    return pl.when(text == "").then(None).otherwise(text)
+
+
 def _joined(parts: tuple[str, ...]) -> Callable[[pl.DataFrame, int], pl.Series]:
     def render(df: pl.DataFrame, seed: int) -> pl.Series:
-        text = pl.concat_str([_part(c) for c in parts], separator=" ", ignore_nulls=True)
-        return df.select(pl.when(text == "").then(None).otherwise(text).alias("caption"))["caption"]
+        return df.select(_joined_text(parts).alias("caption"))["caption"]
 
     return render
 
@@ -182,9 +193,24 @@ def render_captions(df: pl.DataFrame, mode: str, vocab: pl.DataFrame | None = No
         df = df.drop([c for c in ("class_name", "lemmas") if c in df.columns]).with_columns(
             pl.col("label").cast(pl.Int32)
         ).join(lookup, on="label", how="left", maintain_order="left")
-    missing = [c for c in ("uid", "class_name", *m.columns) if c not in df.columns]
+    unlabelled = (df["label"] < 0).fill_null(False) if "label" in df.columns else pl.Series([False] * df.height)
+    own = bool(unlabelled.any())
+    missing = [c for c in ("uid", "class_name", *m.columns, *(["caption"] if own else [])) if c not in df.columns]
     if m.lemmas and "lemmas" not in df.columns:
         missing.append("lemmas")
     if missing:
         raise CurateError(f"--captions {mode}: the rows lack column(s) {', '.join(missing)}")
-    return m.render(df, seed).cast(pl.Utf8).alias("caption")
+    if not own:
+        return m.render(df, seed).cast(pl.Utf8).alias("caption")
+    # every render works row by row, so rendering the labelled rows apart changes none of them
+    at = pl.Series("at", range(df.height), dtype=pl.Int64)
+    named = df.filter(~unlabelled)
+    parts = [pl.DataFrame({"at": at.filter(~unlabelled), "caption": m.render(named, seed).cast(pl.Utf8)})] if named.height else []
+    parts.append(pl.DataFrame({"at": at.filter(unlabelled), "caption": own_text(df.filter(unlabelled), m)}))
+    return pl.concat(parts).sort("at")["caption"].alias("caption")
+
+
+def own_text(df: pl.DataFrame, m: CaptionMode) -> pl.Series:
+    """The caption of rows without a class: the text ``m`` reads, else the source caption."""
+    texts = [_joined_text(m.columns)] if m.columns else []
+    return df.select(pl.coalesce(*texts, _joined_text(("caption",))).cast(pl.Utf8).alias("caption"))["caption"]

@@ -43,7 +43,7 @@ from curate.errors import CurateError
 from curate.freq import gini, top_share  # noqa: F401  (also part of this module's API)
 from curate.vocab import demo_wnids, load_vocab
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEMO_SEED = 0
 IMAGE_SIZE = 32
 JPEG_QUALITY = 90
@@ -321,6 +321,7 @@ CONTEXT: dict[str, tuple[str, ...]] = {
     "n03584829": ("steam {m} for clothes", "{a} {m} pressing a shirt"),
     "n04592741": ("view of the {m} from seat 23A", "{m} above the clouds"),
     "n01558993": ("{a} {m} pulling a worm from the lawn", "{m} redbreast in spring"),
+    "n04336792": ("{a} {m} with a canvas sheet for the wounded", "paramedics lifting {a} {m} onto a gurney", "folding {m} to transport the injured"),
 }
 
 # Ambiguous words in a sense that is no class at all (ground truth: no class). The first item is

@@ -299,12 +299,15 @@ def evaluate_run(
     cols = torch.as_tensor(subset, device=dev)
     k = min(5, len(subset))
     tops, labels, feats = [], [], []
+    unlabelled = 0
     from curate.loader import gpu_augment
 
     with torch.no_grad():
         total = -(-evalset.num_images // batch_size)
         for images, y in track(evalset.batches(batch_size, dev, workers=workers), description=f"eval {run_dir.name}", total=total):
-            keep = torch.as_tensor(remap, device=dev)[y] >= 0
+            # a row naming no class (label -1, --keep-unmatched) has nothing to score: left out, counted
+            unlabelled += int((y < 0).sum())
+            keep = (y >= 0) & (torch.as_tensor(remap, device=dev)[y.clamp(min=0)] >= 0)
             if not bool(keep.all()):
                 images, y = images[keep], y[keep]
             if len(y) == 0:
@@ -334,7 +337,7 @@ def evaluate_run(
         "model": cfg.model,
         "scoring": f"zero-shot ({chosen_prompts} prompts)" if cfg.objective == "clip" else "classifier",
         "chance_top1": 1.0 / len(subset),
-        "skipped": evalset.skipped,
+        "skipped": {**evalset.skipped, **({"unlabelled": unlabelled} if unlabelled else {})},
         **metrics,
         "class_names": names,
         "training": read_summary(run_dir),
@@ -347,7 +350,8 @@ def _train_counts(meta: dict) -> np.ndarray:
     from curate.loader import open_shards
 
     shards = open_shards(Path(meta["manifest"]), split="train")
-    return np.bincount(np.asarray(shards.labels, dtype=np.int64), minlength=int(meta["num_classes"]))
+    labels = np.asarray(shards.labels, dtype=np.int64)
+    return np.bincount(labels[labels >= 0], minlength=int(meta["num_classes"]))  # -1: no class
 
 
 def record_metrics(run_dir: Path, key: str, metrics: dict) -> None:

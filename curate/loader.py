@@ -62,7 +62,8 @@ class TensorShards:
     """The tensor shards of one split, memory-mapped.
 
     ``labels`` (int64) and ``uids`` cover every row, in shard order; a row's position there is its
-    global id (``Batch.index``).
+    global id (``Batch.index``). A label is a class index ``0..num_classes-1``, or -1 for a row
+    that names no class (``curate build --keep-unmatched``).
     """
 
     def __init__(self, index_file: Path, *, verify: str = "once") -> None:
@@ -108,10 +109,11 @@ class TensorShards:
         if self._newly_verified:
             self._write_verified()
         self.labels: np.ndarray = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
+        # -1: a row naming no class (curate build --keep-unmatched), an image-text pair without a label
+        if len(self.labels) and (int(self.labels.min()) < -1 or int(self.labels.max()) >= self.num_classes):
             raise CurateError(
                 f"{index_file}: labels span {int(self.labels.min())}..{int(self.labels.max())}, "
-                f"outside the {self.num_classes} classes it names"
+                f"outside the {self.num_classes} classes it names (and -1, no class)"
             )
         self.uids: np.ndarray = np.concatenate(uids) if uids else np.zeros(0, "<U1")
         self.context_length = int(self._tokens[0].shape[1]) if self._tokens else 77
@@ -166,11 +168,17 @@ class TensorShards:
             f"num_classes={self.num_classes}, resolution={self.resolution})"
         )
 
-    def order(self, *, seed: int = 0, epoch: int = 0, shuffle: bool = True) -> np.ndarray:
-        """The row order of one epoch: a permutation drawn from (seed, epoch) alone."""
-        if not shuffle:
-            return np.arange(self.num_samples, dtype=np.int64)
-        return np.random.default_rng([seed, epoch]).permutation(self.num_samples).astype(np.int64)
+    @property
+    def labelled_rows(self) -> np.ndarray:
+        """The global ids of the rows that have a class (label >= 0)."""
+        return np.flatnonzero(self.labels >= 0).astype(np.int64)
+
+    def order(self, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, rows: np.ndarray | None = None) -> np.ndarray:
+        """The row order of one epoch: a permutation drawn from (seed, epoch) alone, of every row
+        or of the global ids ``rows``."""
+        n = self.num_samples if rows is None else len(rows)
+        order = np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
+        return order if rows is None else np.asarray(rows, dtype=np.int64)[order]
 
     def gather(
         self, rows: np.ndarray, *, out: tuple[np.ndarray, np.ndarray] | None = None
@@ -210,8 +218,10 @@ class TensorShards:
         drop_last: bool = False,
         device: str | torch.device = "cpu",
         pin_memory: bool = False,
+        rows: np.ndarray | None = None,
     ) -> Iterator[Batch]:
-        """One epoch of batches. Same (seed, epoch) -> same batches; each row exactly once.
+        """One epoch of batches. Same (seed, epoch) -> same batches; each row exactly once (each
+        of ``rows``, global ids, when given: e.g. ``labelled_rows``).
 
         ``pin_memory`` copies each batch into page-locked memory (when CUDA is present) so the
         transfer to ``device`` runs asynchronously.
@@ -220,8 +230,8 @@ class TensorShards:
             raise CurateError(f"batch_size {batch_size}: must be at least 1")
         device = torch.device(device)
         pin = pin_memory and torch.cuda.is_available()
-        order = self.order(seed=seed, epoch=epoch, shuffle=shuffle)
-        for start in range(0, self.num_samples, batch_size):
+        order = self.order(seed=seed, epoch=epoch, shuffle=shuffle, rows=rows)
+        for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             if drop_last and len(rows) < batch_size:
                 break

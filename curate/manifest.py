@@ -6,8 +6,10 @@ held-out rows, when asked), ``classes.tsv`` / ``classes.parquet`` (target vs ach
 documented in ``manifests/README.md``.
 
 :func:`build` is the ``curate build`` stage. It reads the source twice and never holds it whole:
-pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only;
-the targets and the draw work on that; pass two streams the source again and keeps the drawn rows.
+pass one streams every row through matching and keeps ``row, labels, key`` for matched rows only
+(and, with ``keep_unmatched``, ``row, key`` of the rows naming no class, which join the drawn rows
+unlabelled, ``label`` :data:`UNLABELLED`); the targets and the draw work on the labelled rows; pass
+two streams the source again and keeps the drawn rows.
 Nothing is written until the draw has succeeded, and then the whole folder appears at once.
 """
 
@@ -32,6 +34,7 @@ from curate.sample import (
     each_label,
     metaclip_entry_keep,
     sample_rows,
+    sample_unlabelled,
     shortfall,
     single_labels,
     split_profile,
@@ -62,6 +65,10 @@ MANIFEST_SCHEMA = {
     "source": pl.Utf8,
     "split": pl.Utf8,
 }
+#: The ``label`` of a row that names no class, kept by ``--keep-unmatched`` (its ``wnid`` and
+#: ``class_name`` are null). The same value in the manifest, the tensor shards and the trainer's
+#: batches: class indices are ``0..K-1``, so any reader can tell the unlabelled rows by ``label < 0``.
+UNLABELLED = -1
 TEXT_COLUMNS = ("title", "tags", "description")
 # folders other stages add to a manifest folder; a rebuild carries them over (they check the
 # manifest's sha256 themselves and start over when it changed)
@@ -156,12 +163,29 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     """Stream the source once: ``row, key, label, labels`` for rows with the caption mode's text
     and at least one selected class (classes renumbered to the build's; ``label`` when the row has
     one, ``labels`` when it has several, see :func:`~curate.sample.single_labels`), and the reasons
-    rows left the pool, counted."""
+    rows left the pool, counted. With ``keep_unmatched`` the rows naming no class of the
+    vocabulary that have caption text stay too, with ``label`` :data:`UNLABELLED`."""
+    raw, n_rows, n_text = scan_pool(source, vocab, chosen, recipe)
+    return settle_pool(source, raw, n_rows, n_text, recipe)
+
+
+def scan_pool(
+    source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe, *, bounds: tuple[int, int] | None = None
+) -> tuple[pl.DataFrame, int, int]:
+    """The streaming half of :func:`pool_pass` over the source's rows (or only the rows
+    ``[start, stop)`` of ``bounds``, one shard's: their ``row`` stays the position in the whole
+    source): ``row, key, n_any, label, labels`` of every row naming a class of the vocabulary
+    (``n_any``: how many; ``label``/``labels`` null when none is selected) and, with
+    ``keep_unmatched``, of every row naming none that has caption text (``n_any`` 0, ``label``
+    :data:`UNLABELLED`), the rows read and the rows with the needed text. A shard's tables laid
+    end to end are the whole source's."""
     from curate import ui
     from curate.pool import matched_pool
     from curate.sources import no_text
 
     lf = source.lazy.with_row_index("row")
+    if bounds is not None:
+        lf = lf.slice(bounds[0], bounds[1] - bounds[0])
     names = lf.collect_schema().names()
     mode = caption_mode(recipe.captions)
     if recipe.labels_from == "wnid" and "wnid" not in names:
@@ -179,8 +203,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
     n_rows = int(counts["rows"][0])
     # a literal True sums to 1, not to the rows
     n_text = int(counts["text"][0]) if mode.needs or recipe.labels_from == "match" else n_rows
-    if n_text == 0 and n_rows:
-        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
+    if bounds is None:
+        check_some_text(n_rows, n_text, recipe)
 
     remap = dict(zip(chosen["vocab_label"].to_list(), chosen["label"].to_list()))
     with ui.make_progress(transient=True) as progress:
@@ -191,13 +215,16 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             return pl.Series(stable_keys(uids, recipe.seed, "draw"), dtype=pl.UInt64)
 
         policy = "all" if recipe.label_policy == "each" else recipe.label_policy  # each: a row per class later
-        pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" else None
+        # the pool of the whole source is matched once; a shard matches only its own rows
+        pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" and bounds is None else None
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
             plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:
             plan = _labels_expr(recipe, vocab, lf.filter(usable).select(keep))
         # the similarity stage joins its scores and embeddings on uid
         with_uid = ["uid"] if recipe.similarity_from is not None or split_knn(recipe.profile) is not None else []
+        # a row naming no class stays (--keep-unmatched) when it has its own caption to train on
+        unmatched = (pl.col("n_any") == 0) & pl.col("has_caption") if recipe.keep_unmatched else pl.lit(False)
         plan = (
             plan.select(
                 "row",
@@ -205,8 +232,9 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
                 pl.col("labels").list.len().alias("n_any"),
                 pl.col("labels").list.eval(pl.element().replace_strict(remap, default=None, return_dtype=pl.Int32)).list.drop_nulls().alias("labels"),
                 pl.col("uid").map_batches(keys, return_dtype=pl.UInt64, is_elementwise=True).alias("key"),
+                *([(~no_text("caption")).alias("has_caption")] if recipe.keep_unmatched else []),
             )
-            .filter(pl.col("n_any") > 0)
+            .filter((pl.col("n_any") > 0) | unmatched)
             .with_columns(pl.col("labels").list.len().alias("n"))
             .select(
                 "row",
@@ -214,7 +242,8 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
                 "key",
                 "n_any",
                 # compact: most rows name one class; only the others keep a list
-                pl.when(pl.col("n") == 1).then(pl.col("labels").list.first()).alias("label"),
+                pl.when(pl.col("n_any") == 0).then(pl.lit(UNLABELLED, dtype=pl.Int32))
+                .when(pl.col("n") == 1).then(pl.col("labels").list.first()).alias("label"),
                 pl.when(pl.col("n") > 1).then(pl.col("labels")).alias("labels"),
             )
         )
@@ -222,16 +251,30 @@ def pool_pass(source, vocab: pl.DataFrame, chosen: pl.DataFrame, recipe: Recipe)
             pool = plan.collect(engine="streaming")
         except pl.exceptions.PolarsError as e:
             raise CurateError(f"reading source {recipe.source} failed: {str(e).splitlines()[0]}") from e
-    matched = pool.height
-    _check_unique_ids(source, pool)
-    pool = pool.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
-    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched, "class_not_selected": matched - pool.height}
+    return pool, n_rows, n_text
+
+
+def check_some_text(n_rows: int, n_text: int, recipe: Recipe) -> None:
+    if n_text == 0 and n_rows:
+        raise CurateError(f"no row of source {recipe.source} has {_needed_text(recipe)} text")
+
+
+def settle_pool(source, raw: pl.DataFrame, n_rows: int, n_text: int, recipe: Recipe) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The other half of :func:`pool_pass`, over the whole source's :func:`scan_pool` table (one
+    run's, or the shards' laid end to end): repeated uids refused, rows without a selected class
+    out (the unlabelled rows of ``keep_unmatched`` stay), the reasons counted."""
+    _check_unique_ids(source, raw)
+    n_unlabelled = int((raw["n_any"] == 0).sum())
+    matched = raw.height - n_unlabelled
+    pool = raw.filter(pl.col("label").is_not_null() | pl.col("labels").is_not_null()).drop("n_any")
+    selected = pool.height - n_unlabelled
+    reasons = {"no_text": n_rows - n_text, "no_class": n_text - matched - n_unlabelled, "class_not_selected": matched - selected}
     return pool, {"rows": n_rows, **reasons}
 
 
 #: Why a source row is not in the manifest: stable keys (stats.json's ``dropped``, so the counts
 #: of two builds add up; ``rows`` is the rows read) and, per recipe, what each means.
-DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn")
+DROP_REASONS = ("no_text", "no_class", "class_not_selected", *SIMILARITY_REASONS, "metaclip_not_kept", "not_drawn", "unmatched_not_drawn")
 
 
 def _needed_text(recipe: Recipe) -> str:
@@ -255,6 +298,7 @@ def describe_reason(key: str, recipe: Recipe) -> str:
         "class_not_selected": "its classes are not selected (--classes)",
         "metaclip_not_kept": f"not kept by MetaCLIP balancing ({recipe.profile})",
         "not_drawn": "not drawn (beyond its class's target)",
+        "unmatched_not_drawn": f"names no class, beyond --unmatched-fraction {recipe.unmatched_fraction:g}" if recipe.unmatched_fraction else "",
         "rows": "source rows read",
     }.get(key, key)
 
@@ -293,9 +337,12 @@ def _check_unique_ids(source, pool: pl.DataFrame) -> None:
     )
 
 
-def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS) -> pl.DataFrame:
-    """Stream the source again and keep the rows at these positions (with the ``text`` columns)."""
+def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS, bounds: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Stream the source again and keep the rows at these positions (with the ``text`` columns);
+    with ``bounds`` (a shard's ``[start, stop)``) only that slice is read."""
     lf = source.lazy.with_row_index("row")
+    if bounds is not None:
+        lf = lf.slice(bounds[0], bounds[1] - bounds[0])
     names = lf.collect_schema().names()
     cols = ["row", "uid", "caption", "url", "path", *[c for c in text if c in names and c != "caption"]]
     try:
@@ -308,17 +355,39 @@ def fetch_rows(source, rows: pl.Series, *, text: tuple[str, ...] = TEXT_COLUMNS)
 # build
 
 
-def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
-    """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
-    is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
-    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
-    (``no_text``); with ``strict`` the first one is an error instead."""
-    from curate.freq import distribution_stats, read_reference
+@dataclass
+class BuildSetup:
+    """What every step of a build (one run, or a shard's) opens first: the source, the vocabulary,
+    the selected classes and the recipe resolved (name and vocabulary filled in)."""
+
+    recipe: Recipe
+    resolved: Recipe
+    source: object  # curate.sources.Source
+    vocab: pl.DataFrame
+    vocab_spec: str
+    chosen: pl.DataFrame
+    knn_arg: str | None  # knn:QUERIES narrows the pool to the rows the queries choose ...
+    target_profile: str  # ... then keeps them as they are (profile natural)
+
+
+@dataclass
+class Draw:
+    """The draw of a build: the chosen ``row, label, key, split``, the targets (the class table so
+    far), the classes that fall short, why rows left, and what the similarity stage measured."""
+
+    picked: pl.DataFrame
+    targets: pl.DataFrame
+    short: pl.DataFrame
+    reasons: dict[str, int]
+    similarity: dict
+
+
+def prepare(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildSetup:
+    """Check the recipe's options, open its source and vocabulary, select its classes."""
     from curate.sources import open_source
     from curate.vocab import load_vocab
 
     caption_mode(recipe.captions)
-    # knn:QUERIES narrows the pool to the rows the queries choose, then keeps them as they are
     knn_arg = split_knn(recipe.profile)
     target_profile = "natural" if knn_arg is not None else recipe.profile
     check_target_options(
@@ -326,7 +395,6 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         max_per_class=recipe.max_per_class, total=recipe.total, fraction=recipe.fraction,
         trim_tail=recipe.trim_tail, eval_per_class=recipe.eval_per_class,
     )
-    profile_name, profile_arg = split_profile(target_profile)
     if write:
         from curate.util import check_writable_dir
 
@@ -339,17 +407,52 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
     if recipe.similarity_from is not None:
         check_scores(recipe.similarity_from, vocab_spec)
+    return BuildSetup(recipe, resolved, source, vocab, vocab_spec, chosen, knn_arg, target_profile)
 
-    say(f"build {resolved.name}: {source.name} × {vocab_spec} ({chosen.height} classes), captions {recipe.captions}")
-    pool_multi, reasons = pool_pass(source, vocab, chosen, recipe)
+
+def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildResult:
+    """Build the controlled subset ``recipe`` asks for; write ``manifests/NAME/`` unless ``write``
+    is False. Raises :class:`~curate.sample.ShortfallError` (nothing written) when the pool cannot
+    meet the targets and ``allow_shortfall`` is off. Source rows without caption text are counted
+    (``no_text``); with ``strict`` the first one is an error instead."""
+    setup = prepare(recipe, write=write, strict=strict)
+    say(f"build {setup.resolved.name}: {setup.source.name} × {setup.vocab_spec} ({setup.chosen.height} classes), captions {recipe.captions}")
+    pool_multi, reasons = pool_pass(setup.source, setup.vocab, setup.chosen, recipe)
+    drawn = draw_pool(setup, pool_multi, reasons)
+    del pool_multi
+    rows = fetch_rows(setup.source, drawn.picked["row"], text=caption_mode(recipe.captions).columns)
+    manifest = assemble([manifest_part(setup, drawn, rows)], recipe)
+    result = finish_build(setup, drawn, manifest)
+    if write:
+        write_manifest(result, reference=profile_reference(setup))
+    return result
+
+
+def draw_pool(setup: BuildSetup, pool_multi: pl.DataFrame, reasons: dict[str, int]) -> Draw:
+    """From the settled pool (:func:`pool_pass`) to the drawn rows: the similarity filter, one
+    class per row, the targets and the draw, then the unlabelled rows ``keep_unmatched`` keeps.
+    Works on the pool alone, never the source."""
+    recipe, chosen, knn_arg = setup.recipe, setup.chosen, setup.knn_arg
+    reasons = dict(reasons)
+    profile_name, profile_arg = split_profile(setup.target_profile)
+    # --keep-unmatched: the rows naming no class join the manifest as they are (all of them, or
+    # --unmatched-fraction of them) after the draw; the profile, the scale, the similarity filter
+    # and the eval split shape the labelled rows
+    is_unlabelled = (pl.col("label") == UNLABELLED).fill_null(False)
+    unlabelled = pool_multi.filter(is_unlabelled).select("row", "key")
+    pool_multi = pool_multi.filter(~is_unlabelled)
+    if recipe.unmatched_fraction is not None:
+        kept = sample_unlabelled(unlabelled, recipe.unmatched_fraction)
+        reasons["unmatched_not_drawn"] = unlabelled.height - kept.height
+        unlabelled = kept
     if pool_multi.height == 0:
         how = "has a wnid (--labels-from wnid) that is" if recipe.labels_from == "wnid" else "names"
         left = ", ".join(f"{v:,} {describe_reason(k, recipe)}" for k, v in reasons.items() if k != "rows" and v)
-        raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {vocab_spec} ({reasons['rows']:,} rows: {left})")
+        raise CurateError(f"no row of source {recipe.source} {how} a selected class of vocabulary {setup.vocab_spec} ({reasons['rows']:,} rows: {left})")
     sim = SimilarityReport()
     if recipe.similarity_from is not None:
         pool_multi = filter_pool(
-            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=vocab_spec,
+            pool_multi, chosen, scores_path=recipe.similarity_from, vocab_spec=setup.vocab_spec,
             min_similarity=recipe.min_similarity, top_k=recipe.top_k_per_class, report=sim,
         )
     if profile_name == "metaclip-entry":
@@ -371,7 +474,7 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
     )
     by_rows = recipe.sampling == "rows" and (recipe.total is not None or recipe.fraction is not None)
     shape = dict(
-        profile=target_profile,
+        profile=setup.target_profile,
         imbalance=recipe.imbalance,
         head_fraction=recipe.head_fraction,
         order=recipe.order,
@@ -416,21 +519,33 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         )
     reasons["not_drawn"] = pool.height - picked.height
     del pool
-    rows = fetch_rows(source, picked["row"], text=caption_mode(recipe.captions).columns)
+    if unlabelled.height:
+        picked = pl.concat([
+            picked,
+            unlabelled.select(
+                pl.col("row").cast(picked.schema["row"]), pl.lit(UNLABELLED, dtype=pl.Int32).alias("label"),
+                "key", pl.lit("train", dtype=pl.Utf8).alias("split"),
+            ),
+        ])  # fmt: skip
+    return Draw(picked, targets, short, reasons, sim.info)
+
+
+def manifest_part(setup: BuildSetup, drawn: Draw, rows: pl.DataFrame) -> pl.DataFrame:
+    """The manifest rows of the drawn rows found in ``rows`` (:func:`fetch_rows` of the whole
+    source, or of one shard's slice): captions rendered (each row's by its own uid, so a part
+    renders as the whole would; an unlabelled row's from its own text), plus ``key`` for
+    :func:`assemble`."""
+    recipe = setup.recipe
+    picked = drawn.picked.filter(pl.col("row").is_in(rows["row"].implode()))
     class_cols = [pl.col("wnid").alias("class_wnid"), pl.col("name").alias("class_name")]
     if caption_mode(recipe.captions).lemmas:
         class_cols.append(pl.col("lemmas"))
-    df = picked.join(rows, on="row", how="left").join(classes.select("label", *class_cols), on="label", how="left")
-    del rows
-    df = df.sort(["key", "uid"])  # a seeded shuffle: any prefix of the manifest is a random sample
+    df = picked.join(rows, on="row", how="left").join(drawn.targets.select("label", *class_cols), on="label", how="left")
+    df = df.sort(["key", "uid", "label"])
     df = df.with_columns(render_captions(df, recipe.captions, seed=recipe.seed).alias("_caption"))
-    uid = pl.col("uid").cast(pl.Utf8)
-    if recipe.label_policy == "each":
-        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
-        tag = pl.coalesce(pl.col("class_wnid").cast(pl.Utf8), pl.col("label").cast(pl.Utf8))
-        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
-    manifest = df.select(
-        uid.alias("uid"),
+    return df.select(
+        "key",
+        pl.col("uid").cast(pl.Utf8),
         pl.col("label").cast(pl.Int32),
         pl.col("class_wnid").cast(pl.Utf8).alias("wnid"),
         pl.col("class_name").cast(pl.Utf8),
@@ -438,16 +553,43 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
         pl.col("caption").cast(pl.Utf8).alias("source_caption"),
         pl.col("url").cast(pl.Utf8) if "url" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("url"),
         pl.col("path").cast(pl.Utf8) if "path" in df.columns else pl.lit(None, dtype=pl.Utf8).alias("path"),
-        pl.lit(source.name, dtype=pl.Utf8).alias("source"),
+        pl.lit(setup.source.name, dtype=pl.Utf8).alias("source"),
         pl.col("split").cast(pl.Utf8),
     )
+
+
+def assemble(parts: list[pl.DataFrame], recipe: Recipe) -> pl.DataFrame:
+    """The manifest rows (train and eval) from :func:`manifest_part` parts, in any split of the
+    source: ordered by the seeded key (a shuffle: any prefix of the manifest is a random sample;
+    ties, one caption drawn for several classes, by uid and label)."""
+    df = pl.concat(parts).sort(["key", "uid", "label"]).rechunk()
+    uid = pl.col("uid")
+    if recipe.label_policy == "each":
+        # a caption that is a sample of several classes: one row each, told apart as UID#WNID (uids stay unique)
+        tag = pl.coalesce(pl.col("wnid"), pl.col("label").cast(pl.Utf8))
+        uid = pl.when(pl.col("uid").is_duplicated()).then(pl.format("{}#{}", uid, tag)).otherwise(uid)
+    return df.with_columns(uid.alias("uid")).select(list(MANIFEST_SCHEMA))
+
+
+def profile_reference(setup: BuildSetup) -> pl.DataFrame | None:
+    from curate.freq import read_reference
+
+    name, arg = split_profile(setup.target_profile)
+    return read_reference(arg) if name == "match" and arg else None
+
+
+def finish_build(setup: BuildSetup, drawn: Draw, manifest: pl.DataFrame) -> BuildResult:
+    """The class table (targets against what was drawn) and the statistics of an assembled manifest."""
+    from curate.freq import distribution_stats
+
+    recipe = setup.recipe
     train = manifest.filter(pl.col("split") == "train")
     evals = manifest.filter(pl.col("split") == "eval")
-
-    achieved = train.group_by("label").agg(pl.len().alias("count"))
+    labelled = train.filter(pl.col("label") != UNLABELLED)
+    achieved = labelled.group_by("label").agg(pl.len().alias("count"))
     achieved_eval = evals.group_by("label").agg(pl.len().alias("eval_count"))
     table = (
-        targets.join(achieved, on="label", how="left")
+        drawn.targets.join(achieved, on="label", how="left")
         .join(achieved_eval, on="label", how="left")
         .with_columns(pl.col("count").fill_null(0).cast(pl.Int64), pl.col("eval_count").fill_null(0).cast(pl.Int64))
         .with_columns((pl.col("asked") - pl.col("count")).alias("short"))
@@ -457,24 +599,23 @@ def build(recipe: Recipe, *, write: bool = True, strict: bool = False) -> BuildR
             pl.col("asked").alias("target"), "count", "short", "eval_target", "eval_count",
         )
     )
-    reference = read_reference(profile_arg) if profile_name == "match" and profile_arg else None
-    stats = distribution_stats(table["count"], reference, names=table["name"].to_list())
+    stats = distribution_stats(table["count"], profile_reference(setup), names=table["name"].to_list())
     tmax, tmin = int(table["target"].max()), int(table["target"].min())
     stats["targets"] = {"total": int(table["target"].sum()), "max": tmax, "min": tmin, "max_min_ratio": tmax / tmin if tmin else None}
     stats["eval_total"] = int(table["eval_count"].sum())
     stats["short_classes"] = int((table["short"] > 0).sum())
+    if recipe.keep_unmatched:
+        stats["unlabelled"] = train.height - labelled.height  # not a class: outside every statistic above
+    info = dict(drawn.similarity)
     if recipe.embeddings is not None:
-        div = manifest_diversity(train, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
-        sim.info["intra_class_cosine"] = {
+        div = manifest_diversity(labelled, recipe.embeddings).join(table.select("label", "name"), on="label", how="left")
+        info["intra_class_cosine"] = {
             "mean": div["mean_cosine"].mean(),
             "per_class": dict(zip(div["name"].to_list(), div["mean_cosine"].to_list())),
         }
-    if sim.info:
-        stats["similarity"] = sim.info
-    result = BuildResult(resolved, train, evals, table, stats, reasons, short)
-    if write:
-        write_manifest(result, reference=reference)
-    return result
+    if info:
+        stats["similarity"] = info
+    return BuildResult(setup.resolved, train, evals, table, stats, dict(drawn.reasons), drawn.short)
 
 
 def _check_no_class_emptied(targets: pl.DataFrame, recipe: Recipe) -> None:
@@ -619,6 +760,7 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
                 ["smallest class", _f(s["targets"]["min"]), _f(int(t["count"].min()))],
                 ["max/min (classes with rows)", _f(s["targets"]["max_min_ratio"], 2), _f(s["max_min_ratio"], 2)],
                 ["eval rows (balanced, disjoint)", _f(int(t["eval_target"].sum())), _f(s["eval_total"])],
+                *([["unlabelled training rows (no class, label -1; --keep-unmatched)", _unlabelled_asked(r), _f(s["unlabelled"])]] if "unlabelled" in s else []),
             ],
         ),
         "",
@@ -627,7 +769,12 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         f"top-10% classes' share {_f(s['top10pct_share'])}, median {_f(s['median'], 1)}, "
         f"classes without rows {s['zero_count_classes']}"
         + (f", smallest non-zero {int(nz.min())}" if len(nz) else "")
-        + ".",
+        + "."
+        + (
+            f" The manifest also holds {_f(s['unlabelled'])} unlabelled rows, captions naming no class, kept with their own "
+            "text for contrastive training (label -1, no wnid or class name); they are no class and in none of these figures."
+            if "unlabelled" in s else ""
+        ),
     ]
     if "reference" in s:
         ref = s["reference"]
@@ -665,6 +812,10 @@ def render_card(result: BuildResult, files: dict[str, str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _unlabelled_asked(r: Recipe) -> str:
+    return "all" if r.unmatched_fraction is None else f"{r.unmatched_fraction:g} of them"
 
 
 def _similarity_lines(info: dict, result: BuildResult) -> str:

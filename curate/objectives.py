@@ -15,6 +15,10 @@ runs the same loop for all of them; ``curate.evaluate`` scores them all the same
 - ``sl-frozen-text``: a cosine classifier frozen to text embeddings of the class names (a head
   file, a CLIP run, or a pretrained text tower).
 - ``sl-frozen-text-subsample``: both, the study's closest supervised approach to CLIP.
+
+Rows that name no class (label -1, ``curate build --keep-unmatched``) are image-text pairs:
+``clip`` trains on them like any other; the supervised objectives (``labelled_only``) have no
+target for them, so ``curate.train`` leaves them out of their epochs and counts them.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Objective:
     summary: str = ""
     options: tuple[str, ...] = ()  # the CLI options that apply only to this objective
     frozen: bool = False  # a classifier frozen to text embeddings
+    labelled_only: bool = False  # trains on rows with a class only (unlabelled rows are skipped)
 
     def check(self, cfg: TrainConfig) -> None:
         """Reject options that do not apply (one clear line each)."""
@@ -168,6 +173,7 @@ class Supervised(Objective):
 
     frozen: bool = False
     subsample: bool = False
+    labelled_only = True  # no class, no target
 
     def check(self, cfg: TrainConfig) -> None:
         if cfg.text_tower != "scratch":

@@ -82,6 +82,8 @@ class Recipe:
     embeddings: str | None = None  # the source's caption embeddings (curate embed): knn profile, diversity
     allow_shortfall: bool = False
     allow_empty_classes: bool = False  # let the profile give a class that has rows zero of them
+    keep_unmatched: bool = False  # open world: rows naming no class stay, unlabelled (label -1)
+    unmatched_fraction: float | None = None  # keep_unmatched: this share of them (smallest draw keys); None: all
     seed: int = 0
     out_root: str = "manifests"
 
@@ -144,26 +146,29 @@ class Recipe:
         for name in ints:
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool)), f"{name} must be a whole number, got {v!r}")
-        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity", "unmatched_fraction"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), f"{name} must be a number, got {v!r}")
         for name in ("name", "source", "preset", "image_root", "vocab", "classes", "profile", "order", "trim_tail", "captions", "similarity_from", "embeddings"):
             v = getattr(self, name)
             need(v is None or isinstance(v, str | int), f"{name} must be text, got {v!r}")
-        for name in ("allow_shortfall", "allow_empty_classes"):
+        for name in ("allow_shortfall", "allow_empty_classes", "keep_unmatched"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         need(isinstance(self.min_per_class, int) and self.min_per_class >= 0, f"min_per_class must be >= 0, got {self.min_per_class!r}")
         need(self.labels_from in LABEL_SOURCES, f"labels_from {self.labels_from!r} is not one of {', '.join(LABEL_SOURCES)}")
         if self.min_similarity is not None or self.top_k_per_class is not None:
             need(self.similarity_from is not None, "min_similarity and top_k_per_class need similarity_from (a file written by curate score)")
         need(self.top_k_per_class is None or self.top_k_per_class >= 1, f"top_k_per_class must be at least 1, got {self.top_k_per_class!r}")
+        if self.unmatched_fraction is not None:
+            need(self.keep_unmatched, "unmatched_fraction needs keep_unmatched (the rows naming no class are left out without it)")
+            need(0 < self.unmatched_fraction <= 1, f"unmatched_fraction must be in (0, 1], got {self.unmatched_fraction!r}")
         self._check_registries(where)
         if self.name is not None:
             need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(self.name)) is not None, f"name {self.name!r}: use letters, digits, '.', '_' and '-'")
             # a folder name, plus the suffix of its temporary, must fit the file system's 255 bytes
             need(len(str(self.name)) <= MAX_NAME, f"name {str(self.name)[:20]}...: {len(str(self.name))} characters, at most {MAX_NAME}")
         # normalise numbers that YAML may hand over as ints (frozen: set through object)
-        for name in ("imbalance", "head_fraction", "fraction", "min_similarity"):
+        for name in ("imbalance", "head_fraction", "fraction", "min_similarity", "unmatched_fraction"):
             if isinstance(getattr(self, name), int):
                 object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("classes", "trim_tail"):
@@ -238,6 +243,8 @@ class Recipe:
             parts.append("gt")
         if self.label_policy != d.label_policy:
             parts.append(self.label_policy)
+        if self.keep_unmatched:
+            parts.append("open" + ("" if self.unmatched_fraction is None else f"{_num(self.unmatched_fraction)}"))
         if self.match_mode != d.match_mode:
             parts.append(self.match_mode)
         prof = self.profile.split(":", 1)

@@ -564,6 +564,16 @@ def each_label(pool: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([single, multi]).sort("row", "label")
 
 
+def sample_unlabelled(rows: pl.DataFrame, fraction: float | None) -> pl.DataFrame:
+    """``--unmatched-fraction``: of the rows naming no class (``row, key``), the ``round(fraction · n)``
+    with the smallest keys (all of them for None). Like every draw here it nests: a smaller
+    fraction keeps a subset of a larger one's rows."""
+    if fraction is None:
+        return rows
+    n = int(_round(np.array([fraction * rows.height]))[0])
+    return rows.sort("key", "row").head(n).sort("row")
+
+
 SAMPLINGS = ("classes", "rows")
 
 

@@ -104,9 +104,13 @@ def _read_table(file: Path) -> pl.DataFrame:
         if nulls:
             row = int(df.with_row_index().filter(pl.col(col).is_null())["index"][0])
             raise CurateError(f"{file}: column {col} has {nulls} null value(s), first at row {row}")
+    from curate.manifest import UNLABELLED
+
+    # a row naming no class (curate build --keep-unmatched) is UNLABELLED, no other negative label
     if df["label"].min() is not None and df["label"].min() < 0:
-        row = int(df.with_row_index().filter(pl.col("label") < 0)["index"][0])
-        raise CurateError(f"{file}: row {row} has a negative label")
+        bad = df.with_row_index().filter((pl.col("label") < 0) & (pl.col("label") != UNLABELLED))
+        if bad.height:
+            raise CurateError(f"{file}: row {int(bad['index'][0])} has label {int(bad['label'][0])}; labels are 0..K-1, or {UNLABELLED} for no class")
     dup = df["uid"].is_duplicated()
     if dup.any():
         raise CurateError(
@@ -695,6 +699,8 @@ def _save_npy(dest: Path, array: np.ndarray) -> dict[str, object]:
 
 def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
     """Decode one tar into a shard's image, label and uid arrays; returns its record and captions."""
+    from curate.manifest import UNLABELLED  # a row naming no class (--keep-unmatched)
+
     out = Path(job.out_dir)
     skipped: Counter[str] = Counter()
     images, captions, labels, uids = [], [], [], []
@@ -713,7 +719,7 @@ def _decode_shard(job: _ShardJob) -> tuple[dict[str, object], list[str]]:
         if uid is None or label is None:
             skipped["no_uid_or_label"] += 1
             continue
-        if not (0 <= int(label) < job.num_classes):
+        if not (0 <= int(label) < job.num_classes or int(label) == UNLABELLED):
             skipped["label_out_of_range"] += 1
             continue
         try:

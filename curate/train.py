@@ -163,7 +163,8 @@ def _setup(cfg: TrainConfig, shards, *, for_training: bool) -> Setup:
 
     names = list(shards.class_names)
     wnids = [w or "" for w in shards.index.get("wnids") or []]
-    counts = np.bincount(np.asarray(shards.labels, dtype=np.int64), minlength=len(names))
+    labels = np.asarray(shards.labels, dtype=np.int64)
+    counts = np.bincount(labels[labels >= 0], minlength=len(names))  # unlabelled rows are no class
     setup = Setup(class_names=names, wnids=wnids, train_counts=counts, for_training=for_training)
     if not for_training:
         return setup
@@ -208,6 +209,9 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     warmup: int
+    rows: object = None  # np.ndarray: the global row ids an epoch covers; None: every row
+    unlabelled: int = 0  # rows naming no class (label -1) in the train split
+    unlabelled_skipped: int = 0  # of those, the ones this objective leaves out
 
 
 def plan_run(manifest: Path, cfg: TrainConfig, *, out: Path | None, resume: bool) -> Plan:
@@ -222,15 +226,22 @@ def plan_run(manifest: Path, cfg: TrainConfig, *, out: Path | None, resume: bool
     device = resolve_device(cfg.device)
     shards = open_shards(manifest, split="train")
     n = int(shards.num_samples)
+    # rows naming no class (--keep-unmatched): clip trains on them, a supervised objective has no target
+    unlabelled = int((shards.labels < 0).sum())
+    rows = shards.labelled_rows if unlabelled and OBJECTIVES[cfg.objective].labelled_only else None
+    if rows is not None:
+        n = len(rows)
     if n < 2:
-        raise CurateError(f"{manifest}: the train split has {n} samples; training needs at least 2")
+        kind = f" labelled ({unlabelled} unlabelled rows, which --objective {cfg.objective} skips)" if rows is not None else ""
+        raise CurateError(f"{manifest}: the train split has {n}{kind} samples; training needs at least 2")
     batch_size = min(cfg.batch_size, n)
     # contrastive batches must be full (the loss changes with batch size); at least one per epoch
     steps_per_epoch = n // batch_size
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     warmup = cfg.warmup if cfg.warmup is not None else round(0.05 * total_steps)
     setup = _setup(cfg, shards, for_training=not resume)  # a resumed run's checkpoint holds every weight
-    return Plan(cfg, run_dir, shards, setup, device, batch_size, steps_per_epoch, total_steps, warmup)
+    return Plan(cfg, run_dir, shards, setup, device, batch_size, steps_per_epoch, total_steps, warmup,
+                rows=rows, unlabelled=unlabelled, unlabelled_skipped=unlabelled if rows is not None else 0)
 
 
 def _run_meta(plan: Plan, manifest: Path, model: nn.Module) -> dict:
@@ -241,7 +252,9 @@ def _run_meta(plan: Plan, manifest: Path, model: nn.Module) -> dict:
         "class_names": plan.setup.class_names,
         "wnids": plan.setup.wnids,
         "train_counts": plan.setup.train_counts.astype(int).tolist(),
-        "train_samples": int(plan.shards.num_samples),
+        "train_samples": int(plan.shards.num_samples) - plan.unlabelled_skipped,  # the rows an epoch covers
+        "unlabelled_samples": plan.unlabelled,  # rows naming no class (label -1)
+        "unlabelled_skipped": plan.unlabelled_skipped,  # of those, left out: a supervised objective has no target
         "shard_resolution": int(plan.shards.resolution),
         "image_size": model_image_size(model),
         "batch_size": plan.batch_size,
@@ -300,6 +313,9 @@ def train(manifest: Path, cfg: TrainConfig, *, out: Path | None = None, resume: 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / LOG_FILE).unlink(missing_ok=True)
     write_run(run_dir, _run_meta(plan, manifest, model))
+    if plan.unlabelled_skipped:
+        info(f"{cfg.objective}: skipping the {plan.unlabelled_skipped:,} unlabelled rows (no class; --keep-unmatched) of "
+             f"{manifest}; training on its {len(plan.rows):,} labelled rows")
 
     meter = Meter(device, pos.train_time_s)
     log_rows: list[dict] = []
@@ -312,7 +328,7 @@ def train(manifest: Path, cfg: TrainConfig, *, out: Path | None = None, resume: 
         with progress, open(run_dir / LOG_FILE, "a", encoding="utf-8") as log_file:
             while pos.step < plan.total_steps:
                 batches = plan.shards.batches(plan.batch_size, seed=cfg.seed, epoch=pos.epoch, shuffle=True, drop_last=True,
-                                              device=str(device), pin_memory=device.type == "cuda")
+                                              device=str(device), pin_memory=device.type == "cuda", rows=plan.rows)
                 for i, batch in enumerate(batches):
                     if i < pos.batch_in_epoch:
                         continue  # resumed mid-epoch: these batches were trained before
@@ -367,6 +383,7 @@ def train(manifest: Path, cfg: TrainConfig, *, out: Path | None = None, resume: 
         "precision": cfg.precision,
         "compile": cfg.compile,
         "batch_size": plan.batch_size,
+        "unlabelled_skipped": plan.unlabelled_skipped,
     }
     write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     info(

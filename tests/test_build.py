@@ -386,3 +386,88 @@ def test_a_profile_that_empties_classes_is_refused_unless_asked(pool, tmp_path, 
     assert (pl.read_parquet(tmp_path / "e" / "classes.parquet")["count"] == 0).sum() == 4
     # a tail trimmed to zero on purpose is no accident
     assert run_cli(build_args(pool, tmp_path, "--trim-tail", "2:0", "--name", "t"), capsys)[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# --keep-unmatched: the open world (rows naming no class, unlabelled)
+
+
+def test_keep_unmatched_keeps_the_rows_naming_no_class_unlabelled(pool, tmp_path, capsys):
+    args = ("--imbalance", "10", "--max-per-class", "100", "--eval-per-class", "5")
+    for out, extra in (("a", ["--keep-unmatched"]), ("b", ["--keep-unmatched"]), ("plain", [])):
+        code, stdout, err = run_cli(build_args(pool, tmp_path / out, *args, *extra), capsys)
+        assert code == 0, err
+        assert ("50 unlabelled rows (--keep-unmatched)" in stdout) == bool(extra)
+    a, b, plain = (only_folder(tmp_path / x) for x in ("a", "b", "plain"))
+    assert a.name == "pool-fruits-open-exp-r10-max100-template-eval5"
+    assert file_sha256(a / "manifest.parquet") == file_sha256(b / "manifest.parquet")  # deterministic
+    m, p = pl.read_parquet(a / "manifest.parquet"), pl.read_parquet(plain / "manifest.parquet")
+    none = m.filter(pl.col("label") == -1)
+    # the source's 50 captions naming no fruit, every one, in the training split, with their own text
+    assert sorted(none["uid"]) == sorted(f"none-{j}" for j in range(50))
+    assert none["wnid"].null_count() == none["class_name"].null_count() == 50
+    assert (none["caption"] == none["source_caption"]).all() and none["caption"].str.starts_with("nothing to see here").all()
+    assert (none["split"] == "train").all() and m.schema == p.schema
+    # the labelled rows, the eval split and the class table are the build without the flag, byte for byte
+    assert m.filter(pl.col("label") >= 0).equals(p) and p["label"].min() >= 0
+    assert file_sha256(a / "eval.parquet") == file_sha256(plain / "eval.parquet")
+    assert (a / "classes.tsv").read_text() == (plain / "classes.tsv").read_text()
+    # a seeded shuffle of all rows: the unlabelled ones are spread through the file, not appended
+    at = m.with_row_index().filter(pl.col("label") == -1)["index"]
+    assert at.min() < m.height // 4 and at.max() > 3 * m.height // 4
+    stats, plain_stats = (json.loads((f / "stats.json").read_text()) for f in (a, plain))
+    assert stats["stats"]["unlabelled"] == 50 and "unlabelled" not in plain_stats["stats"]
+    assert stats["dropped"]["no_class"] == 0 and plain_stats["dropped"]["no_class"] == 50
+    assert stats["stats"]["total"] == plain_stats["stats"]["total"] == p.height  # not a class: outside the statistics
+    card = (a / "card.md").read_text()
+    assert "| unlabelled training rows (no class, label -1; --keep-unmatched) | all | 50 |" in card
+    assert Recipe.load(a / "recipe.yaml").keep_unmatched is True
+
+
+def test_keep_unmatched_with_scale_label_policy_and_caption_modes(pool, tmp_path, capsys):
+    def build(name, *extra):
+        code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--keep-unmatched", "--name", name, *extra), capsys)
+        assert code == 0, err
+        return pl.read_parquet(tmp_path / name / "manifest.parquet")
+
+    # --total counts the labelled rows; the unlabelled ones come on top, all of them
+    m = build("n", "--total", "120", "--sampling", "rows")
+    assert (m["label"] >= 0).sum() == 120 and (m["label"] == -1).sum() == 50
+    # label policy each: a caption naming two classes is a row of each, one naming none is one row
+    m = build("each", "--label-policy", "each")
+    assert m.height == sum(POOLS) + 2 * 10 + 50 and m["uid"].is_unique().all() and (m["label"] == -1).sum() == 50
+    # a mode that writes only the class keeps the row's own caption; a text mode its text without the class name
+    m = build("tags", "--captions", "tags+cname")
+    none = m.filter(pl.col("label") == -1)
+    assert (none["caption"] == "misc").all()
+    assert m.filter(pl.col("label") >= 0)["caption"].str.starts_with(m.filter(pl.col("label") >= 0)["class_name"] + " fruit").all()
+    # a text mode still needs its text: the rows naming no class have no title, so they leave as no_text
+    m = build("title", "--captions", "title")
+    assert (m["label"] == -1).sum() == 0
+    assert json.loads((tmp_path / "title" / "stats.json").read_text())["stats"]["unlabelled"] == 0
+    # as a recipe key, through the checks and overrides every option goes through
+    r = Recipe.load(tmp_path / "title" / "recipe.yaml")
+    assert r.with_overrides(keep_unmatched=False).keep_unmatched is False and r.with_overrides(keep_unmatched=False).name is None
+    code, _, err = run_cli(build_args(pool, tmp_path, "--recipe", str(_write(tmp_path / "r.yaml", "keep_unmatched: sometimes\n"))), capsys)
+    assert code == 2 and "keep_unmatched must be true or false, got 'sometimes'" in err
+
+
+def test_unmatched_fraction_keeps_a_nested_share_of_the_unlabelled_rows(pool, tmp_path, capsys):
+    def build(name, *extra):
+        code, _, err = run_cli(build_args(pool, tmp_path, "--profile", "natural", "--keep-unmatched", "--name", name, *extra), capsys)
+        assert code == 0, err
+        return pl.read_parquet(tmp_path / name / "manifest.parquet")
+
+    # a share of them, a sample that nests; the labelled rows stay as they were
+    full, half, most = build("uf1", "--unmatched-fraction", "1"), build("uf05", "--unmatched-fraction", "0.5"), build("uf08", "--unmatched-fraction", "0.8")
+    none_of = {k: set(m.filter(pl.col("label") == -1)["uid"]) for k, m in (("full", full), ("half", half), ("most", most))}
+    assert (len(none_of["full"]), len(none_of["half"]), len(none_of["most"])) == (50, 25, 40)
+    assert none_of["half"] < none_of["most"] < none_of["full"]
+    assert half.filter(pl.col("label") >= 0).equals(full.filter(pl.col("label") >= 0))
+    assert json.loads((tmp_path / "uf05" / "stats.json").read_text())["dropped"]["unmatched_not_drawn"] == 25
+    assert "names no class, beyond --unmatched-fraction 0.5" in (tmp_path / "uf05" / "card.md").read_text()
+    code, _, err = run_cli(build_args(pool, tmp_path, "--unmatched-fraction", "0.5"), capsys)
+    assert code == 2 and "unmatched_fraction needs keep_unmatched" in err
+    code, out, err = run_cli(build_args(pool, tmp_path / "dry", "--keep-unmatched", "--unmatched-fraction", "0.5", "--dry-run"), capsys)
+    assert code == 0, err
+    assert "dry run: pool-fruits-open0p5-exp-r1-template would hold 180 training rows and 25 unlabelled rows; nothing written" in out

@@ -102,6 +102,8 @@ EDGE = [
     "Ｔｉｇｅｒ photo", "tiger — shark", "straße tiger case", "naïve Tiger Print", "TIGER…", "tiger\u00a0case",
     "tiger\u2019s cub", "3 tigers", "the tigers", "tigers and lions", "tiger and leopard print",
     "wool and silk knit sweater", "leopard gecko photo", "dining chairs", "crane lifting steel", "Socks Mens",
+    "Painting by Jane Robin", "Photo BY Tiger Woods", "designed by: Tiger", "by Big Red Tiger Shark", "By-Tiger",
+    "a tiger by the lake", "Art by ｂｙ Tiger", "Ｂy Tiger",
 ]
 
 

@@ -67,9 +67,19 @@ RULE_FAMILIES = [
     # names: honorifics, capitals inside a caption that is not in capitals
     ("interview with Dr. Banana about fruit", "banana", "name"),
     ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),
+    # a maker's or author's name after "by"
+    ("Landscape Painting By Jane Robin", "American robin", "name"),
+    ("a robin photographed by a birdwatcher", "American robin", "kept"),
     # another sense: the class sense is not the word's common use and nothing speaks for it
     ("the board of directors met on monday", "dining table", "sense"),
     ("a board laden with meals", "dining table", "kept"),
+    # untagged, a single word whose first sense is another kind of thing needs evidence
+    # (WordNet's gondola is first a freight car) ...
+    ("a gondola ride to the summit of the resort", "gondola", "sense"),
+    ("a gondola on the grand canal", "gondola", "kept"),
+    # ... but look-alikes (a fungus and the food it is) and multi-word lemmas stand
+    ("fresh mushrooms on the grill", "mushroom", "kept"),
+    ("a red fox in the snow", "red fox", "kept"),
 ]
 
 

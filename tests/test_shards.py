@@ -300,6 +300,39 @@ def test_tensorize_writes_rows_in_order_skips_undecodable(wds_manifest) -> None:
             assert arr.dtype.str == f["dtype"] and list(arr.shape) == f["shape"]
 
 
+def test_unlabelled_rows_round_trip_as_label_minus_one(tmp_path: Path) -> None:
+    """Rows naming no class (curate build --keep-unmatched, label -1) reach the shards and the loader."""
+    from curate.loader import open_shards
+    from curate.manifest import UNLABELLED
+
+    m = tmp_path / "open"
+    m.mkdir()
+    rows = [
+        {"uid": f"r{i}", "label": UNLABELLED if i % 3 == 1 else i % 3, "caption": f"caption {i}", "image": image_bytes(i % 3, i)}
+        for i in range(9)
+    ]
+    frame = manifest_frame([{**r, "label": max(int(r["label"]), 0), "url": f"http://example.invalid/{r['uid']}.jpg"} for r in rows], "train")
+    frame = frame.with_columns(pl.Series("label", [r["label"] for r in rows], dtype=pl.Int32)).with_columns(
+        pl.when(pl.col("label") < 0).then(None).otherwise(pl.col("class_name")).alias("class_name")
+    )
+    frame.write_parquet(m / "manifest.parquet")
+    write_classes(m)
+    (split,) = manifest_splits(m)  # what img2dataset is handed: every row, label -1 included
+    assert split.rows["label"].to_list() == [r["label"] for r in rows]
+    write_wds_split(m, "train", [rows[:5], rows[5:]])
+    rep = tensorize(m, split="train", resolution=16, workers=1)
+    assert rep.num_samples == 9 and rep.skipped == {}
+    ds = open_shards(m)
+    assert ds.uids.tolist() == [r["uid"] for r in rows] and ds.labels.tolist() == [r["label"] for r in rows]
+    assert ds.num_classes == 3 and ds.labelled_rows.tolist() == [0, 2, 3, 5, 6, 8]
+    _, tokens = ds.gather(np.arange(9))
+    np.testing.assert_array_equal(tokens, tokenize([str(r["caption"]) for r in rows]))
+    # a supervised reader takes the labelled rows only, each once an epoch, in a seeded order
+    seen = [b.labels for b in ds.batches(4, seed=1, rows=ds.labelled_rows)]
+    assert sorted(int(x) for b in seen for x in b) == [0, 0, 0, 2, 2, 2]
+    assert [len(b) for b in ds.batches(4, seed=1)] == [4, 4, 1]  # and everyone else every row
+
+
 def test_tensorize_is_deterministic_and_parallel_equals_serial(wds_manifest, tmp_path: Path) -> None:
     m, _ = wds_manifest
     tensorize(m, split="train", resolution=16, workers=1)
@@ -468,9 +501,9 @@ def _manifest_with(tmp_path: Path, df: pl.DataFrame) -> Path:
         ),
         (
             lambda t: _manifest_with(
-                t, pl.DataFrame({"uid": ["a", "b"], "label": [0, -1], "caption": "c", "url": ["u", "v"]})
+                t, pl.DataFrame({"uid": ["a", "b", "c"], "label": [0, -1, -2], "caption": "c", "url": ["u", "v", "w"]})
             ),
-            "row 1 has a negative label",
+            "row 2 has label -2; labels are 0..K-1, or -1 for no class",  # -1: unlabelled (--keep-unmatched)
         ),
     ],
 )
@@ -639,3 +672,39 @@ def test_killed_download_leaves_nothing_running_and_reruns(tmp_path: Path) -> No
         release.set()
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.slow
+def test_the_ray_distributor_downloads_through_img2dataset_on_a_local_ray(
+    loopback_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--distributor ray`` hands the download to img2dataset's own Ray distributor (on a local Ray
+    that img2dataset's child starts): every served image arrives, the dead link is counted, and the
+    tensor shards hold what was served (multiprocessing: test_shards_end_to_end_over_http)."""
+    pytest.importorskip("ray")
+    from curate.loader import open_shards
+
+    rows = []
+    for i in range(10):
+        uid, label = f"r-{i:02d}", i % 3
+        if i != 6:  # one dead link
+            (loopback_server.root / f"{uid}.jpg").write_bytes(image_bytes(label, i))
+        rows.append({"uid": uid, "label": label, "caption": f"a {CLASSES[label]} {i}", "url": loopback_server.url(f"{uid}.jpg")})
+    m = tmp_path / "m"
+    m.mkdir()
+    manifest_frame(rows, "train").write_parquet(m / "manifest.parquet")
+    write_classes(m)
+    args = ["shards", str(m), "--resolution", "32", "-p", "1", "-t", "2", "--shard-size", "4", "-w", "1", "--json", "--distributor", "ray"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    log = (m / "images" / "img2dataset.log").read_text(encoding="utf-8")
+    assert "Started a local Ray instance" in log  # img2dataset's Ray distributor ran the shards
+    (report,) = json.loads(out)["download"]
+    assert report["succeeded"] == 9 and report["failed"] == {"failed_to_download: HTTP Error 404: Not Found": 1}
+    ds = open_shards(m, "train")
+    want = {r["uid"]: r["label"] for i, r in enumerate(rows) if i != 6}
+    assert sorted(ds.uids.tolist()) == sorted(want)
+    images, _ = ds.gather(np.arange(len(ds)))
+    for i, uid in enumerate(ds.uids.tolist()):
+        assert ds.labels[i] == want[uid]
+        assert int(images[i].reshape(3, -1).mean(axis=1).argmax()) == want[uid]  # the image served for it

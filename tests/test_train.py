@@ -249,6 +249,41 @@ def test_bf16_autocast_runs_every_objective_on_cpu(manifest: Path, tmp_path: Pat
         assert json.loads((r.run_dir / "train_summary.json").read_text())["precision"] == "bf16"
 
 
+def test_unlabelled_rows_train_clip_and_are_skipped_by_supervised_objectives(tmp_path: Path) -> None:
+    """Rows naming no class (curate build --keep-unmatched, label -1): image-text pairs for clip;
+    a supervised objective has no target for them, leaves them out and counts them; scoring ignores them."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "open"
+    counts = [12, 10, 8, 6, 5, 4, 3, 2]
+    n_unlabelled = 10
+    train_labels = rng.permutation(np.concatenate([np.repeat(np.arange(len(NAMES)), counts), np.full(n_unlabelled, -1)]))
+    eval_labels = np.concatenate([np.repeat(np.arange(len(NAMES)), 2), [-1, -1, -1]])
+    for split, labels in (("train", train_labels), ("eval", eval_labels)):
+        folder = root / "shards" / split
+        _write_split(folder, np.maximum(labels, 0), split=split, seed=4)
+        np.save(folder / "00000.labels.npy", labels.astype(np.int64), allow_pickle=False)  # same dtype and shape
+    n, labelled = len(train_labels), len(train_labels) - n_unlabelled
+
+    # clip: one step over a batch of every row, the unlabelled ones with the others
+    clip = train(root, TrainConfig(objective="clip", steps=1, batch_size=n, warmup=0), out=tmp_path / "clip")
+    assert clip.images_seen == n and np.isfinite(clip.final_loss)
+    run = json.loads((tmp_path / "clip" / "run.json").read_text())
+    assert (run["train_samples"], run["unlabelled_samples"], run["unlabelled_skipped"]) == (n, n_unlabelled, 0)
+    assert run["train_counts"] == counts  # not a class: the frequencies count the labelled rows
+
+    # sl: an epoch is the labelled rows (a -1 target would make cross-entropy fail), the rest counted
+    sl = train(root, TrainConfig(objective="sl", epochs=1, batch_size=labelled, warmup=0), out=tmp_path / "sl")
+    assert sl.steps == 1 and sl.images_seen == labelled
+    run = json.loads((tmp_path / "sl" / "run.json").read_text())
+    assert (run["train_samples"], run["unlabelled_samples"], run["unlabelled_skipped"]) == (labelled, n_unlabelled, n_unlabelled)
+    assert json.loads((tmp_path / "sl" / "train_summary.json").read_text())["unlabelled_skipped"] == n_unlabelled
+
+    # per-class scoring: the eval split's unlabelled rows are left out and counted
+    m = evaluate_run(tmp_path / "sl")
+    assert m["eval_samples"] == 2 * len(NAMES) and m["skipped"] == {"unlabelled": 3}
+    assert m["eval_counts"] == [2] * len(NAMES)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

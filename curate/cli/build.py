@@ -21,6 +21,7 @@ def _report(result) -> None:
         f"{result.out}: {s['total']:,} training rows over {s['classes']} classes "
         f"(max {s['max']:,}, min {int(result.classes['count'].min()):,}, max/min {ratio}, Gini {s['gini']:.3f})"
         + (f", {s['eval_total']:,} eval rows" if s["eval_total"] else "")
+        + (f", {s['unlabelled']:,} unlabelled rows (--keep-unmatched)" if "unlabelled" in s else "")
         + (f"; {s['short_classes']} class(es) short (--allow-shortfall)" if s["short_classes"] else ""),
         highlight=False,
         soft_wrap=True,
@@ -55,7 +56,8 @@ def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
         from curate import ui
 
         ui.console.print(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
-        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows; nothing written", highlight=False)
+        unlabelled = f" and {result.stats['unlabelled']:,} unlabelled rows" if "unlabelled" in result.stats else ""
+        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written", highlight=False, soft_wrap=True)
     else:
         _report(result)
     return result
@@ -92,14 +94,21 @@ def build_command(
     embeddings: str | None = typer.Option(None, "--embeddings", help="The source's caption embeddings (curate embed): needed by --profile knn:QUERIES; adds intra-class similarity to the card."),
     allow_shortfall: bool | None = typer.Option(None, "--allow-shortfall/--no-allow-shortfall", help="When the pool cannot meet a target, keep what exists (recorded in the card) instead of failing."),
     allow_empty_classes: bool | None = typer.Option(None, "--allow-empty-classes/--no-allow-empty-classes", help="Let the profile give classes that have rows in the pool zero training rows (an extreme --imbalance) instead of failing."),
+    keep_unmatched: bool | None = typer.Option(None, "--keep-unmatched/--no-keep-unmatched", help="Open world (the study's YFCC-15M beside YFCC-15M-Cls): keep every row whose caption names no class, unlabelled (label -1), with its own text, in the training split, all of them (or --unmatched-fraction); the profile, --total/--fraction and --eval-per-class shape the labelled rows only (default: such rows are left out, no_class)."),
+    unmatched_fraction: float | None = typer.Option(None, "--unmatched-fraction", help="--keep-unmatched: keep this share F in (0, 1] of the rows naming no class, a seeded random sample that nests (for open-world scale ablations, with --fraction F) (default: all of them)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the draw, the random order, templates and synonyms (default: 0)."),
     out_root: str | None = typer.Option(None, "--out-root", help="Folder holding manifest folders (default: manifests)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compute targets and the draw, print the class table, write nothing."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first source row whose caption is null or blank, naming it (default: such rows are left out and counted as no_text)."),
+    shard: str | None = typer.Option(None, "--shard", help="Run one shard of a sharded build in --work: i/N (0 <= i < N; a contiguous 1/N of the rows) or slurm (the task of a job array). Before the draw exists it matches its rows (round one); after, it writes its manifest rows (round two)."),
+    work: Path | None = typer.Option(None, "--work", help="The work folder of a sharded build (--shard, --reduce): one every node sees."),
+    reduce: bool = typer.Option(False, "--reduce", help="Sharded build: after round one, draw from every shard's pool (written into --work); after round two, write the manifest folder from the shards' rows."),
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 
     When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall).
+
+    Sharded (the same options every time): every shard with --shard i/N --work DIR, then --reduce --work DIR (the draw), every shard again, then --reduce again: the manifest is the single build's, byte for byte, however the rows were split; a rerun skips completed shards.
     """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
     from curate.errors import CurateError
     from curate.recipe import Recipe
@@ -111,7 +120,49 @@ def build_command(
         options["classes"] = str(class_list)
     base = Recipe.load(recipe_file) if recipe_file is not None else Recipe()
     recipe = base.with_overrides(**options)
+    if shard is not None or reduce or work is not None:
+        _run_sharded(recipe, work=work, shard=shard, reduce=reduce, dry_run=dry_run, strict=strict)
+        return
     _run_build(recipe, dry_run=dry_run, strict=strict)
+
+
+def _run_sharded(recipe, *, work: Path | None, shard: str | None, reduce: bool, dry_run: bool, strict: bool) -> None:
+    from curate import ui
+    from curate.engine.build import reduce_build, run_build_shard
+    from curate.engine.shard import parse_shard
+    from curate.errors import CurateError
+    from curate.sample import ShortfallError
+
+    if work is None:
+        raise CurateError("--shard and --reduce need --work DIR, the sharded build's work folder")
+    if (shard is None) == (not reduce):
+        raise CurateError("--work goes with one of --shard i/N (a shard) and --reduce (the draw, then the manifest)")
+    if dry_run or strict:
+        raise CurateError(f"{'--dry-run' if dry_run else '--strict'} goes with a single build, not --shard or --reduce")
+    if shard is not None:
+        one = parse_shard(shard)
+        run = run_build_shard(recipe, work, one)
+        what = f"{run.rows:,} source rows read, {run.pooled:,} naming a class (its pool)" if run.round == 1 else f"{run.rows:,} manifest rows written"
+        if run.round == 1 and recipe.keep_unmatched:
+            what += f", {run.unlabelled:,} naming none, kept unlabelled (--keep-unmatched)"
+        done = "already complete, skipped" if run.skipped else what
+        ui.info(f"shard {one}, round {'one' if run.round == 1 else 'two'}, of build {recipe.name or recipe.slug()} in {work}: {done}")
+        return
+    try:
+        stage, out = reduce_build(recipe, work)
+    except ShortfallError as e:
+        _print_shortfall(e)
+        raise
+    if stage == 1:
+        n_eval = int((out.picked["split"] == "eval").sum())
+        n_unlabelled = int((out.picked["label"] < 0).sum())
+        ui.info(
+            f"the draw in {work}: {out.picked.height - n_eval - n_unlabelled:,} training and {n_eval:,} eval rows over {out.targets.height} classes"
+            + (f", {n_unlabelled:,} unlabelled training rows (--keep-unmatched)" if recipe.keep_unmatched else "")
+            + "; now run every shard again (round two), then --reduce again"
+        )
+    else:
+        _report(out)
 
 
 @app.command("run")

@@ -28,7 +28,7 @@ def shards(
     distributor: str = typer.Option(
         "multiprocessing",
         "--distributor",
-        help="img2dataset's engine: multiprocessing (one machine), pyspark or ray (a cluster; install it first).",
+        help="img2dataset's own distributor: multiprocessing (one machine), ray (joins the Ray cluster at $RAY_ADDRESS, else starts a local Ray) or pyspark (the active Spark session, else a local one); install ray or pyspark first. The manifest folder must be one every worker sees.",
     ),
     shard_size: int = typer.Option(
         1000, "--shard-size", help="Rows per img2dataset tar, and so at most per tensor shard."

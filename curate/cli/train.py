@@ -98,7 +98,10 @@ def train_command(
     out: Path | None = typer.Option(None, "--out", "-o", rich_help_panel=P_RUN, help="Run folder. \\[default: runs/MANIFEST-OBJECTIVE-MODEL]"),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=P_RUN, help="Continue the run in --out from its checkpoint (its saved options apply; --epochs/--steps may extend it)."),
 ) -> None:
-    """Train a CLIP or supervised model on a manifest's shards, then evaluate it on the held-out split."""
+    """Train a CLIP or supervised model on a manifest's shards, then evaluate it on the held-out split.
+
+    Rows without a class (label -1, built with --keep-unmatched) are image-text pairs: clip trains on them; the supervised objectives skip them and count them (run.json unlabelled_skipped).
+    """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
     from curate.runs import TrainConfig, apply_preset
     from curate.train import train
     from curate.ui import info

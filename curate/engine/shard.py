@@ -139,13 +139,41 @@ def is_complete(out: Path, shard: Shard, params: dict) -> bool:
 
 def finish(out: Path, shard: Shard, params: dict, partial: Partial) -> None:
     """Write the shard's partial counts, then its completion marker (last)."""
-    _, counts_path, marker = _paths(out, shard)
+    _, counts_path, _ = _paths(out, shard)
     body = {"shard": shard.index, "shards": shard.count, "rows": partial.rows, "matched": partial.matched, "counts": partial.counts.tolist()}
     write_text_atomic(counts_path, json.dumps(body, separators=(",", ":")) + "\n")
+    mark_done(out, shard, params)
+
+
+def mark_done(out: Path, shard: Shard, params: dict) -> None:
+    """Write the shard's completion marker: the last file a shard writes."""
+    marker = _paths(out, shard)[2]
     write_text_atomic(marker, json.dumps({"shard": shard.index, "shards": shard.count, "params": params}, indent=1, sort_keys=True) + "\n")
 
 
 _DONE = re.compile(r"^shard-(\d{5,})-of-(\d{5,})\.done$")
+
+
+def completed_shards(folder: str | Path, *, what: str = "--reduce") -> int:
+    """How many shards the run in ``folder`` was split into, once every one of them has its
+    completion marker; an error names the ones still missing (``what`` starts the message)."""
+    folder = Path(folder)
+    found: dict[int, int] = {}
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        m = _DONE.match(p.name)
+        if m:
+            found[int(m.group(1))] = int(m.group(2))
+    if not found:
+        raise CurateError(f"{what} {folder}: no completed shard (no shard-*-of-*.done file)")
+    counts_of = set(found.values())
+    if len(counts_of) != 1:
+        raise CurateError(f"{what} {folder}: shards of runs split {sorted(counts_of)} ways are mixed")
+    n = counts_of.pop()
+    missing = [i for i in range(n) if i not in found]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise CurateError(f"{what} {folder}: {len(missing)} of {n} shards are not complete ({shown}); run them first")
+    return n
 
 
 def reduce_counts(folder: str | Path) -> tuple[dict, Partial]:
@@ -154,21 +182,7 @@ def reduce_counts(folder: str | Path) -> tuple[dict, Partial]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CurateError(f"--reduce {folder}: not a folder of shard outputs")
-    found: dict[int, int] = {}
-    for p in sorted(folder.iterdir()):
-        m = _DONE.match(p.name)
-        if m:
-            found[int(m.group(1))] = int(m.group(2))
-    if not found:
-        raise CurateError(f"--reduce {folder}: no completed shard (no shard-*-of-*.done file)")
-    counts_of = set(found.values())
-    if len(counts_of) != 1:
-        raise CurateError(f"--reduce {folder}: shards of runs split {sorted(counts_of)} ways are mixed")
-    n = counts_of.pop()
-    missing = [i for i in range(n) if i not in found]
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise CurateError(f"--reduce {folder}: {len(missing)} of {n} shards are not complete ({shown}); run them first")
+    n = completed_shards(folder)
     params = None
     total: Partial | None = None
     for i in range(n):

@@ -90,7 +90,7 @@ N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 # methods say of it
 C_WORD, C_UPPER, C_LOWTITLE, C_ALPHA, C_SPACE = 1, 2, 4, 8, 16
 # per token of the original: its case (T_) and the separator before it (S_), as decide reads them
-T_UPPER1, T_ALPHA1, T_CAPS, T_CAMEL = 1, 2, 4, 8
+T_UPPER1, T_ALPHA1, T_CAPS, T_CAMEL, T_BY = 1, 2, 4, 8, 256
 S_JOINED, S_HON, S_SENT, S_APOS = 16, 32, 64, 128
 
 # facts about (sense, word), bits of one entry: known-bit and value-bit per question
@@ -329,6 +329,8 @@ def _ascii_bits(raw, p0, p1, norm, ws, we, bits, nt):
             f |= T_CAPS
         if camel:
             f |= T_CAMEL
+        if n == 2 and norm[ws[k]] == 98 and norm[ws[k] + 1] == 121:
+            f |= T_BY
         bits[k] = f
         p += n
     while p < p1:
@@ -505,6 +507,8 @@ def _text_bits(buf, p0, p1, bits, nt, chars, html):
             t |= T_CAPS
         if camel:
             t |= T_CAMEL
+        if j - s0 == 2 and (buf[s0] | 32) == 98 and (buf[s0 + 1] | 32) == 121:
+            t |= T_BY  # the token lower-cases to "by"
         # the separator buf[sep_start:s0]: strip(" ") for joined and honorific, strip() for a sentence end
         i = sep_start
         e = s0
@@ -618,6 +622,14 @@ def _decide_one(
         honorific = (wflags[wid[a - 1]] & W_HON) != 0 if a > 0 else empty_honorific
         if honorific and (bits[a] & S_HON):
             return NAME
+        # _after_by: a run of at most three capitalised words joined to a preceding "by"
+        k = a - 1
+        while k >= 0 and a - k <= 3 and (bits[k + 1] & S_JOINED):
+            if bits[k] & T_BY:
+                return NAME
+            if not (bits[k] & T_UPPER1):
+                break
+            k -= 1
         if a > 0 and (bits[a - 1] & T_CAMEL) and (bits[a] & S_JOINED):
             return NAME  # after a brand written in camel case
         if style[0] < 0:
@@ -921,6 +933,7 @@ def _token_bits(w: str) -> int:
     f |= T_ALPHA1 if w[:1].isalpha() else 0
     f |= T_CAPS if w.isupper() and len(w) > 1 else 0
     f |= T_CAMEL if _CAMEL.search(w) else 0
+    f |= T_BY if w.lower() == "by" else 0
     _TOKEN_BITS[w] = f
     return f
 

@@ -280,10 +280,22 @@ def _needs_context(
         return False
     if first in rivals:
         return True  # the word's first sense is another class of the vocabulary
-    # Untagged, WordNet's order of senses says little about use: two physical things (a canvas
-    # stretcher and a litter, a bees' honeycomb and a hexagonal one) are look-alikes; a first sense
-    # that is no thing at all (a person, an act, an idea) makes the class sense need evidence.
-    return synset.lexname() in _THINGS and first.lexname() not in _THINGS
+    # Untagged, WordNet's order of senses is its editors' guess at use. A first sense that is no
+    # thing at all (a person, an act, an idea) makes the class sense need evidence; so does, for a
+    # single word, a physical thing of another kind (a freight car before the Venetian boat, a
+    # water scooter before the motor scooter). Look-alikes stand: things that share a genus within
+    # three levels (the two pajamas), and a plant or animal beside the food it is (the mushroom
+    # that grows, the mushroom that is cooked). A multi-word lemma is a name chosen for the thing
+    # already; the order of its rare senses ("red fox" the weed) says nothing about use.
+    if synset.lexname() not in _THINGS:
+        return False
+    if first.lexname() not in _THINGS:
+        return True
+    if "_" in lemma_name or "-" in lemma_name:
+        return False
+    if {first.lexname(), synset.lexname()} in _SAME_THING:
+        return False
+    return not set(_up(first, 3)) & set(_up(synset, 3))
 
 
 def _up(synset, levels: int) -> list:
@@ -295,6 +307,8 @@ def _up(synset, levels: int) -> list:
 
 
 _LIVING = frozenset({"noun.animal", "noun.plant", "noun.food"})
+# a living thing and the food made of it: WordNet keeps them apart, a photo shows the one thing
+_SAME_THING = ({"noun.plant", "noun.food"}, {"noun.animal", "noun.food"})
 
 
 def _kindred(a, b) -> bool:
@@ -441,6 +455,10 @@ def decide(
                 if prev in honorifics and seps[a].strip(" ") in ("", "."):
                     reasons[i] = NAME
                     continue
+                if _after_by(cased, seps, a):
+                    # a maker's or author's name: "painting by Jane Swan", "Designed By Tiger Woods"
+                    reasons[i] = NAME
+                    continue
                 if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]):
                     # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move")
                     reasons[i] = NAME
@@ -484,6 +502,19 @@ def decide(
                 if reasons[i] == KEPT and norm[int(start[i]) : int(end[i])] in named:
                     reasons[i] = NAME
     return reasons
+
+
+def _after_by(cased: list[str], seps: list[str], a: int) -> bool:
+    """Whether the capitalised word ``a`` ends a run of at most three capitalised words joined
+    to a preceding "by"."""
+    k = a - 1
+    while k >= 0 and a - k <= 3 and _joined(seps[k + 1]):
+        if cased[k].lower() == "by":
+            return True
+        if not _is_capitalised(cased[k]):
+            return False
+        k -= 1
+    return False
 
 
 def _head_after(words: list[str], seps, b: int, words_of: tuple) -> str | None:
