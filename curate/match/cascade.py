@@ -1248,18 +1248,14 @@ class _CompoundIndex:
 
     def __init__(self, class_lemmas: set[str]) -> None:
         self.class_lemmas = class_lemmas
-        self._sorted: list[str] | None = None
-        self._reversed: list[str] | None = None
 
     def left(self, word: str) -> bool:
-        if self._sorted is None:
-            self._sorted = sorted(noun_lemmas())
-        return self._scan(self._sorted, word, lambda lemma: lemma[len(word) :].removeprefix("_"))
+        return self._scan(_sorted_lemmas(), word, lambda lemma: lemma[len(word) :].removeprefix("_"))
 
     def right(self, word: str) -> bool:
-        if self._reversed is None:
-            self._reversed = sorted(x[::-1] for x in noun_lemmas())
-        return self._scan(self._reversed, word[::-1], lambda rev: rev[len(word) :][::-1].removesuffix("_"))
+        return self._scan(
+            _sorted_lemmas(reverse=True), word[::-1], lambda rev: rev[len(word) :][::-1].removesuffix("_")
+        )
 
     def _scan(self, lemmas: list[str], prefix: str, rest) -> bool:
         i = bisect.bisect_left(lemmas, prefix)
@@ -1269,6 +1265,12 @@ class _CompoundIndex:
             if rest(lemmas[k]) in self.class_lemmas:
                 return True
         return i + self.SCAN < len(lemmas) and lemmas[i + self.SCAN].startswith(prefix)
+
+
+@functools.lru_cache(maxsize=2)
+def _sorted_lemmas(*, reverse: bool = False) -> list[str]:
+    """WordNet's noun lemmas in order, or each spelled backwards in order (for suffixes)."""
+    return sorted(x[::-1] for x in noun_lemmas()) if reverse else sorted(noun_lemmas())
 
 
 def _sub_groups(grp_ptr: np.ndarray, todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
