@@ -160,9 +160,10 @@ def bench_openclip_train(csv: Path, *, model: str, batch: int, steps: int, worke
 
 def bench_plain_loop(manifest: Path, *, model: str, batch: int, steps: int, device: str, precision: str,
                      locked_text: Path | None = None) -> float:
-    """model(images, texts) + open_clip.ClipLoss + AdamW (grouped as open_clip_train does) on
-    curate's tensor batches; images/s after the first step. ``locked_text``: a checkpoint loaded
-    and its text tower locked (``lock_text_tower``), as open_clip_train's ``--lock-text``."""
+    """model(images, texts) + open_clip.ClipLoss + AdamW on curate's tensor batches; images/s
+    after the first step. AdamW is grouped and implemented as open_clip_train's (torch's default,
+    where curate's trainer asks for the fused kernel). ``locked_text``: a checkpoint loaded and its
+    text tower locked (``lock_text_tower``), as open_clip_train's ``--lock-text``."""
     import math
 
     import open_clip
@@ -398,7 +399,8 @@ def main() -> None:
             cells.append(f"{r / rates[ref]:6.2f}x {REF_NAMES[ref]}" if ref else "")
         lo_hi = f"   {min(measured[label]):7.0f}-{max(measured[label]):<8.0f}" if spread else ""
         print(f"  {label:<40} {r:9.0f}{lo_hi}   {cells[0]:<26} {cells[1]}".rstrip())
-    print("  (sl objectives train no text tower and have no counterpart in open_clip: they are set against clip)")
+    print("  (sl objectives train no text tower and have no counterpart in open_clip: they are set against clip;")
+    print("   curate's AdamW is the fused kernel, open_clip_train's and the plain loop's torch's default)")
     print(f"input pipeline alone, batch {args.batch_size}, {size} px:")
     print(f"  curate tensor shards + gpu_augment ({args.device}): {ours_in:9.0f} images/s")
     if theirs_in is not None:
