@@ -3,9 +3,12 @@
 Runs, in one process on the same captions:
 
 - curate's matcher (``curate.match.match_captions``: one compiled pass normalises each batch into
-  one buffer, a compiled whole-word hash table finds the surface forms, numpy post-processing)
-  with imagenet1k and with imagenet21k, and the same stage on its numba-free path (numpy
-  normalisation, one Aho–Corasick pass per batch: what ran before the compiled loops);
+  one buffer, a compiled whole-word hash table finds the surface forms, numpy post-processing,
+  then the disambiguation cascade on the captions holding a candidate) with imagenet1k and with
+  imagenet21k, and the same stage on its numba-free path (numpy normalisation, one Aho–Corasick
+  pass per batch, the cascade in Python: what runs without numba);
+- the cascade itself: the stage with it compiled (best run, and the first run, which fills its
+  word tables), with its Python path (``decide``) on a subset, and without it (candidates only);
 - the reference study's method, re-implemented faithfully: per caption, lower-case, tokenise,
   lemmatise every token with nltk's WordNetLemmatizer, then for every class and every synonym check
   that all of the synonym's tokens are present (``curate.match.reference_labels_naive``); run on a
@@ -100,17 +103,25 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_curate(captions: pl.Series, vocab: pl.DataFrame, *, repeats: int = 3, compiled: bool = True) -> tuple[float, float, int]:
+def time_curate(
+    captions: pl.Series, vocab: pl.DataFrame, *, repeats: int = 3, compiled: bool = True, disambiguate: bool = True,
+    cascade_compiled: bool = True, first: list | None = None,
+) -> tuple[float, float, int]:
     """Best wall time of ``repeats`` streaming runs, with its CPU seconds (the machine is shared).
 
     ``compiled=False`` times the numpy + Aho–Corasick path (what ran before the numba loops, and
-    what runs without numba), on the same captions and vocabulary."""
+    what runs without numba), on the same captions and vocabulary; ``disambiguate=False`` the
+    candidates alone, without the cascade; ``cascade_compiled=False`` the cascade's Python path
+    (``curate.match.disambiguate.decide`` for every candidate caption). ``first``, when given,
+    receives the first run's (wall, CPU) seconds: the cascade fills its word tables then."""
     import curate.match as cm
+    import curate.match.cascade as cascade
     import curate.match.kernels as kernels
 
     kernels.COMPILED = compiled
+    cascade.COMPILED = cascade_compiled
     try:
-        matcher = cm.compile_matcher(vocab)
+        matcher = cm.compile_matcher(vocab, disambiguate=disambiguate)
         _ = matcher.automaton  # compile outside the timing, as a long run amortises it
         cm.normalised_buffer(captions.head(10))
         if not compiled:
@@ -119,13 +130,21 @@ def time_curate(captions: pl.Series, vocab: pl.DataFrame, *, repeats: int = 3, c
         best = (float("inf"), 0.0, 0)
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            hits = cm.match_captions(lf, vocab).select(pl.col("labels").list.len().sum()).collect(engine="streaming").item()
+            hits = (
+                cm.match_captions(lf, vocab, disambiguate=disambiguate)
+                .select(pl.col("labels").list.len().sum())
+                .collect(engine="streaming")
+                .item()
+            )
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if first is not None and not first:
+                first.extend((wall, cpu))
             if wall < best[0]:
                 best = (wall, cpu, int(hits))
         return best
     finally:
         kernels.COMPILED = True
+        cascade.COMPILED = True
 
 
 def time_reference(captions: list[str], vocab: pl.DataFrame) -> tuple[float, float, int]:
@@ -209,6 +228,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="captions to generate")
     ap.add_argument("--reference-subset", type=int, default=2_000, help="captions for the reference method")
+    ap.add_argument("--cascade-subset", type=int, default=100_000, help="captions for the cascade's Python path")
     ap.add_argument("--metaclip-subset", type=int, default=200_000, help="captions for the pyahocorasick loop")
     ap.add_argument("--quick", action="store_true", help="skip imagenet21k, the RSS runs and the demo corpus")
     args = ap.parse_args()
@@ -228,10 +248,17 @@ def main() -> None:
     if not compiled:
         print("numba is not installed: both curate rows run the numpy + Aho-Corasick path")
     rows: list[tuple[str, int, float, float, int]] = []
-    dt, cpu, hits = time_curate(caps, v1k)
+    cold: list[float] = []
+    dt, cpu, hits = time_curate(caps, v1k, first=cold)
     rows.append(("curate match, imagenet1k", args.n, dt, cpu, hits))
-    dt, cpu, hits_np = time_curate(caps, v1k, compiled=False)
-    rows.append(("  same, numpy + Aho-Corasick path (before numba)", args.n, dt, cpu, hits_np))
+    cascade_rows = [("with the cascade (compiled), best of 3", args.n, dt, cpu, hits)]
+    cascade_rows.append(("  its first run (word tables filled as captions need)", args.n, cold[0], cold[1], hits))
+    dt, cpu, hits_py = time_curate(caps.head(args.cascade_subset), v1k, repeats=1, cascade_compiled=False)
+    cascade_rows.append(("with the cascade's Python path (decide)", args.cascade_subset, dt, cpu, hits_py))
+    dt, cpu, hits_off = time_curate(caps, v1k, disambiguate=False)
+    cascade_rows.append(("candidates only (disambiguate=False)", args.n, dt, cpu, hits_off))
+    dt, cpu, hits_np = time_curate(caps, v1k, compiled=False, repeats=1)
+    rows.append(("  same, numpy + Aho-Corasick path, cascade in Python (no numba)", args.n, dt, cpu, hits_np))
     if not args.quick:
         v21k = load_vocab("imagenet21k")
         t0 = time.perf_counter()
@@ -241,8 +268,8 @@ def main() -> None:
         print(f"imagenet21k matcher compiled in {time.perf_counter() - t0:.1f}s")
         dt, cpu, hits21 = time_curate(caps, v21k)
         rows.append(("curate match, imagenet21k", args.n, dt, cpu, hits21))
-        dt, cpu, hits21_np = time_curate(caps, v21k, compiled=False)
-        rows.append(("  same, numpy + Aho-Corasick path (before numba)", args.n, dt, cpu, hits21_np))
+        dt, cpu, hits21_np = time_curate(caps, v21k, compiled=False, repeats=1)
+        rows.append(("  same, numpy + Aho-Corasick path, cascade in Python (no numba)", args.n, dt, cpu, hits21_np))
         if hits21_np != hits21:
             raise SystemExit(f"the two paths disagree on imagenet21k: {hits21:,} vs {hits21_np:,} labels")
     if hits_np != hits:
@@ -263,6 +290,12 @@ def main() -> None:
         rate = n / dt
         print(f"{name:58s} {n:>10,d} {dt:>7.2f} {cpu:>7.2f} {rate:>11,.0f} {n / cpu:>10,.0f} {base / rate:>7.1f}x")
     print("(slower: curate-imagenet1k's captions/s over the row's; subset rows are timed on the first N captions and extrapolate)")
+    print()
+    print("the disambiguation cascade, in-process, imagenet1k (captions/s of the whole match stage):")
+    off = cascade_rows[-1][1] / cascade_rows[-1][2]
+    for name, n, dt, cpu, h in cascade_rows:
+        rate = n / dt
+        print(f"  {name:58s} {n:>10,d} {dt:>7.2f} {cpu:>7.2f} {rate:>11,.0f}  x{rate / off:.2f} of candidates only  ({h:,} labels)")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other jobs share these cores)")
 
     if not args.quick:

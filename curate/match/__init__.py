@@ -3,7 +3,8 @@
 The package, one concern per module: ``normalise`` (caption and lemma normalisation),
 ``kernels`` (the optional numba loops; ``aot``: their ahead-of-time copies), ``forms`` (surface forms), ``rules`` (the rule data of
 ``curate/data/match_rules.json``), ``matcher`` (the compiled matcher, longest match, vetoes, label
-policies, spans), ``lexicon`` and ``disambiguate`` (which candidates stand), ``reference`` (the
+policies, spans), ``lexicon`` and ``disambiguate`` (which candidates stand), ``cascade`` (the same
+decisions from a compiled loop), ``reference`` (the
 reference study's counting), ``quality`` (precision and recall against hand-judged pairs); this
 module is the stage, :func:`match_captions`.
 
@@ -49,7 +50,8 @@ How a caption is matched (``mode="curate"``):
    a name (``name``), or a modifier of another noun in a head-final compound (``modifier``). Only
    captions holding a candidate reach this step. With ``spans`` every candidate is listed with its
    ``reason`` (``kept``, ``veto``, ``sense``, ``name``, ``modifier``); :func:`explain_caption` does
-   the same for one caption (``curate match --explain``).
+   the same for one caption (``curate match --explain``). With numba the cascade runs as a compiled
+   loop without the GIL (:mod:`curate.match.cascade`, the same reason codes as ``decide``).
 6. **Label policy** turns the mentions into ``labels`` (class indices, the vocabulary's ``label``):
 
    - ``all``: every matched class, sorted ascending, each once;

@@ -26,6 +26,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
+# versions of the module kept in the cache (each with its lock and failure files)
+KEEP = 4
+
 # exported name -> (function of curate.match.kernels, numba signature of how it is called)
 SIGNATURES = {
     "squeeze_rows": ("_squeeze_rows", "void(u1[::1], i8[::1], u1[::1], u1[::1], u1[::1], i8[::1], u1[::1])"),
@@ -107,6 +110,10 @@ def ensure() -> bool:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 failed.write_text("\n".join(tail) + "\n", encoding="utf-8")
                 return False
+            # the modules of earlier versions of the loops: a few stay (another checkout may use them)
+            others = sorted(path.parent.glob("curate_kernels_*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+            for old in [p for p in others if not p.name.startswith(path.name.split(".")[0])][3 * KEEP :]:
+                old.unlink(missing_ok=True)
     except OSError:  # a read-only cache: the just-in-time loops, as before
         return path.is_file()
     return True

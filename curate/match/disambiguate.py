@@ -113,34 +113,46 @@ class SenseTable:
         if got != 0:
             return got
         got = None
-        lemma = self.lemma_of[sense]
-        known = noun_lemmas()
-        low = lemma.lower()
-        if self.synset_name[sense] is not None and lemma and (
-            (before and (f"{before}_{low}" in known or f"{before}{low}" in known))
-            or (after and (f"{low}_{after}" in known or f"{low}{after}" in known))
-        ):
-            from curate.wordnet import wordnet
-
-            wn = wordnet()
-            with WORDNET_LOCK:
-                s = self.synset_of(sense)
-                sides = []
-                before = None if before in _function_words() else before
-                after = None if after in _function_words() else after
-                if before:
-                    sides += [("left", f"{before}_{lemma}"), ("left", f"{before}{lemma}")]
-                if after:
-                    sides += [("right", f"{lemma}_{after}"), ("right", f"{lemma}{after}")]
-                for side, compound in sides:
-                    found = wn.synsets(compound, "n")
-                    if found and not any(
-                        x == s or s in x.closure(lambda y: y.hypernyms()) or _kindred(x, s) for x in found
-                    ):
-                        got = side
-                        break
+        if self.compound_known(sense, before, "left") or self.compound_known(sense, after, "right"):
+            if self.compound_other(sense, before, "left"):
+                got = "left"
+            elif self.compound_other(sense, after, "right"):
+                got = "right"
         self._compounds[key] = got
         return got
+
+    def compound_known(self, sense: int, word: str | None, side: str) -> bool:
+        """Whether ``word`` on ``side`` ("left"/"right") of the mention spells with its lemma a
+        WordNet noun lemma, with or without a space (the cheap test before
+        :meth:`compound_other`)."""
+        lemma = self.lemma_of[sense]
+        if not word or not lemma or self.synset_name[sense] is None:
+            return False
+        low = lemma.lower()
+        known = noun_lemmas()
+        if side == "left":
+            return f"{word}_{low}" in known or f"{word}{low}" in known
+        return f"{low}_{word}" in known or f"{low}{word}" in known
+
+    def compound_other(self, sense: int, word: str | None, side: str) -> bool:
+        """Whether ``word`` on ``side`` of the mention makes with it a WordNet noun that is neither
+        the class nor a kind of it (function words make none)."""
+        lemma = self.lemma_of[sense]
+        if not word or not lemma or self.synset_name[sense] is None or word in _function_words():
+            return False
+        compounds = (f"{word}_{lemma}", f"{word}{lemma}") if side == "left" else (f"{lemma}_{word}", f"{lemma}{word}")
+        from curate.wordnet import wordnet
+
+        wn = wordnet()
+        with WORDNET_LOCK:
+            s = self.synset_of(sense)
+            for compound in compounds:
+                found = wn.synsets(compound, "n")
+                if found and not any(
+                    x == s or s in x.closure(lambda y: y.hypernyms()) or _kindred(x, s) for x in found
+                ):
+                    return True
+        return False
 
     def kindred(self, sense: int, head: str) -> bool:
         """Whether ``head`` names a living thing of the class's own kind ("sorrel mare", "german

@@ -23,8 +23,8 @@ COMPILED = True
 
 # Below this many captions the numpy and Aho–Corasick paths finish before numba is loaded (about
 # 0.5 CPU-seconds per process: its import, its typing registries, the cached machine code), so a
-# short run never pays for it (see :func:`compiled_for`); once the ahead-of-time copies of the
-# loops are built (:mod:`curate.match.aot`, a millisecond to load) every run uses them.
+# short run never pays for it (see :func:`compiled_for`); a longer one loads the ahead-of-time
+# copies of the loops (:mod:`curate.match.aot`, a millisecond) where they are built.
 COMPILE_MIN_ROWS = 300_000
 
 
@@ -32,7 +32,7 @@ COMPILE_MIN_ROWS = 300_000
 def compiled_for(expected_rows: int | None) -> Iterator[bool]:
     """Within the block, the compiled loops run only when a pass over about ``expected_rows``
     captions repays loading them: fewer than :data:`COMPILE_MIN_ROWS` take the numpy path (same
-    results), unless numba is loaded already or the ahead-of-time loops are built. A larger pass
+    results), unless numba is loaded already. A larger pass
     (or an unknown size, None) builds the ahead-of-time loops the first time
     (:func:`curate.match.aot.ensure`). Yields whether they run; :data:`COMPILED` is restored on exit."""
     global COMPILED
@@ -40,7 +40,9 @@ def compiled_for(expected_rows: int | None) -> Iterator[bool]:
     from curate.match import aot
 
     if expected_rows is not None and expected_rows < COMPILE_MIN_ROWS:
-        if "numba" not in sys.modules and not aot.available():
+        # even with the ahead-of-time loops built: the compiled cascade (curate.match.cascade) is
+        # numba's own, and a short run is over before numba has loaded
+        if "numba" not in sys.modules:
             COMPILED = False
     elif COMPILED and _load_kernels.cache_info().currsize == 0:
         aot.ensure()  # built once, in a child process; every later run imports it in a millisecond
@@ -81,6 +83,16 @@ def _load_kernels():
     built = aot.load()  # the ahead-of-time copies, where built: no numba to load
     if built is not None:
         return built.squeeze_rows, built.splice_rows
+    if not _import_numba():
+        return None
+    return _jit(_squeeze_rows), _jit(_splice_rows)
+
+
+@functools.lru_cache(maxsize=1)
+def _import_numba() -> bool:
+    """Import numba (False where it is not installed) with its array maths loaded while scipy is
+    out of reach (:class:`_NoScipyInThisThread`); every numba user of the package comes here
+    first, so scipy's 0.3 s stays out of each of them."""
     with _LOAD_LOCK:
         finder = _NoScipyInThisThread()
         sys.meta_path.insert(0, finder)
@@ -88,10 +100,10 @@ def _load_kernels():
             import numba  # noqa: F401
             import numba.np.arraymath  # noqa: F401 - its BLAS check, here, without scipy
         except ImportError:
-            return None
+            return False
         finally:
             sys.meta_path.remove(finder)
-    return _jit(_squeeze_rows), _jit(_splice_rows)
+    return True
 
 
 def _jit(func):
@@ -133,6 +145,7 @@ def _load_u64(data, q):
 def _compile_load_u64() -> None:
     """Teach numba :func:`_load_u64` as a single unaligned load: assembled from 8 byte loads it
     sits on the word-to-word dependency chain of :func:`_word_find` and costs a third of it."""
+    _import_numba()
     from llvmlite import ir
     from numba.core import types
     from numba.extending import intrinsic, overload

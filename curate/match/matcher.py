@@ -4,6 +4,7 @@ context, label policies and spans."""
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,14 +12,15 @@ import polars as pl
 import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.match import kernels
+from curate.match import cascade, kernels
 from curate.match.disambiguate import DROP_REASONS, KEPT, VETO, SenseTable, decide, sense_table
 from curate.match.forms import _QUALIFIER, _irregular_normalised, surface_forms
 from curate.match.kernels import WordTable, _word_kernels
-from curate.match.normalise import arrow_series, normalise_many, normalised_buffer
+from curate.match.normalise import arrow_series, normalise_many, normalised_buffer, raw_buffer
 from curate.match.rules import BLOCKED_LEMMAS, NEGATIVE_RULES, STOP_FORMS, NegativeRule
 
 POLICIES = ("all", "drop", "first")
+_CASCADE_LOCK = threading.Lock()
 
 LABELS_DTYPE = pl.List(pl.Int32)
 SPANS_DTYPE = pl.List(
@@ -121,6 +123,7 @@ class Matcher:
     sense_table: SenseTable | None = field(default=None, repr=False)
     disambiguate: bool = True
     _automata: list = field(default_factory=list, repr=False)
+    _cascade: list = field(default_factory=list, repr=False)
 
     @property
     def automaton(self):
@@ -166,13 +169,38 @@ class Matcher:
         if self.disambiguate and len(m.row):
             todo = np.flatnonzero(m.reason == KEPT)
             if len(todo):
-                rows = np.unique(m.row[todo])
-                norm_rows = {int(r): data[offsets[r] + 1 : offsets[r + 1] - 1].tobytes() for r in rows}
-                raw_of = dict(zip(rows.tolist(), captions.gather(rows).to_list()))
-                m.reason[todo] = decide(
-                    raw_of, m.row[todo], m.start[todo], m.end[todo], m.sense[todo], self.sense_table, norm_rows
-                )
+                if not (m.row[todo][1:] >= m.row[todo][:-1]).all():  # the cascade reads a caption's mentions together
+                    todo = todo[np.argsort(m.row[todo], kind="stable")]
+                m.reason[todo] = self._decide(captions, data, offsets, m.row[todo], m.start[todo], m.end[todo], m.sense[todo])
         return m
+
+    def _decide(self, captions: pl.Series, data: np.ndarray, offsets: np.ndarray, row, start, end, sense) -> np.ndarray:
+        """The cascade's reason per mention (ordered by row): the compiled loop where it reads the
+        caption, :func:`~curate.match.disambiguate.decide` for the rest."""
+        if cascade.enabled():
+            if not self._cascade:
+                with _CASCADE_LOCK:
+                    if not self._cascade:
+                        self._cascade.append(cascade.CompiledCascade(self.sense_table))
+            s = captions if captions.dtype == pl.Utf8 else captions.cast(pl.Utf8)
+            raw, raw_off = raw_buffer(s)
+            reasons = self._cascade[0].decide(s, raw, raw_off, data, offsets, row, start, end, sense)
+            left = np.flatnonzero(reasons == cascade.PYTHON)
+        else:
+            reasons = np.zeros(len(row), dtype=np.int8)
+            left = np.arange(len(row))
+        if len(left):
+            rows = np.unique(row[left])
+            norm_rows = {int(r): data[offsets[r] + 1 : offsets[r + 1] - 1].tobytes() for r in rows}
+            raw_of = dict(zip(rows.tolist(), captions.gather(rows).to_list()))
+            reasons[left] = decide(raw_of, row[left], start[left], end[left], sense[left], self.sense_table, norm_rows)
+        return reasons
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_automata"] = []  # built per process (numba's tables, automata), never pickled
+        state["_cascade"] = []  # likewise the compiled cascade's tables
+        return state
 
     def _mentions(self, data: np.ndarray, offsets: np.ndarray) -> Mentions:
         pid, start, end, row = self._find_forms(data, offsets)

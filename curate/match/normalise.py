@@ -49,6 +49,11 @@ def _buffer(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     return data, offsets
 
 
+def raw_buffer(captions: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The captions' own UTF-8 bytes end to end and their int64 offsets (no copy for large strings)."""
+    return _buffer(captions)
+
+
 class _ArrowCapsule:
     """An Arrow array seen only through the Arrow C data interface (``__arrow_c_array__``)."""
 
