@@ -70,6 +70,18 @@ def test_a_large_run_builds_the_loops_once_and_later_runs_load_no_numba(tmp_path
     assert built.stat().st_mtime_ns == stamp  # not built twice
     assert again["compiled"] and not again["numba"]  # the ahead-of-time loops, no numba
     assert again["rows"] == first["rows"] == _numpy_path()
+    # a short run with the cascade keeps the numpy path and loads no numba, built loops or not
+    code = (
+        "import sys, polars as pl; from curate.match import match_captions; from curate.match.kernels import compiled_for;"
+        "from curate.vocab import load_vocab\n"
+        "with compiled_for(1):\n"
+        "    out = match_captions(pl.LazyFrame({'caption': ['A Tiger Shark and two geese']}), load_vocab('imagenet1k')).collect()\n"
+        "print(out['labels'].to_list(), 'numba' in sys.modules)"
+    )
+    env = {**os.environ, "CURATE_CACHE": str(tmp_path), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False", out.stdout
 
 
 @pytest.mark.slow
