@@ -156,3 +156,28 @@ def test_the_python_path_can_be_forced_from_the_environment():
     env = {**os.environ, "CURATE_CASCADE": "python"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_tables_kept_between_processes_decide_alike_without_filling(in1k, tmp_path, monkeypatch):
+    """What one run filled, the next loads from the matcher's store: the same reasons, and no
+    table filled again for captions the first run saw."""
+    captions = pl.Series(pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list())
+    store = tmp_path / "cascade" / "key.pickle"
+    first = pickle.loads(pickle.dumps(compile_matcher(in1k)))  # a copy with no tables yet
+    first.cascade_store = store
+    monkeypatch.setattr(cascade, "COMPILED", True)
+    want = first.candidates(captions).reason
+    assert first._cascade[0].save() and store.is_file()
+    assert not first._cascade[0].save()  # nothing new since: not written again
+
+    second = pickle.loads(pickle.dumps(first))  # as another process gets it: no tables of its own
+    assert second._cascade == [] and second.cascade_store == store
+    filled = []
+    real_fill = cascade.CompiledCascade._fill_locked
+    monkeypatch.setattr(cascade.CompiledCascade, "_fill_locked", lambda self, *a: filled.append(1) or real_fill(self, *a))
+    assert np.array_equal(second.candidates(captions).reason, want)
+    assert second._cascade[0].tables is not first._cascade[0].tables and not filled
+
+    store.write_bytes(b"cut short")  # an unreadable store: filled afresh, same reasons
+    third = pickle.loads(pickle.dumps(first))
+    assert np.array_equal(third.candidates(captions).reason, want) and filled

@@ -75,6 +75,8 @@ MAX_WORDS = 1 << 20
 MAX_FACTS = 1 << 23
 # rounds of "fill what the loop lacked, run it again" before decide() takes the rest
 MAX_ROUNDS = 12
+# stored tables kept on disk (the least recently written go first), as the lexicon cache keeps
+STORE_KEEP = 32
 
 # word flags
 W_KNOWN, W_DET, W_HON, W_FUNC, W_COORD, W_QUAL, W_DEPICT, W_DIGIT = (1 << k for k in range(8))
@@ -976,21 +978,78 @@ class _Tables:
 
 class CompiledCascade:
     """The compiled cascade of one matcher's :class:`~curate.match.disambiguate.SenseTable`:
-    tables built per process as captions need them (never pickled with the matcher)."""
+    tables built as captions need them (never pickled with the matcher).
 
-    def __init__(self, table) -> None:
+    ``store``: a file that keeps the tables between processes (the lexicon cache gives one per
+    compiled matcher, keyed like it). Filling them from WordNet costs a fresh process seconds that
+    matching a whole part file does not; what one run filled, the next loads (:meth:`save`, also
+    run at exit). Every entry is a fact about a word or a sense, the same whichever run found it,
+    so any saved generation is as good as a fresh one; writes are atomic, the last one wins."""
+
+    def __init__(self, table, store=None) -> None:
         self.table = table
         self.lock = threading.Lock()
         self.plural_only = np.ascontiguousarray(table.plural_only, dtype=np.bool_)
         self.needs_ctx = np.ascontiguousarray(table.needs_context, dtype=np.bool_)
         self.needs_ctx_noun = np.ascontiguousarray(table.needs_context_noun, dtype=np.bool_)
-        self.tables = _Tables(len(self.plural_only))
+        self.store = store
+        self.tables = self._load_store() or _Tables(len(self.plural_only))
+        self._saved = self._size(self.tables)
+        if store is not None:
+            import atexit
+
+            atexit.register(self.save)
         self.empty_honorific = "" in _word_sets()[1]
         self._compounds = _CompoundIndex(
             {lem.lower() for lem, syn in zip(table.lemma_of, table.synset_name) if lem and syn is not None}
         )
         self.decided = 0  # mentions decided here, and left to decide(), so far
         self.left = 0
+
+    # -- the store between processes -----------------------------------------------------------
+
+    @staticmethod
+    def _size(t: _Tables) -> tuple[int, int, int]:
+        return (len(t.words), t.n_facts, int(t.wflags[: len(t.words)].sum()) + int(t.prof_state.sum()) + int(t.hyp_state.sum()))
+
+    def _load_store(self) -> _Tables | None:
+        if self.store is None or not self.store.is_file():
+            return None
+        import pickle
+
+        try:
+            with open(self.store, "rb") as f:
+                t = pickle.load(f)
+        except Exception:  # noqa: BLE001 - unreadable (cut short, older code): fill afresh
+            return None
+        if not isinstance(t, _Tables) or len(t.prof_state) != len(self.plural_only):
+            return None
+        return t
+
+    def save(self) -> bool:
+        """Write the tables to ``store`` when this process added to them; True when written."""
+        if self.store is None:
+            return False
+        import pickle
+
+        from curate.util import atomic_path
+
+        with self.lock:
+            t = self.tables
+            if self._size(t) == self._saved:
+                return False
+            data = pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)
+            self._saved = self._size(t)
+        try:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.store) as tmp:
+                tmp.write_bytes(data)
+            entries = sorted(self.store.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+            for old in entries[STORE_KEEP:]:  # matchers of other vocabularies and older code
+                old.unlink(missing_ok=True)
+        except OSError:  # a read-only cache: still correct, only slower next time
+            return False
+        return True
 
     # -- the loop ------------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ def cached_matcher(vocab: pl.DataFrame, *, disambiguate: bool = True):
     matcher = _load_or_compile(
         vocab, cache_dir() / "lexicon" / f"{key}.pickle", functools.partial(compile_matcher, disambiguate=disambiguate)
     )
+    if disambiguate:
+        # the compiled cascade's word and sense tables, kept between processes under the same key
+        matcher.cascade_store = cache_dir() / "cascade" / f"{key}.pickle"
     if len(_LOADED) >= 8:
         _LOADED.clear()
     _LOADED[key] = matcher

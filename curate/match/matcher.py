@@ -181,7 +181,8 @@ class Matcher:
             if not self._cascade:
                 with _CASCADE_LOCK:
                     if not self._cascade:
-                        self._cascade.append(cascade.CompiledCascade(self.sense_table))
+                        store = getattr(self, "cascade_store", None)  # set by the lexicon cache
+                        self._cascade.append(cascade.CompiledCascade(self.sense_table, store=store))
             s = captions if captions.dtype == pl.Utf8 else captions.cast(pl.Utf8)
             raw, raw_off = raw_buffer(s)
             reasons = self._cascade[0].decide(s, raw, raw_off, data, offsets, row, start, end, sense)
