@@ -79,10 +79,41 @@ def write_pool(source, vocab: pl.DataFrame, dest: Path, *, policy: str, mode: st
     return dest
 
 
+#: Parquet key-value metadata of a ``curate match --out`` file: what its labels index
+VOCAB_KEY = "curate.vocab_sha"
+
+
+def labels_metadata(vocab: pl.DataFrame, *, mode: str, policy: str) -> dict[str, str]:
+    """The key-value metadata ``curate match --out`` writes beside its labels: the vocabulary's
+    content hash (a class index means nothing without it), the mode and the label policy."""
+    from curate.match.lexicon_cache import vocab_hash
+
+    return {VOCAB_KEY: vocab_hash(vocab), "curate.mode": str(mode), "curate.policy": str(policy)}
+
+
+def _check_vocabulary(files: list[Path], vocab: pl.DataFrame, where: str) -> None:
+    """Refuse labels matched against another vocabulary (or of unknown origin): their class
+    indices would silently name other classes."""
+    from curate.match.lexicon_cache import vocab_hash
+
+    want = vocab_hash(vocab)
+    for f in files:
+        try:
+            meta = pl.read_parquet_metadata(f)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise CurateError(f"{where}: reading {f} failed: {str(e).splitlines()[0]}") from None
+        got = meta.get(VOCAB_KEY)
+        if got is None:
+            raise CurateError(f"{where}: {f.name} does not say which vocabulary its class indices belong to; write it with curate match --out")
+        if got != want:
+            raise CurateError(f"{where}: {f.name} was matched with another vocabulary (its class indices would name other classes); match with this vocabulary")
+
+
 def labels_from_file(source, vocab: pl.DataFrame, spec: str | Path, *, policy: str = "all") -> pl.LazyFrame:
     """The ``labels`` written by ``curate match --out`` (a Parquet file, or the folder of shard files
     of a sharded run) for this source and vocabulary: one row per source row, in order, checked
-    uid by uid against the source (a build never pairs labels with the wrong captions). Used as
+    uid by uid against the source and by the vocabulary hash the file records (a build never pairs
+    labels with the wrong captions, nor class indices with another vocabulary's classes). Used as
     they are; ``policy`` ``drop`` keeps the rows naming one class (what matching with policy
     drop gives), ``first`` needs positions a labels file does not hold."""
     path = Path(spec)
@@ -122,6 +153,7 @@ def labels_from_file(source, vocab: pl.DataFrame, spec: str | Path, *, policy: s
     if off.height:
         row = off.row(0, named=True)
         raise CurateError(f"{where}: row {row['row']} has uid {row['file_uid']!r}, the source {source.location} has {row['uid']!r}; match this source with curate match --out")
+    _check_vocabulary(files, vocab, where)
     labels = pl.col("labels").cast(pl.List(pl.Int32))
     if policy == "drop":
         labels = pl.when(labels.list.len() == 1).then(labels).otherwise(pl.lit([], dtype=pl.List(pl.Int32)))

@@ -147,3 +147,14 @@ def test_labels_from_a_file_of_another_source_is_refused(source, capsys):
     assert code == 2 and "row 0 has uid" in err, err
     code, _, err = run_cli([*args, "--labels-from", "first", "--label-policy", "first"], capsys)
     assert code == 2 and "labels_from 'first' is not one of match, wnid" in err, err
+    # this source, matched with another vocabulary of as many classes: its indices name other classes
+    lines = vocab.read_text(encoding="utf-8").splitlines()
+    other_vocab = tmp / "reordered.tsv"
+    other_vocab.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n", encoding="utf-8")
+    code, _, err = run_cli(["match", str(root), "--vocab", str(other_vocab), "--out", str(tmp / "m-reordered.parquet")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "--labels-from", str(tmp / "m-reordered.parquet")], capsys)
+    assert code == 2 and "matched with another vocabulary" in err and "Traceback" not in err, err
+    shuffled.reverse().with_columns(pl.lit([0], dtype=pl.List(pl.Int32)).alias("labels")).write_parquet(tmp / "m-handmade.parquet")
+    code, _, err = run_cli([*args, "--labels-from", str(tmp / "m-handmade.parquet")], capsys)
+    assert code == 2 and "does not say which vocabulary" in err, err

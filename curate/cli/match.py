@@ -109,6 +109,7 @@ def match_command(
     from curate.errors import CurateError
     from curate.match import match_captions
     from curate.match.kernels import compiled_for
+    from curate.pool import labels_metadata
     from curate.sources import validate_source
     from curate.ui import info
     from curate.util import atomic_path, check_writable_dir
@@ -148,7 +149,7 @@ def match_command(
     with compiled_for(expected_rows(src.files)), atomic_path(out) as tmp:
         matched = match_captions(lf, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
         try:
-            matched.select(cols).sink_parquet(tmp)
+            matched.select(cols).sink_parquet(tmp, metadata=labels_metadata(voc, mode=mode, policy=policy))
         except CurateError:
             raise
         except pl.exceptions.PolarsError as e:

@@ -30,6 +30,7 @@ import polars as pl
 
 from curate.errors import CurateError
 from curate.match.lexicon_cache import vocab_hash
+from curate.pool import labels_metadata
 from curate.util import write_text_atomic
 
 _SPEC = re.compile(r"^(\d+)/(\d+)$")
@@ -281,7 +282,7 @@ def run_shard(
             if job.kind == "match":
                 dest = output_path(out, shard)
                 with atomic_path(dest) as tmp:
-                    matched.select(job.columns()).sink_parquet(tmp)
+                    matched.select(job.columns()).sink_parquet(tmp, metadata=labels_metadata(voc, mode=job.mode, policy=job.policy))
                 partial = label_counts(pl.scan_parquet(dest), voc.height)
             else:
                 partial = label_counts(matched, voc.height)
