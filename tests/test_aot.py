@@ -95,3 +95,15 @@ def test_a_failed_build_is_tried_once_and_the_jit_loops_run(tmp_path):
     second = _run(tmp_path)
     assert marker.stat().st_mtime_ns == stamp and second["numba"]
     assert first["rows"] == second["rows"] == _numpy_path()
+
+
+def test_a_failed_build_is_tried_again_a_day_later(tmp_path):
+    from curate.match import aot
+
+    marker = tmp_path / "curate_kernels_x.failed"
+    assert not aot._failed_lately(marker)  # never failed
+    marker.write_text("cc: not found\n", encoding="utf-8")
+    assert aot._failed_lately(marker)
+    old = marker.stat().st_mtime - aot.RETRY_AFTER - 60
+    os.utime(marker, (old, old))
+    assert not aot._failed_lately(marker)

@@ -75,20 +75,21 @@ def test_usage_errors_and_version_exit_cleanly(capsys):
     assert code == 0 and out.strip() == curate.__version__
 
 
-def test_loading_the_compiled_loops_leaves_scipy_out():
-    # numba's array maths looks for scipy's BLAS when its registries load; the loops never use it
+def test_loading_the_compiled_loops_leaves_scipy_out(tmp_path):
+    # numba's array maths looks for scipy's BLAS when its registries load; the loops never use it.
+    # A cache of its own: no ahead-of-time loops there, so numba itself must load.
     code = (
         "import sys; import polars as pl; from curate.match.kernels import _load_kernels;"
         "from curate.match.normalise import normalised_buffer;"
         "k = _load_kernels(); d, o = normalised_buffer(pl.Series(['A crane']));"
-        "print(k is not None, bytes(d[o[0]:o[1]]).decode(), 'scipy' in sys.modules);"
+        "print(k is not None, bytes(d[o[0]:o[1]]).decode(), 'numba' in sys.modules, 'scipy' in sys.modules);"
         "import scipy.linalg; print('after', 'scipy.linalg' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
     if out[0] == "False":  # no numba here: the numpy path, nothing to check
         return
-    assert out == ["True", "a", "crane", "False", "after", "True"], out
+    assert out == ["True", "a", "crane", "True", "False", "after", "True"], out
 
 
 def test_plain_options_convert_without_pydantic_as_typer_would(capsys):

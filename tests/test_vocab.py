@@ -194,7 +194,14 @@ def test_builtin_vocabularies_are_read_back_from_the_cache_as_built(tmp_path, mo
         (entry,) = (tmp_path / "vocab").glob("imagenet100-*.parquet")
         assert first.equals(built) and pl.read_parquet(entry).equals(built)
         vocab_module._builtin.cache_clear()
+        builder = vocab_module.BUILTIN["imagenet100"]
+
+        def not_again():
+            raise AssertionError("built again instead of read back from the cache")
+
+        monkeypatch.setitem(vocab_module.BUILTIN, "imagenet100", not_again)
         assert load_vocab("imagenet100").equals(built)  # read back
+        monkeypatch.setitem(vocab_module.BUILTIN, "imagenet100", builder)
         entry.write_bytes(b"cut short")  # a damaged entry is built again
         vocab_module._builtin.cache_clear()
         assert load_vocab("imagenet100").equals(built) and pl.read_parquet(entry).equals(built)

@@ -98,9 +98,12 @@ def install() -> bool:
             return number
 
     def get_runtime_param(self):
-        if getattr(self, "_runtime_param", None) is None and _plain(self.type_descriptor, self):
-            d = self.type_descriptor
-            self._runtime_param = PlainRuntimeParam(parameter_info=d.parameter_info, annotation=d.annotation)
+        try:
+            if getattr(self, "_runtime_param", None) is None and _plain(self.type_descriptor, self):
+                d = self.type_descriptor
+                self._runtime_param = PlainRuntimeParam(parameter_info=d.parameter_info, annotation=d.annotation)
+        except (AttributeError, TypeError):  # another typer's internals: its own conversion, as without us
+            pass
         return original(self)
 
     get_runtime_param._curate_plain = True  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """Ahead-of-time copies of the compiled loops of :mod:`curate.match.kernels`: an extension module
 built once into the cache (``$CURATE_CACHE/kernels``) with numba's ``pycc``, then imported in a
-millisecond by every later run, without numba.
+millisecond by every later run (a run whose disambiguation cascade compiles still imports numba
+for that loop).
 
 Loading numba's just-in-time copies costs about 0.5 CPU-seconds per process even from its cache
 (its import, its typing registries, the cached machine code): a fifth of a whole 1M-caption
@@ -28,6 +29,10 @@ from pathlib import Path
 
 # versions of the module kept in the cache (each with its lock and failure files)
 KEEP = 4
+# seconds a build may take (it takes 10-20 s); past it, the just-in-time loops, and a marker
+BUILD_TIMEOUT = 300
+# seconds before a failed build is tried again
+RETRY_AFTER = 24 * 3600
 
 # exported name -> (function of curate.match.kernels, numba signature of how it is called)
 SIGNATURES = {
@@ -86,7 +91,7 @@ def load():
 
 def ensure() -> bool:
     """Build the ahead-of-time module unless it is there (or known not to build); whether it is there."""
-    from curate.util import file_lock
+    from curate.util import file_lock, write_text_atomic
 
     path = module_path()
     if path is None:
@@ -94,21 +99,24 @@ def ensure() -> bool:
     failed = path.with_suffix(".failed")
     if path.is_file():
         return True
-    if failed.is_file():
+    if _failed_lately(failed):
         return False
     try:
         with file_lock(path.with_suffix(".lock")):
-            if path.is_file() or failed.is_file():  # another process built it (or tried) meanwhile
+            if path.is_file() or _failed_lately(failed):  # another process built it (or tried) meanwhile
                 return path.is_file()
             package_root = str(Path(__file__).resolve().parents[2])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, *[p for p in sys.path if p]])}
-            proc = subprocess.run(
-                [sys.executable, "-c", "import sys; from curate.match.aot import build; build(sys.argv[1])", str(path)],
-                capture_output=True, text=True, env=env,
-            )
-            if proc.returncode != 0 or not path.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                failed.write_text("\n".join(tail) + "\n", encoding="utf-8")
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-c", "import sys; from curate.match.aot import build; build(sys.argv[1])", str(path)],
+                    capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT,
+                )
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:] if proc.returncode != 0 else []
+            except subprocess.TimeoutExpired:  # a hung compiler must not hold the lock of every later run
+                tail = [f"the build took over {BUILD_TIMEOUT} s"]
+            if tail or not path.is_file():
+                write_text_atomic(failed, "\n".join(tail or ["no module written"]) + "\n")
                 return False
             # the modules of earlier versions of the loops: a few stay (another checkout may use them)
             others = sorted(path.parent.glob("curate_kernels_*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
@@ -117,6 +125,17 @@ def ensure() -> bool:
     except OSError:  # a read-only cache: the just-in-time loops, as before
         return path.is_file()
     return True
+
+
+def _failed_lately(marker: Path) -> bool:
+    """A failed build is not tried again for :data:`RETRY_AFTER` seconds (a missing compiler stays
+    missing; a full disk or a killed build may not)."""
+    import time
+
+    try:
+        return time.time() - marker.stat().st_mtime < RETRY_AFTER
+    except OSError:
+        return False
 
 
 def build(dest: str | Path) -> None:
