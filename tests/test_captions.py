@@ -195,3 +195,17 @@ def test_paper_caption_variants_keep_the_same_images(tmp_path, capsys):
     assert full["img1"] == "tench Title 1 fish lake Caught at 1"
     assert full["img3"] == "goldfish fish lake Caught at 3"  # no title
     assert dict(zip(built["incaps-title"]["uid"], built["incaps-title"]["caption"]))["img0"] == "goldfish"  # nothing but the name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["imbalance", "data-scale", "concept-scale", "diversity", "open-world"])
+def test_paper_recipes_build_on_the_demo(recipe, tmp_path, capsys):
+    """Every variant of the paper recipes that need no more than the demo dry-runs there (the
+    LAIONet ones need a score file, trim-tail's deepest cuts need more classes than 119)."""
+    from cli_helpers import run_cli
+
+    code, out, err = run_cli(["run", str(PAPER / f"{recipe}.yaml"), "--dry-run", "--out-root", str(tmp_path)], capsys)
+    assert code == 0, err
+    from curate.recipe import load_pipeline
+
+    assert (out + err).count("would hold") == len(load_pipeline(PAPER / f"{recipe}.yaml")), out + err
