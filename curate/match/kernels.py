@@ -62,7 +62,9 @@ class _NoScipyInThisThread(importlib.abc.MetaPathFinder):
     """Refuses ``scipy`` to the thread loading numba: numba's array maths asks for scipy's BLAS
     once, when its registries load (``numba.np.arraymath``), only for ``np.dot`` and friends,
     which these loops never call; importing ``scipy.linalg`` for that costs 0.3 CPU-seconds of
-    every run that loads the loops. Other threads, and a scipy already imported, are untouched."""
+    every run that loads the loops. Other threads, and a scipy already imported, are untouched.
+    The price: numba code compiled later in the same process finds no BLAS, so its ``np.dot`` and
+    ``np.linalg`` calls fail to compile (curate's loops have none; import scipy first to have them)."""
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
