@@ -218,9 +218,7 @@ def scan_pool(
         # the pool of the whole source is matched once; a shard matches only its own rows
         pool = matched_pool(source, vocab, policy=policy, mode=recipe.match_mode) if recipe.labels_from == "match" and bounds is None else None
         if recipe.labels_file is not None:  # matched once by curate match, read back here (a shard: its rows)
-            pool = labels_from_file(source, vocab, recipe.labels_file, policy=policy)
-            if bounds is not None:
-                pool = pool.slice(bounds[0], bounds[1] - bounds[0])
+            pool = labels_from_file(source, vocab, recipe.labels_file, policy=policy, bounds=bounds)
         if pool is not None:  # matched once per (source, vocabulary, mode, policy), read back here
             plan = pl.concat([lf, pool], how="horizontal").filter(usable).select(*keep, "labels")
         else:

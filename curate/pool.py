@@ -109,13 +109,17 @@ def _check_vocabulary(files: list[Path], vocab: pl.DataFrame, where: str) -> Non
             raise CurateError(f"{where}: {f.name} was matched with another vocabulary (its class indices would name other classes); match with this vocabulary")
 
 
-def labels_from_file(source, vocab: pl.DataFrame, spec: str | Path, *, policy: str = "all") -> pl.LazyFrame:
+def labels_from_file(
+    source, vocab: pl.DataFrame, spec: str | Path, *, policy: str = "all", bounds: tuple[int, int] | None = None
+) -> pl.LazyFrame:
     """The ``labels`` written by ``curate match --out`` (a Parquet file, or the folder of shard files
     of a sharded run) for this source and vocabulary: one row per source row, in order, checked
     uid by uid against the source and by the vocabulary hash the file records (a build never pairs
     labels with the wrong captions, nor class indices with another vocabulary's classes). Used as
     they are; ``policy`` ``drop`` keeps the rows naming one class (what matching with policy
-    drop gives), ``first`` needs positions a labels file does not hold."""
+    drop gives), ``first`` needs positions a labels file does not hold. With ``bounds``
+    ``(start, stop)`` (one shard's rows) only those rows are read and checked, and returned; the
+    row counts are compared from the Parquet footers (the source's as polars counts it)."""
     path = Path(spec)
     where = f"labels_from {spec}"
     if policy == "first":
@@ -136,17 +140,21 @@ def labels_from_file(source, vocab: pl.DataFrame, spec: str | Path, *, policy: s
             raise CurateError(f"{where}: no column {' or '.join(missing)} (columns: {', '.join(schema.names())}); write it with curate match --out")
         if not (isinstance(schema["labels"], pl.List) and schema["labels"].inner.is_integer()):
             raise CurateError(f"{where}: 'labels' is {schema['labels']}, not a list of class indices")
+        # a row count alone reads only the footers
+        n_file = int(lf.select(pl.len()).collect().item())
+        n_source = int(source.lazy.select(pl.len()).collect(engine="streaming").item())
+        if n_file != n_source:
+            raise CurateError(f"{where}: {n_file:,} rows, the source {source.location} has {n_source:,}; match this source with curate match --out")
+        src = source.lazy.select("uid").with_row_index("row")
+        if bounds is not None:
+            lf, src = (x.slice(bounds[0], bounds[1] - bounds[0]) for x in (lf, src))
         stats = lf.select(
-            pl.len().alias("rows"),
             pl.col("labels").list.min().min().alias("lo"),
             pl.col("labels").list.max().max().alias("hi"),
         ).collect(engine="streaming").row(0, named=True)
-        n_source = int(source.lazy.select(pl.len()).collect(engine="streaming").item())
-        if stats["rows"] != n_source:
-            raise CurateError(f"{where}: {stats['rows']:,} rows, the source {source.location} has {n_source:,}; match this source with curate match --out")
         if stats["lo"] is not None and (stats["lo"] < 0 or stats["hi"] >= vocab.height):
             raise CurateError(f"{where}: class index {stats['hi'] if stats['hi'] >= vocab.height else stats['lo']} is outside the vocabulary's 0..{vocab.height - 1}; match with this vocabulary")
-        pairs = pl.concat([source.lazy.select("uid").with_row_index("row"), lf.select(pl.col("uid").alias("file_uid"))], how="horizontal")
+        pairs = pl.concat([src, lf.select(pl.col("uid").alias("file_uid"))], how="horizontal")
         off = pairs.filter(pl.col("uid").ne_missing(pl.col("file_uid"))).head(1).collect(engine="streaming")
     except pl.exceptions.PolarsError as e:
         raise CurateError(f"{where}: reading it failed: {str(e).splitlines()[0]}") from None

@@ -144,9 +144,12 @@ def test_a_work_folder_of_another_build_is_refused(source, tmp_path, capsys):
     args = _args(source, tmp_path / "m", "exp")
     work = tmp_path / "w"
     assert run_cli([*args, "--shard", "0/2", "--work", str(work)], capsys)[0] == 0
-    code, _, err = run_cli([*args, "--imbalance", "5", "--shard", "1/2", "--work", str(work)], capsys)
-    assert code == 2 and "imbalance" in err and len(err.strip().splitlines()) <= 2
-    assert run_cli([*args, "--shard", "1/2", "--work", str(work)], capsys)[0] == 0
+    # round one's pools are another build's when an option shaping them differs
+    for extra, option in ((["--label-policy", "drop"], "label_policy"), (["--captions", "title"], "caption_needs")):
+        code, _, err = run_cli([*args, *extra, "--shard", "1/2", "--work", str(work)], capsys)
+        assert code == 2 and option in err and "another build" in err and len(err.strip().splitlines()) <= 2, err
+    # ... not when only the draw's options do: the pool is the same
+    assert run_cli([*args, "--imbalance", "5", "--shard", "1/2", "--work", str(work)], capsys)[0] == 0
     code, _, err = run_cli([*args, "--seed", "3", "--reduce", "--work", str(work)], capsys)
     assert code == 2 and "seed" in err
     for extra, message in (
@@ -171,3 +174,68 @@ def test_a_sharded_build_reads_its_rows_of_a_labels_file(source, tmp_path, capsy
     matched = {k: v for k, v in _files(tmp_path / "m" / "exp").items() if k in same}
     _sharded([*args, "--labels-from", str(tmp_path / "labels.parquet"), "--out-root", str(tmp_path / "f")], tmp_path / "work", 2, capsys)
     assert {k: v for k, v in _files(tmp_path / "f" / "exp").items() if k in same} == matched
+
+
+def test_a_sharded_build_short_of_its_targets_draws_again_without_matching_again(source, tmp_path, capsys):
+    # round one's pools do not depend on --allow-shortfall: after a --reduce that stops short, the
+    # --reduce with --allow-shortfall draws from the same files (not rematched), and the manifest
+    # is the single build's with --allow-shortfall
+    args = [*_args(source, tmp_path / "m", "exp"), "--max-per-class", "400"]
+    code, _, err = run_cli([*args, "--allow-shortfall"], capsys)
+    assert code == 0, err
+    single = _files(tmp_path / "m" / "exp")
+    shutil.rmtree(tmp_path / "m" / "exp")
+    work = tmp_path / "w"
+    for i in range(2):
+        assert run_cli([*args, "--shard", f"{i}/2", "--work", str(work)], capsys)[0] == 0
+    code, _, err = run_cli([*args, "--reduce", "--work", str(work)], capsys)
+    assert code == 2 and "--allow-shortfall" in err and not (work / "draw").exists()
+    before = {f.name: f.stat().st_mtime_ns for f in (work / "pool").iterdir()}
+    code, _, err = run_cli([*args, "--allow-shortfall", "--reduce", "--work", str(work)], capsys)
+    assert code == 0 and "now run every shard again" in err, err
+    # a draw option changed once the draw exists: refused in one line saying how to draw again
+    code, _, err = run_cli([*args, "--shard", "0/2", "--work", str(work)], capsys)
+    assert code == 2 and "allow_shortfall" in err and "draw again" in err and len(err.strip().splitlines()) == 1, err
+    for i in range(2):
+        code, _, err = run_cli([*args, "--allow-shortfall", "--shard", f"{i}/2", "--work", str(work)], capsys)
+        assert code == 0 and "round two" in err, err
+    assert run_cli([*args, "--allow-shortfall", "--reduce", "--work", str(work)], capsys)[0] == 0
+    assert {f.name: f.stat().st_mtime_ns for f in (work / "pool").iterdir()} == before
+    assert _files(tmp_path / "m" / "exp") == single
+
+
+def test_a_damaged_file_of_round_one_is_named(source, tmp_path, capsys):
+    args = _args(source, tmp_path / "m", "exp")
+    work = tmp_path / "w"
+    for i in range(2):
+        assert run_cli([*args, "--shard", f"{i}/2", "--work", str(work)], capsys)[0] == 0
+    counts = work / "pool" / "shard-00001-of-00002.counts.json"
+    counts.write_text('{"rows": 12', encoding="utf-8")
+    code, _, err = run_cli([*args, "--reduce", "--work", str(work)], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert counts.name in err and "redo shard 1" in err
+    # the shard's rerun names it too, not a traceback; removing it and the marker redoes the shard
+    code, _, err = run_cli([*args, "--shard", "1/2", "--work", str(work)], capsys)
+    assert code == 2 and counts.name in err and "Traceback" not in err
+    counts.unlink()
+    (work / "pool" / "shard-00001-of-00002.done").unlink()
+    (work / "pool" / "shard-00001-of-00002.parquet").write_bytes(b"not parquet")
+    assert run_cli([*args, "--shard", "1/2", "--work", str(work)], capsys)[0] == 0
+    assert run_cli([*args, "--reduce", "--work", str(work)], capsys)[0] == 0
+
+
+def test_a_shard_checks_only_its_rows_of_a_labels_file(source, tmp_path, capsys):
+    # a uid in the second half differs: shard 0 of 2 never reads it, shard 1 names its row
+    src, vocab = source
+    labels = tmp_path / "labels.parquet"
+    code, _, err = run_cli(["match", str(src), "--vocab", str(vocab), "--out", str(labels)], capsys)
+    assert code == 0, err
+    table = pl.read_parquet(labels)
+    meta = pl.read_parquet_metadata(labels)
+    bad = table.height - 3
+    table.with_columns(pl.when(pl.int_range(pl.len()) == bad).then(pl.lit("stranger")).otherwise(pl.col("uid")).alias("uid")).write_parquet(labels, metadata=meta)
+    args = [*_args(source, tmp_path / "m", "exp"), "--labels-from", str(labels)]
+    code, _, err = run_cli([*args, "--shard", "0/2", "--work", str(tmp_path / "w")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*args, "--shard", "1/2", "--work", str(tmp_path / "w")], capsys)
+    assert code == 2 and f"row {bad} has uid 'stranger'" in err, err

@@ -102,7 +102,7 @@ def build_command(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first source row whose caption is null or blank, naming it (default: such rows are left out and counted as no_text)."),
     shard: str | None = typer.Option(None, "--shard", help="Run one shard of a sharded build in --work: i/N (0 <= i < N; a contiguous 1/N of the rows) or slurm (the task of a job array). Before the draw exists it matches its rows (round one); after, it writes its manifest rows (round two)."),
     work: Path | None = typer.Option(None, "--work", help="The work folder of a sharded build (--shard, --reduce): one every node sees."),
-    reduce: bool = typer.Option(False, "--reduce", help="Sharded build: after round one, draw from every shard's pool (written into --work); after round two, write the manifest folder from the shards' rows."),
+    reduce: bool = typer.Option(False, "--reduce", help="Sharded build: after round one, draw from every shard's pool (written into --work); after round two, write the manifest folder from the shards' rows. Round one depends only on what shapes the pools: a --reduce that stopped short may be rerun with --allow-shortfall or another scale."),
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
 

@@ -24,8 +24,15 @@ The work folder (one every node sees) holds, each file written through a tempora
   (:func:`run_build_shard` once the draw exists); the second :func:`reduce_build` assembles them
   into ``OUT_ROOT/NAME/``, the folder ``curate build`` writes.
 
-Every marker records the resolved recipe and the vocabulary's content hash: a rerun skips
-completed shards, and a folder holding another build's shards is an error, not a silent mix.
+Round one's markers record what shapes a pool (:func:`pool_params`: the source, the vocabulary's
+content, the classes, how rows are labelled, the text the caption mode needs, the seed of the draw
+keys, ``keep_unmatched``); the draw and round two's markers record the whole resolved recipe
+(:func:`params`). A rerun skips completed shards, and a folder holding another build's shards is an
+error, not a silent mix. So an option that only shapes the draw (the profile, the scale,
+``--allow-shortfall``, ...) may change between round one and the first ``--reduce``: the pools are
+kept, and a ``--reduce`` that stopped short (exit 2) can be run again with ``--allow-shortfall`` or a
+smaller scale. Once the draw is written it is refused instead, in one line: remove ``draw/`` and
+``parts/`` to draw again from the same pools.
 """
 
 from __future__ import annotations
@@ -82,6 +89,26 @@ def params(setup: BuildSetup) -> dict:
     return {"kind": "build", **recipe, "vocab_sha": vocab_hash(setup.vocab)}
 
 
+def pool_params(setup: BuildSetup) -> dict:
+    """What round one's markers record: every option that shapes a shard's pool
+    (:func:`~curate.manifest.scan_pool`), and nothing that shapes only the draw or the captions'
+    rendering. The source and how it is opened (preset, image root), the vocabulary's content and
+    the classes selected from it (seeded), how rows get their labels (matching mode, label policy,
+    a labels file or the wnid column), the text columns the caption mode needs (a row without
+    them is not pooled), the seed (the draw keys), ``keep_unmatched`` and whether the pool keeps
+    each row's uid (for the similarity filter or a knn profile)."""
+    from curate.match.lexicon_cache import vocab_hash
+
+    r = setup.resolved
+    return {
+        "kind": "build-pool",
+        **{k: getattr(r, k) for k in ("source", "preset", "image_root", "classes", "labels_from", "label_policy", "match_mode", "keep_unmatched", "seed")},
+        "caption_needs": sorted(caption_mode(r.captions).needs),
+        "keeps_uid": r.similarity_from is not None or setup.knn_arg is not None,
+        "vocab_sha": vocab_hash(setup.vocab),
+    }
+
+
 def _total_rows(setup: BuildSetup) -> int:
     try:
         return int(setup.source.lazy.select(pl.len()).collect(engine="streaming").item())
@@ -104,11 +131,11 @@ def run_build_shard(recipe: Recipe, work: str | Path, shard: Shard) -> ShardRun:
     setup = prepare(recipe, write=False)
     p = params(setup)
     if (work / DRAW).is_dir():
-        return _run_part(setup, p, *read_draw(work, p), work / PARTS, shard)
-    folder = work / POOL
+        return _run_part(setup, p, *read_draw(work, p, pool_params(setup)), work / PARTS, shard)
+    folder, p = work / POOL, pool_params(setup)
     if _complete(folder, shard, p):
-        body = json.loads(folder.joinpath(f"{shard.name}.counts.json").read_text(encoding="utf-8"))
-        return ShardRun(shard, 1, True, int(body["rows"]), int(body["pooled"]), int(body["unlabelled"]))
+        body = _read_counts(folder, shard)
+        return ShardRun(shard, 1, True, body["rows"], body["pooled"], body["unlabelled"])
     check_writable_dir(folder, option="--work")
     _clear_stale(folder, shard)
     bounds = shard.bounds(_total_rows(setup))
@@ -127,7 +154,7 @@ def _run_part(setup: BuildSetup, p: dict, drawn: Draw, n: int, folder: Path, sha
     if shard.count != n:
         raise CurateError(f"--shard {shard}: the draw in {folder.parent} was made from {n} shards; run round two split the same way (--shard i/{n})")
     if _complete(folder, shard, p):
-        return ShardRun(shard, 2, True, pl.scan_parquet(output_path(folder, shard)).select(pl.len()).collect().item())
+        return ShardRun(shard, 2, True, _part_rows(folder, shard))
     check_writable_dir(folder, option="--work")
     _clear_stale(folder, shard)
     bounds = shard.bounds(int(drawn.reasons["rows"]))
@@ -145,6 +172,39 @@ def _run_part(setup: BuildSetup, p: dict, drawn: Draw, n: int, folder: Path, sha
 
 # ---------------------------------------------------------------------------------------------
 # the draw, written once and read by every shard of round two
+
+
+def _redo(path: Path, shard: Shard, rnd: int, e: BaseException) -> CurateError:
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return CurateError(f"{path}: unreadable ({why}); remove it and {shard.name}.done beside it, then run --shard {shard} again to redo shard {shard.index} (round {'one' if rnd == 1 else 'two'})")
+
+
+def _read_counts(folder: Path, shard: Shard) -> dict[str, int]:
+    """Round one's counts of ``shard``; an error naming the file when it is missing or damaged."""
+    path = folder / f"{shard.name}.counts.json"
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return {k: int(body[k]) for k in ("rows", "text", "pooled", "unlabelled")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _redo(path, shard, 1, e) from None
+
+
+def _read_part(folder: Path, shard: Shard, rnd: int) -> pl.DataFrame:
+    """A shard's pool (round one) or manifest rows (round two); an error naming the file."""
+    path = output_path(folder, shard)
+    try:
+        return pl.read_parquet(path)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as e:
+        raise _redo(path, shard, rnd, e) from None
+
+
+def _part_rows(folder: Path, shard: Shard) -> int:
+    """How many manifest rows a completed shard of round two wrote (its Parquet footer)."""
+    path = output_path(folder, shard)
+    try:
+        return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    except (OSError, ValueError, pl.exceptions.PolarsError) as e:
+        raise _redo(path, shard, 2, e) from None
 
 
 def _check_markers(folder: Path, p: dict, *, shards: int | None = None) -> None:
@@ -170,27 +230,41 @@ def _complete(folder: Path, shard: Shard, p: dict) -> bool:
     return (folder / f"{shard.name}.done").is_file()
 
 
-def write_draw(work: Path, p: dict, n: int, drawn: Draw) -> None:
+def write_draw(work: Path, p: dict, pool: dict, n: int, drawn: Draw) -> None:
     with atomic_path(work / DRAW) as tmp:
         tmp.mkdir()
         drawn.picked.write_parquet(tmp / "picked.parquet", compression="zstd")
         drawn.targets.write_parquet(tmp / "targets.parquet", compression="zstd")
         drawn.short.write_parquet(tmp / "short.parquet", compression="zstd")
-        body = {"shards": n, "params": p, "reasons": drawn.reasons, "similarity": drawn.similarity}
+        body = {"shards": n, "params": p, "pool": pool, "reasons": drawn.reasons, "similarity": drawn.similarity}
         (tmp / "draw.json").write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
 
 
-def read_draw(work: Path, p: dict) -> tuple[Draw, int]:
-    """The draw in ``work`` and how many shards it was made from; an error when it is another build's."""
+def read_draw(work: Path, p: dict, pool: dict) -> tuple[Draw, int]:
+    """The draw in ``work`` and how many shards it was made from; an error when it is another build's
+    (``p``: this build's :func:`params`), saying so when only the draw's options differ (``pool``:
+    this build's :func:`pool_params`, round one's being the same)."""
     folder = work / DRAW
     try:
         body = json.loads((folder / "draw.json").read_text(encoding="utf-8"))
         picked, targets, short = (pl.read_parquet(folder / f"{name}.parquet") for name in ("picked", "targets", "short"))
     except (OSError, ValueError, pl.exceptions.PolarsError) as e:
         raise CurateError(f"{folder}: unreadable draw ({str(e).splitlines()[0]}); remove the folder and run --reduce again") from None
-    if body.get("params") != p:
-        raise CurateError(f"--work {work}: holds the draw of another build (other options or vocabulary); give the same options, or another --work")
-    return Draw(picked, targets, short, body["reasons"], body["similarity"]), int(body["shards"])
+    theirs = body.get("params") if isinstance(body, dict) else None
+    if not isinstance(theirs, dict):
+        raise CurateError(f"{folder / 'draw.json'}: unreadable draw (no params); remove the folder and run --reduce again")
+    if theirs != p:
+        diff = ", ".join(sorted(k for k in {*p, *theirs} if p.get(k) != theirs.get(k)))
+        if body.get("pool") == pool:
+            raise CurateError(
+                f"--work {work}: its draw was made with other options (it differs in {diff}); give the same options, "
+                f"or remove {folder} and {work / PARTS} to draw again from round one's pools (kept) with these"
+            )
+        raise CurateError(f"--work {work}: holds the draw of another build (it differs in {diff}); give the same options, or another --work")
+    try:
+        return Draw(picked, targets, short, body["reasons"], body["similarity"]), int(body["shards"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CurateError(f"{folder / 'draw.json'}: unreadable draw (no {e}); remove the folder and run --reduce again") from None
 
 
 def reduce_build(recipe: Recipe, work: str | Path) -> tuple[int, Draw | BuildResult]:
@@ -203,12 +277,12 @@ def reduce_build(recipe: Recipe, work: str | Path) -> tuple[int, Draw | BuildRes
     setup = prepare(recipe, write=(work / DRAW).is_dir())
     p = params(setup)
     if (work / DRAW).is_dir():
-        drawn, n_drawn = read_draw(work, p)
+        drawn, n_drawn = read_draw(work, p, pool_params(setup))
         n = completed_shards(work / PARTS, what="--reduce: round two,")
         if n != n_drawn:
             raise CurateError(f"--reduce: {work / PARTS} holds {n} shards, the draw was made from {n_drawn}")
         _check_markers(work / PARTS, p)
-        parts = [pl.read_parquet(output_path(work / PARTS, Shard(i, n))) for i in range(n)]
+        parts = [_read_part(work / PARTS, Shard(i, n), 2) for i in range(n)]
         manifest = assemble(parts, setup.recipe)
         if manifest.height != drawn.picked.height:
             raise CurateError(f"--reduce {work}: the shards' manifest parts hold {manifest.height} rows, the draw {drawn.picked.height}")
@@ -217,16 +291,17 @@ def reduce_build(recipe: Recipe, work: str | Path) -> tuple[int, Draw | BuildRes
         return 2, result
     folder = work / POOL
     n = completed_shards(folder, what="--reduce: round one,")
-    _check_markers(folder, p)
+    pool_p = pool_params(setup)
+    _check_markers(folder, pool_p)
     raws, n_rows, n_text = [], 0, 0
     for i in range(n):
         shard = Shard(i, n)
-        body = json.loads((folder / f"{shard.name}.counts.json").read_text(encoding="utf-8"))
-        raws.append(pl.read_parquet(output_path(folder, shard)))
-        n_rows, n_text = n_rows + int(body["rows"]), n_text + int(body["text"])
+        body = _read_counts(folder, shard)
+        raws.append(_read_part(folder, shard, 1))
+        n_rows, n_text = n_rows + body["rows"], n_text + body["text"]
     check_some_text(n_rows, n_text, setup.recipe)
     pool, reasons = settle_pool(setup.source, pl.concat(raws), n_rows, n_text, setup.recipe)
     del raws
     drawn = draw_pool(setup, pool, reasons)
-    write_draw(work, p, n, drawn)
+    write_draw(work, p, pool_p, n, drawn)
     return 1, drawn
