@@ -1,6 +1,6 @@
 """The embedded demo corpus: synthetic web-like image-text pairs, generated offline into the cache.
 
-``ensure_demo()`` returns a folder (default ``$CURATE_DEMO_DIR``, else ``cache_dir()/demo-v1``)
+``ensure_demo()`` returns a folder (default ``$CURATE_DEMO_DIR``, else ``cache_dir()/demo-v2``)
 holding:
 
 - ``captions.parquet``: the canonical source table (``uid, caption, url, path, title, tags,
@@ -76,7 +76,7 @@ _PLURAL_FRACTION = 0.2
 
 
 def default_root(*, seed: int = DEMO_SEED, scale: float = 1.0) -> Path:
-    """``$CURATE_DEMO_DIR``, else ``cache_dir()/demo-v1``; other seeds/scales get their own folder
+    """``$CURATE_DEMO_DIR``, else ``cache_dir()/demo-v2``; other seeds/scales get their own folder
     so a small build never replaces the default one."""
     from curate.util import cache_dir
 
