@@ -119,7 +119,7 @@ def _load():
     from numba.extending import register_jitable
 
     kernels._compile_load_u64()
-    helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _separator_bits, _ascii_bits)
+    helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _join_bits, _separator_bits, _ascii_bits)
     for helper in (*helpers, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
@@ -248,25 +248,31 @@ def _load8(buf, q):
     return w
 
 
-def _separator_bits(raw, lo, hi):
-    """The S_ bits of the ASCII separator raw[lo:hi] (what :func:`_sep_bits` says of it)."""
+def _join_bits(buf, lo, hi):
+    """The joined, honorific and apostrophe S_ bits of the separator buf[lo:hi], read as ``strip(" ")``."""
     f = 0
     i = lo
     e = hi
-    while i < e and raw[i] == 32:
+    while i < e and buf[i] == 32:
         i += 1
-    while e > i and raw[e - 1] == 32:
+    while e > i and buf[e - 1] == 32:
         e -= 1
     if i == e:
         f |= S_JOINED | S_HON
     elif e - i == 1:
-        d = raw[i]
+        d = buf[i]
         if d == 95 or d == 39 or (d == 45 and hi - lo == 1):
             f |= S_JOINED
         if d == 46:
             f |= S_HON
         if d == 39 and hi - lo == 1:
             f |= S_APOS
+    return f
+
+
+def _separator_bits(raw, lo, hi):
+    """The S_ bits of the ASCII separator raw[lo:hi] (what :func:`_sep_bits` says of it)."""
+    f = _join_bits(raw, lo, hi)
     e = hi
     while e > lo and (raw[e - 1] == 32 or 9 <= raw[e - 1] <= 13 or 28 <= raw[e - 1] <= 31):
         e -= 1
@@ -512,22 +518,7 @@ def _text_bits(buf, p0, p1, bits, nt, chars, html):
         if j - s0 == 2 and (buf[s0] | 32) == 98 and (buf[s0 + 1] | 32) == 121:
             t |= T_BY  # the token lower-cases to "by"
         # the separator buf[sep_start:s0]: strip(" ") for joined and honorific, strip() for a sentence end
-        i = sep_start
-        e = s0
-        while i < e and buf[i] == 32:
-            i += 1
-        while e > i and buf[e - 1] == 32:
-            e -= 1
-        if i == e:
-            t |= S_JOINED | S_HON
-        elif e - i == 1:
-            d = buf[i]
-            if d == 95 or d == 39 or (d == 45 and s0 - sep_start == 1):
-                t |= S_JOINED
-            if d == 46:
-                t |= S_HON
-            if d == 39 and s0 - sep_start == 1:
-                t |= S_APOS
+        t |= _join_bits(buf, sep_start, s0)
         if last_other == 46 or last_other == 33 or last_other == 63 or last_other == 58:
             t |= S_SENT
         bits[k] = t
