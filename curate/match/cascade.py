@@ -120,7 +120,7 @@ def _load():
 
     kernels._compile_load_u64()
     helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _join_bits, _separator_bits, _ascii_bits)
-    for helper in (*helpers, _unhtml, _text_bits, _decide_one, _head_after):
+    for helper in (*helpers, _utf8_at, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
     jit = kernels._jit
     return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
@@ -430,6 +430,23 @@ def _unhtml(raw, p0, p1, dec):
     return m
 
 
+def _utf8_at(buf, j, p1):
+    """(code point, bytes) of the UTF-8 character at buf[j] (before p1); bytes 0 for what the loop
+    leaves to Python: a character beyond the Basic Multilingual Plane, a stray or cut-short byte."""
+    c = buf[j]
+    if c < 128:
+        return np.int64(c), 1
+    if c >= 0xF0 or c < 0xC0:
+        return np.int64(0), 0
+    if c >= 0xE0:
+        if j + 2 >= p1:
+            return np.int64(0), 0
+        return ((np.int64(c) & 0x0F) << 12) | ((np.int64(buf[j + 1]) & 0x3F) << 6) | (np.int64(buf[j + 2]) & 0x3F), 3
+    if j + 1 >= p1:
+        return np.int64(0), 0
+    return ((np.int64(c) & 0x1F) << 6) | (np.int64(buf[j + 1]) & 0x3F), 2
+
+
 def _text_bits(buf, p0, p1, bits, nt, chars, html):
     """The T_/S_ bits of the tokens of the UTF-8 text buf[p0:p1] (``decide``'s ``[^\\W_]+``: runs
     of alphanumeric characters, ``chars`` classifying each, and the separator before each), as
@@ -442,23 +459,11 @@ def _text_bits(buf, p0, p1, bits, nt, chars, html):
     last_other = -1  # the separator's last character that str.strip() keeps
     while j < p1:
         c = buf[j]
-        if c < 128:
-            cp = np.int64(c)
-            n = 1
-            if not html and (c == 38 or c == 60):
-                return 2
-        elif c >= 0xF0 or c < 0xC0:
+        cp, n = _utf8_at(buf, j, p1)
+        if n == 0:
             return 0
-        elif c >= 0xE0:
-            if j + 2 >= p1:
-                return 0
-            cp = ((np.int64(c) & 0x0F) << 12) | ((np.int64(buf[j + 1]) & 0x3F) << 6) | (np.int64(buf[j + 2]) & 0x3F)
-            n = 3
-        else:
-            if j + 1 >= p1:
-                return 0
-            cp = ((np.int64(c) & 0x1F) << 6) | (np.int64(buf[j + 1]) & 0x3F)
-            n = 2
+        if not html and (c == 38 or c == 60):
+            return 2
         f = chars[cp]
         if not (f & C_WORD):
             if not (f & C_SPACE):
@@ -485,22 +490,9 @@ def _text_bits(buf, p0, p1, bits, nt, chars, html):
             j += n
             if j >= p1:
                 break
-            c = buf[j]
-            if c < 128:
-                cp = np.int64(c)
-                n = 1
-            elif c >= 0xF0 or c < 0xC0:
+            cp, n = _utf8_at(buf, j, p1)
+            if n == 0:
                 return 0
-            elif c >= 0xE0:
-                if j + 2 >= p1:
-                    return 0
-                cp = ((np.int64(c) & 0x0F) << 12) | ((np.int64(buf[j + 1]) & 0x3F) << 6) | (np.int64(buf[j + 2]) & 0x3F)
-                n = 3
-            else:
-                if j + 1 >= p1:
-                    return 0
-                cp = ((np.int64(c) & 0x1F) << 6) | (np.int64(buf[j + 1]) & 0x3F)
-                n = 2
             f = chars[cp]
             if not (f & C_WORD):
                 break
