@@ -1,5 +1,6 @@
 """The ahead-of-time loops (curate.match.aot): built once into the cache, then a run matches with
-them without loading numba, and with the same output as the numpy path; a build that fails is
+them without loading numba (the disambiguation cascade's loop too), and with the same output as
+the numpy path (the cascade: as its Python original); a build that fails is
 tried once and leaves the just-in-time loops in charge."""
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from curate.match.kernels import compiled_for
 from curate.vocab import load_vocab
 caps = json.loads(sys.argv[1])
 with compiled_for(10**6) as compiled:
-    out = match_captions(pl.LazyFrame({"caption": pl.Series(caps, dtype=pl.Utf8)}), load_vocab("imagenet1k"), spans=True, disambiguate=False).collect()
-print(json.dumps({"compiled": compiled, "numba": "numba" in sys.modules, "rows": out.select("labels", "spans").to_dicts()}))
+    frame = pl.LazyFrame({"caption": pl.Series(caps, dtype=pl.Utf8)})
+    out = match_captions(frame, load_vocab("imagenet1k"), spans=True, disambiguate=False).collect()
+    decided = match_captions(frame, load_vocab("imagenet1k"), spans=True).collect()  # the cascade too
+print(json.dumps({"compiled": compiled, "numba": "numba" in sys.modules, "rows": out.select("labels", "spans").to_dicts(),
+                  "decided": decided.select("labels", "spans").to_dicts()}))
 """
 
 
@@ -68,9 +72,13 @@ def test_a_large_run_builds_the_loops_once_and_later_runs_load_no_numba(tmp_path
     stamp = built.stat().st_mtime_ns
     again = _run(tmp_path)
     assert built.stat().st_mtime_ns == stamp  # not built twice
-    assert again["compiled"] and not again["numba"]  # the ahead-of-time loops, no numba
+    assert again["compiled"] and not again["numba"]  # the ahead-of-time loops (and cascade), no numba
     assert again["rows"] == first["rows"] == _numpy_path()
-    # a short run with the cascade keeps the numpy path and loads no numba, built loops or not
+    # the cascade's ahead-of-time loop decides as its Python original does
+    python = _run(tmp_path, CURATE_CASCADE="python")
+    assert again["decided"] == first["decided"] == python["decided"]
+    assert any(row["labels"] for row in python["decided"]) and python["decided"] != python["rows"]
+    # a short run with the cascade loads no numba either (it takes the built loops)
     code = (
         "import sys, polars as pl; from curate.match import match_captions; from curate.match.kernels import compiled_for;"
         "from curate.vocab import load_vocab\n"

@@ -1,7 +1,7 @@
-"""Ahead-of-time copies of the compiled loops of :mod:`curate.match.kernels`: an extension module
-built once into the cache (``$CURATE_CACHE/kernels``) with numba's ``pycc``, then imported in a
-millisecond by every later run (a run whose disambiguation cascade compiles still imports numba
-for that loop).
+"""Ahead-of-time copies of the compiled loops of :mod:`curate.match.kernels` and of the
+disambiguation cascade (:mod:`curate.match.cascade`): an extension module built once into the
+cache (``$CURATE_CACHE/kernels``) with numba's ``pycc``, then imported in a millisecond by every
+later run, which then never imports numba.
 
 Loading numba's just-in-time copies costs about 0.5 CPU-seconds per process even from its cache
 (its import, its typing registries, the cached machine code): a fifth of a whole 1M-caption
@@ -34,12 +34,18 @@ BUILD_TIMEOUT = 300
 # seconds before a failed build is tried again
 RETRY_AFTER = 24 * 3600
 
-# exported name -> (function of curate.match.kernels, numba signature of how it is called)
+# exported name -> (module of curate.match, its function, numba signature of how it is called)
+_A1, _A2, _I1, _I2, _U2 = "u1[::1]", "b1[::1]", "i8[::1]", "i8[:, ::1]", "u8[:, ::1]"
 SIGNATURES = {
-    "squeeze_rows": ("_squeeze_rows", "void(u1[::1], i8[::1], u1[::1], u1[::1], u1[::1], i8[::1], u1[::1])"),
-    "splice_rows": ("_splice_rows", "void(u1[::1], i8[::1], i8[::1], u1[::1], i8[::1], u1[::1], i8[::1])"),
-    "build_table": ("_build_table", "b1(u1[::1], i8[::1], u8[:, ::1], u8[::1])"),
-    "word_find": ("_word_find", "i8(u1[::1], i8[::1], u8[:, ::1], u8[::1], u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1])"),
+    "squeeze_rows": ("kernels", "_squeeze_rows", "void(u1[::1], i8[::1], u1[::1], u1[::1], u1[::1], i8[::1], u1[::1])"),
+    "splice_rows": ("kernels", "_splice_rows", "void(u1[::1], i8[::1], i8[::1], u1[::1], i8[::1], u1[::1], i8[::1])"),
+    "build_table": ("kernels", "_build_table", "b1(u1[::1], i8[::1], u8[:, ::1], u8[::1])"),
+    "word_find": ("kernels", "_word_find", "i8(u1[::1], i8[::1], u8[:, ::1], u8[::1], u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1])"),
+    # the disambiguation cascade's loops (curate.match.cascade), argument for argument as it calls them
+    "cascade_rows": ("cascade", "_cascade_rows", f"void({_A1}, {_I1}, {_A1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, "
+                     f"{_U2}, {_A1}, {_I1}, {_I1}, {_I1}, {_I2}, {_U2}, {_A1}, {_A1}, {_A2}, {_A2}, {_A2}, b1, {_A1}, i1[::1], {_I2}, {_I1})"),
+    "insert_words": ("cascade", "_insert_words", f"void({_U2}, {_A1}, {_I1}, i8, i8)"),
+    "insert_facts": ("cascade", "_insert_facts", f"i8({_U2}, {_I1}, {_I1}, {_I1})"),
 }
 
 
@@ -50,7 +56,7 @@ def module_name() -> str | None:
     if spec is None or spec.origin is None:
         return None
     h = hashlib.sha256()
-    for path in (Path(__file__).with_name("kernels.py"), Path(__file__)):
+    for path in (Path(__file__).with_name("kernels.py"), Path(__file__).with_name("cascade.py"), Path(__file__)):
         h.update(path.read_bytes())
     st = os.stat(spec.origin)
     h.update(f"{spec.origin}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.version}\0{sysconfig.get_config_var('EXT_SUFFIX')}".encode())
@@ -146,7 +152,7 @@ def build(dest: str | Path) -> None:
     import numba.pycc.compiler as pycc_compiler
     from numba.pycc import CC
 
-    from curate.match import kernels
+    from curate.match import cascade, kernels
 
     class _NoGilFlags(pycc_compiler.Flags):
         def __init__(self, *args, **kwargs) -> None:
@@ -155,14 +161,16 @@ def build(dest: str | Path) -> None:
 
     pycc_compiler.Flags = _NoGilFlags
     kernels._compile_load_u64()  # _load_u64 as one unaligned load, as the just-in-time loops have it
+    cascade.register_helpers()  # the cascade's helper functions, compiled into its loops
     dest = Path(dest)
     name = dest.name[: -len(sysconfig.get_config_var("EXT_SUFFIX") or ".so")]
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{name}.") as tmp:
         cc = CC(name)
         cc.output_dir = tmp
-        for exported, (func, signature) in SIGNATURES.items():
-            cc.export(exported, signature)(getattr(kernels, func))
+        modules = {"kernels": kernels, "cascade": cascade}
+        for exported, (module, func, signature) in SIGNATURES.items():
+            cc.export(exported, signature)(getattr(modules[module], func))
         cc.compile()
         (built,) = Path(tmp).glob(f"{name}*")
         os.replace(built, dest)  # whole or not at all

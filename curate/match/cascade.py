@@ -114,16 +114,29 @@ def enabled() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _load():
+    """The loops: the ahead-of-time copies where built (:mod:`curate.match.aot`, no numba to
+    import), else numba's just-in-time ones; None without numba."""
     if kernels._load_kernels() is None:
         return None
+    from curate.match import aot
+
+    built = aot.load()
+    if built is not None:
+        return built.cascade_rows, built.insert_words, built.insert_facts
+    register_helpers()
+    jit = kernels._jit
+    return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
+
+
+@functools.lru_cache(maxsize=1)
+def register_helpers() -> None:
+    """Make the helper functions compilable inside the loops (numba's ``register_jitable``)."""
     from numba.extending import register_jitable
 
     kernels._compile_load_u64()
     helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _join_bits, _separator_bits, _ascii_bits)
     for helper in (*helpers, _utf8_at, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
-    jit = kernels._jit
-    return jit(_cascade_rows), jit(_insert_words), jit(_insert_facts)
 
 
 # ---------------------------------------------------------------------------------------------

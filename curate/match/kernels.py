@@ -32,7 +32,7 @@ COMPILE_MIN_ROWS = 300_000
 def compiled_for(expected_rows: int | None) -> Iterator[bool]:
     """Within the block, the compiled loops run only when a pass over about ``expected_rows``
     captions repays loading them: fewer than :data:`COMPILE_MIN_ROWS` take the numpy path (same
-    results), unless numba is loaded already. A larger pass
+    results), unless numba is loaded already or the ahead-of-time loops are built. A larger pass
     (or an unknown size, None) builds the ahead-of-time loops the first time
     (:func:`curate.match.aot.ensure`). Yields whether they run; :data:`COMPILED` is restored on exit."""
     global COMPILED
@@ -40,9 +40,9 @@ def compiled_for(expected_rows: int | None) -> Iterator[bool]:
     from curate.match import aot
 
     if expected_rows is not None and expected_rows < COMPILE_MIN_ROWS:
-        # even with the ahead-of-time loops built: the compiled cascade (curate.match.cascade) is
-        # numba's own, and a short run is over before numba has loaded
-        if "numba" not in sys.modules:
+        # a short run is over before numba has loaded: the compiled loops only where they are
+        # loaded already, or built ahead of time (imported in a millisecond)
+        if "numba" not in sys.modules and not aot.available():
             COMPILED = False
     elif COMPILED and _load_kernels.cache_info().currsize == 0:
         aot.ensure()  # built once, in a child process; every later run imports it in a millisecond
