@@ -1,8 +1,10 @@
 """Label quality on real web alt-text, and what the disambiguation costs, in one run.
 
 Precision and recall of every matching mode on the hand-judged real LAION captions of
-``tests/data`` (see its README: ``dev`` is the half the rules were written on, ``heldout`` the
-half scored only afterwards), then in-process captions/s of ``match_captions`` with and without
+``tests/data`` (see its README): set A (rows 0-999, judged by the developers, a blind second
+reader beside) and set B (rows 1000-3999, three blind readers, the majority), each halved into
+``dev`` (the rules were written looking at it) and ``heldout`` (scored only, never read for
+rules); then in-process captions/s of ``match_captions`` with and without
 the disambiguation cascade on the same generated web-like captions (``bench_match.make_captions``)
 and on the real captions repeated.
 
@@ -22,16 +24,37 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "tests" / "data"
 
 
+def judged_pairs() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The real captions (rows 0-3999 of img2dataset's LAION sample) and every judged candidate
+    pair: ``set`` "A" (rows 0-999) or "B" (rows 1000-3999), ``split``, ``judgement`` and ``second``
+    (another reader's blind judgement: A's second reader; B's reader b)."""
+    df = pl.read_parquet(DATA / "laion_4000.parquet").rename({"TEXT": "caption"})
+    cols = ("row", "start", "end", "label", "split", "judgement", "second")
+    a = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", infer_schema=False).with_columns(
+        pl.col("second_judgement").alias("second"), pl.lit("A").alias("set")
+    )
+    b = pl.read_csv(DATA / "laion_4000_judged.tsv", separator="\t", infer_schema=False).with_columns(
+        pl.col("reader_b").alias("second"), pl.lit("B").alias("set")
+    )
+    judged = pl.concat([a.select("set", *cols), b.select("set", *cols)]).with_columns(
+        pl.col("row", "start", "end", "label").cast(pl.Int64)
+    )
+    return df, judged
+
+
+SETS = {  # name -> (set, split); the rules were written looking at the dev halves only
+    "A dev": ("A", "dev"), "A heldout": ("A", "heldout"),
+    "B dev": ("B", "dev"), "B heldout": ("B", "heldout"),
+    "A+B dev": (None, "dev"), "A+B heldout": (None, "heldout"),
+}
+
+
 def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int, float, float]]:
-    """(mode, split, precision, recall, kept, precision and recall by the blind second reader)."""
+    """(mode, set and split, precision, recall, kept, precision and recall by the other reader)."""
     from curate.match import match_captions
     from curate.match.quality import score_labels
 
-    df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
-    judged = pl.read_csv(
-        DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8, "second_judgement": pl.Utf8}
-    )
-    second = judged.with_columns(pl.col("second_judgement").alias("judgement"))
+    df, judged = judged_pairs()
     modes = {
         "curate (default: disambiguation)": dict(mode="curate"),
         "curate --no-disambiguate": dict(mode="curate", disambiguate=False),
@@ -40,12 +63,14 @@ def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int
     rows = []
     for name, kw in modes.items():
         labels = match_captions(df.lazy(), vocab, **kw).collect()["labels"]
-        for split in ("dev", "heldout", "all"):
-            sub = judged if split == "all" else judged.filter(pl.col("split") == split)
-            sub2 = second if split == "all" else second.filter(pl.col("split") == split)
+        for label, (which, split) in SETS.items():
+            sub = judged.filter(pl.col("split") == split)
+            if which is not None:
+                sub = sub.filter(pl.col("set") == which)
+            sub2 = sub.with_columns(pl.col("second").alias("judgement"))
             q = score_labels(labels, sub, rows=sub["row"].unique().to_list())
             q2 = score_labels(labels, sub2, rows=sub2["row"].unique().to_list())
-            rows.append((name, split, q.precision, q.recall, q.kept, q2.precision, q2.recall))
+            rows.append((name, label, q.precision, q.recall, q.kept, q2.precision, q2.recall))
     return rows
 
 
@@ -73,12 +98,12 @@ def main() -> None:
 
     v1k = load_vocab("imagenet1k")
     print("label quality on real LAION captions judged by hand (imagenet1k)")
-    print(f"{'mode':36} {'split':8} {'precision':>9} {'recall':>7} {'kept':>5}   second reader: {'precision':>9} {'recall':>7}")
+    print(f"{'mode':36} {'pairs':12} {'precision':>9} {'recall':>7} {'kept':>5}   other reader: {'precision':>9} {'recall':>7}")
     for name, split, p, r, kept, p2, r2 in quality_table(v1k):
-        print(f"{name:36} {split:8} {p:9.3f} {r:7.3f} {kept:5d}   {'':15}{p2:9.3f} {r2:7.3f}")
+        print(f"{name:36} {split:12} {p:9.3f} {r:7.3f} {kept:5d}   {'':14}{p2:9.3f} {r2:7.3f}")
 
     lemmas = sorted({lem for ls in v1k["lemmas"].to_list() for lem in ls})
-    real = pl.read_parquet(DATA / "laion_1000.parquet")["TEXT"]
+    real = pl.read_parquet(DATA / "laion_4000.parquet")["TEXT"].head(1000)
     sets = {
         f"{args.n:,} generated captions": make_captions(args.n, lemmas),
         f"{args.n:,} real captions (1,000 repeated)": pl.concat([real] * (args.n // len(real))).alias("caption"),

@@ -63,7 +63,7 @@ def _assert_same(matcher, captions, monkeypatch, *, min_mentions: int = 1) -> No
 
 
 def test_real_captions(matcher, monkeypatch):
-    captions = pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list()
+    captions = pl.read_parquet(ROOT / "tests/data/laion_4000.parquet").head(1000)["TEXT"].to_list()
     _assert_same(matcher, captions, monkeypatch, min_mentions=300)
     # once its tables hold what these captions need, the compiled loop decides every mention
     state = matcher._cascade[0]
@@ -135,7 +135,7 @@ def test_random_captions(matcher, in1k, monkeypatch):
 def test_tables_that_start_over_and_pickled_matchers_decide_alike(in1k, monkeypatch):
     """A word table past its size limit starts over (memory stays flat); a matcher's compiled
     tables are per process: a pickled matcher carries none and builds them again."""
-    captions = pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list()
+    captions = pl.read_parquet(ROOT / "tests/data/laion_4000.parquet").head(1000)["TEXT"].to_list()
     fresh = compile_matcher(in1k)
     fresh._cascade.clear()  # tables from nothing
     monkeypatch.setattr(cascade, "MAX_WORDS", 200)
@@ -161,7 +161,7 @@ def test_the_python_path_can_be_forced_from_the_environment():
 def test_tables_kept_between_processes_decide_alike_without_filling(in1k, tmp_path, monkeypatch):
     """What one run filled, the next loads from the matcher's store: the same reasons, and no
     table filled again for captions the first run saw."""
-    captions = pl.Series(pl.read_parquet(ROOT / "tests/data/laion_1000.parquet")["TEXT"].to_list())
+    captions = pl.Series(pl.read_parquet(ROOT / "tests/data/laion_4000.parquet").head(1000)["TEXT"].to_list())
     store = tmp_path / "cascade" / "key.pickle"
     first = pickle.loads(pickle.dumps(compile_matcher(in1k)))  # a copy with no tables yet
     first.cascade_store = store

@@ -103,7 +103,7 @@ def test_label_quality_on_real_captions(in1k):
     """Real LAION alt-text (not tuned on for the held-out half): the cascade must keep most correct
     pairs while removing most wrong ones. Figures as measured when written: dev P 0.70 / R 0.78,
     held-out P 0.77 / R 0.79, against 0.39-0.44 precision without it."""
-    df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
+    df = pl.read_parquet(DATA / "laion_4000.parquet").head(1000).rename({"TEXT": "caption"})
     judged = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8})
     for split in ("dev", "heldout"):
         rows = judged.filter(pl.col("split") == split)["row"].unique().to_list()
@@ -122,7 +122,7 @@ def test_parallel_batches_decide_as_one_thread_does(in1k, tmp_path):
     import sys
 
     src = tmp_path / "real20.parquet"
-    df = pl.read_parquet(DATA / "laion_1000.parquet").rename({"TEXT": "caption"})
+    df = pl.read_parquet(DATA / "laion_4000.parquet").head(1000).rename({"TEXT": "caption"})
     pl.concat([df] * 20).select("caption").write_parquet(src, row_group_size=1_000)
     code = (
         "import sys, polars as pl; from curate.vocab import load_vocab; from curate.match import match_captions; "

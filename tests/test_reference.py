@@ -111,7 +111,7 @@ def study_vocab() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def laion() -> list:
-    return pl.read_parquet(DATA / "laion_1000.parquet")["TEXT"].to_list()
+    return pl.read_parquet(DATA / "laion_4000.parquet").head(1000)["TEXT"].to_list()
 
 
 def _ours(captions: list, vocab: pl.DataFrame) -> list[list[int]]:
