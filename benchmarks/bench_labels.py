@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "tests" / "data"
 
 
-def judged_pairs() -> tuple[pl.DataFrame, pl.DataFrame]:
+def real_judged() -> tuple[pl.DataFrame, pl.DataFrame]:
     """The real captions (rows 0-3999 of img2dataset's LAION sample) and every judged candidate
     pair: ``set`` "A" (rows 0-999) or "B" (rows 1000-3999), ``split``, ``judgement`` and ``second``
     (another reader's blind judgement: A's second reader; B's reader b)."""
@@ -54,7 +54,7 @@ def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int
     from curate.match import match_captions
     from curate.match.quality import score_labels
 
-    df, judged = judged_pairs()
+    df, judged = real_judged()
     modes = {
         "curate (default: disambiguation)": dict(mode="curate"),
         "curate --no-disambiguate": dict(mode="curate", disambiguate=False),

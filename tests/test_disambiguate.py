@@ -50,6 +50,14 @@ RULE_FAMILIES = [
     ("banana illustration on white", "banana", "kept"),
     ("old violin photo", "violin", "kept"),
     ("a violin, a bow and sheet music", "violin", "kept"),
+    # ... or a picture of it as the web sells one: a file format, a stock-image word, a card
+    ("retro goldfish vector on white", "goldfish", "kept"),
+    ("cute hedgehog clipart set", "porcupine", "kept"),
+    ("flamingo png transparent", "flamingo", "kept"),
+    ("mosque silhouette background", "mosque", "kept"),
+    ("hand drawn toucan birthday card", "toucan", "kept"),
+    # a compound WordNet files beside the class (a sister under its hypernym) is still the thing
+    ("blue velvet throw pillow 45x45", "pillow", "kept"),
     # coordination shares the head
     ("cotton and wool blend scarf", "wool", "modifier"),
     # a picture of another thing the class word modifies is not the class
@@ -100,18 +108,26 @@ def test_the_default_mode_disambiguates_and_spans_say_why(in1k):
 
 
 def test_label_quality_on_real_captions(in1k):
-    """Real LAION alt-text (not tuned on for the held-out half): the cascade must keep most correct
-    pairs while removing most wrong ones. Figures as measured when written: dev P 0.70 / R 0.78,
-    held-out P 0.77 / R 0.79, against 0.39-0.44 precision without it."""
-    df = pl.read_parquet(DATA / "laion_4000.parquet").head(1000).rename({"TEXT": "caption"})
-    judged = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", schema_overrides={"judgement": pl.Utf8})
-    for split in ("dev", "heldout"):
-        rows = judged.filter(pl.col("split") == split)["row"].unique().to_list()
-        base = score_labels(match_captions(df.lazy(), in1k, disambiguate=False).collect()["labels"], judged, rows=rows)
-        q = score_labels(match_captions(df.lazy(), in1k).collect()["labels"], judged, rows=rows)
-        assert base.recall == 1.0  # every judged candidate is found before the cascade
-        assert q.precision >= base.precision + 0.25, (split, q, base)
-        assert q.recall >= 0.75, (split, q)
+    """Real LAION alt-text (not tuned on for the held-out halves): the cascade must keep most correct
+    pairs while removing most wrong ones. Figures as measured when written (P / R): set A dev
+    0.81 / 0.92, held-out 0.75 / 0.79; set B (three blind readers) dev 0.74 / 0.75, held-out
+    0.68 / 0.71; against 0.38-0.44 precision without it."""
+    import sys
+
+    sys.path.insert(0, str(DATA.parents[1] / "benchmarks"))
+    from bench_labels import real_judged
+
+    df, judged = real_judged()
+    base_labels = match_captions(df.lazy(), in1k, disambiguate=False).collect()["labels"]
+    labels = match_captions(df.lazy(), in1k).collect()["labels"]
+    for which, split, min_recall in (("A", "dev", 0.85), ("A", "heldout", 0.75), ("B", "dev", 0.70), ("B", "heldout", 0.65)):
+        sub = judged.filter((pl.col("set") == which) & (pl.col("split") == split))
+        rows = sub["row"].unique().to_list()
+        base = score_labels(base_labels, sub, rows=rows)
+        q = score_labels(labels, sub, rows=rows)
+        assert base.recall >= 0.99  # (nearly) every judged candidate is found before the cascade
+        assert q.precision >= base.precision + 0.25, (which, split, q, base)
+        assert q.recall >= min_recall, (which, split, q)
 
 
 def test_parallel_batches_decide_as_one_thread_does(in1k, tmp_path):

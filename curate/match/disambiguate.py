@@ -19,10 +19,12 @@ runs only on the captions that hold a candidate; every decision has a reason (``
    capitalised words inside a caption written in lower case; a word written once as a name is that
    name throughout its caption.
 3. ``modifier`` — the class word names part of another thing: a compound WordNet knows that is not
-   a kind of the class ("gasmask" for mask, "tank top", "ski slope"), or a head-final compound: the
+   a kind of the class ("gasmask" for mask, "tank top", "ski slope"; a compound ending in the
+   class word that WordNet files beside the class, under its hypernym, is: "throw pillow"), or a
+   head-final compound: the
    class word followed (across spaces and hyphens only) by up to three words whose last noun is
    another thing ("phone case", "leopard print"). The mention stands when that head is a
-   depiction ("tiger photo", "zebra art print"), a collection ("pajama set"), one of the class's
+   depiction ("tiger photo", "zebra art print", and the web's "goldfish vector", "owl png"), a collection ("pajama set"), one of the class's
    hypernyms ("sneakers shoes") or a kindred living thing ("sorrel mare"); verbs, participles,
    possessives, proper names and audience words ("Socks Mens") end the compound; a physical thing
    before a depiction keeps the modification ("leopard gecko photo"); a class word joined by "and"
@@ -149,7 +151,8 @@ class SenseTable:
             for compound in compounds:
                 found = wn.synsets(compound, "n")
                 if found and not any(
-                    x == s or s in x.closure(lambda y: y.hypernyms()) or _kindred(x, s) for x in found
+                    x == s or s in x.closure(lambda y: y.hypernyms()) or _kindred(x, s) or (side == "left" and _sister(x, s))
+                    for x in found
                 ):
                     return True
         return False
@@ -320,6 +323,14 @@ def _kindred(a, b) -> bool:
     return bool(set(_up(a, 3)) & set(_up(b, 3)))
 
 
+def _sister(compound, synset) -> bool:
+    """Whether a compound ending in the class's word ("throw pillow" for pillow) is a sister of the
+    class in WordNet (a kind of its direct hypernym: a throw pillow and a pillow are both cushions):
+    English compounds are head-final, so it is still that thing."""
+    parents = set(synset.hypernyms())
+    return bool(parents) and any(h in parents for h in compound.hypernyms())
+
+
 def _related(synset) -> set:
     out = set()
     for rel in (
@@ -371,7 +382,7 @@ def _function_words() -> frozenset[str]:
 def _word_sets() -> tuple[frozenset[str], ...]:
     rules = disambiguation_rules()
     # the words of the depiction lemmas (listed as WordNet lemma keys beside them, for provenance)
-    depiction = set(rules["depiction"])
+    depiction = set(rules["depiction"]) | set(rules["depiction_web"])
     return (
         frozenset(depiction),
         frozenset(rules["honorifics"]),
