@@ -65,6 +65,9 @@ RULE_FAMILIES = [
     # a set or pair of the thing is the thing; so is a kindred animal ("sorrel mare")
     ("vintage teapot set", "teapot", "kept"),
     ("a sorrel mare in the paddock", "common sorrel horse", "kept"),
+    # ... but a food before another food names the dish
+    ("homemade lemon muffins with cream", "lemon", "modifier"),
+    ("roasted pineapple shoulder of pork", "pineapple", "modifier"),
     # a participle is a verb, not the head of a compound
     ("goldfish swimming in circles", "goldfish", "kept"),
     # a compound WordNet knows names another thing

@@ -310,15 +310,17 @@ def _up(synset, levels: int) -> list:
 
 
 _LIVING = frozenset({"noun.animal", "noun.plant", "noun.food"})
+_KIN = frozenset({"noun.animal", "noun.plant"})  # of these, what can be kindred (_kindred)
 # a living thing and the food made of it: WordNet keeps them apart, a photo shows the one thing
 _SAME_THING = ({"noun.plant", "noun.food"}, {"noun.animal", "noun.food"})
 
 
 def _kindred(a, b) -> bool:
-    """Two living things (or foods) of one kind, three levels up at most: a mare and a sorrel
-    horse, a puppy and a shepherd dog, a drake and a mallard. Artifacts share hypernyms as broad
-    as "garment" or "covering" within three levels, so they are never kindred."""
-    if a.lexname() not in _LIVING or b.lexname() != a.lexname():
+    """Two living things of one kind, three levels up at most: a mare and a sorrel horse, a puppy
+    and a shepherd dog, a drake and a mallard. Artifacts share hypernyms as broad as "garment" or
+    "covering" within three levels, so they are never kindred; nor are foods, which make dishes
+    of each other ("butternut squash risotto", "lemon tart" are the dish)."""
+    if a.lexname() not in _KIN or b.lexname() != a.lexname():
         return False
     return bool(set(_up(a, 3)) & set(_up(b, 3)))
 
