@@ -65,6 +65,9 @@ RULE_FAMILIES = [
     # a set or pair of the thing is the thing; so is a kindred animal ("sorrel mare")
     ("vintage teapot set", "teapot", "kept"),
     ("a sorrel mare in the paddock", "common sorrel horse", "kept"),
+    # a hypernym that completes the class's name is read past: what follows it is the head
+    ("rugged cell phone holster with belt clip", "mobile phone", "modifier"),
+    ("my old cell phone", "mobile phone", "kept"),
     # ... but a food before another food names the dish
     ("homemade lemon muffins with cream", "lemon", "modifier"),
     ("roasted pineapple shoulder of pork", "pineapple", "modifier"),

@@ -695,37 +695,47 @@ def _decide_one(
         if other == 2 and (bits[b] & S_JOINED):
             return MODIFIER
     # 4. modifier
-    head = _head_after(norm, ws, we, bits, wid, wflags, nt, b, req, nreq)
-    if head == -2:
-        return PENDING
-    if head >= 0:
+    pos = b
+    for rnd in range(2):
+        head = _head_after(norm, ws, we, bits, wid, wflags, nt, pos, req, nreq)
+        if head == -2:
+            return PENDING
+        if head < 0:
+            return KEPT
         fh = wflags[head]
-        if not (fh & W_SING_DEPICT):
-            if not (fh & W_COLL_KNOWN):
-                _ask(req, nreq, Q_COLL, head, 0)
-                return PENDING
-            if not (fh & W_COLL):
-                if hyp_state[s] == 0:
-                    _ask(req, nreq, Q_HYPER, s, 0)
-                    return PENDING
-                hyper = False
-                for t in range(wsing.shape[1]):
-                    x = wsing[head, t]
-                    if x >= 0 and (wflags[x] & W_HYP_ANY) and (_fact(facts, s, x) & B_HYP):
-                        hyper = True
-                        break
-                if not hyper:
-                    if not (fh & W_LIVING_KNOWN):
-                        _ask(req, nreq, Q_LIVING, head, 0)
-                        return PENDING
-                    if not (fh & W_LIVING):
-                        return MODIFIER  # no living thing is kindred to the class
-                    fk = _fact(facts, s, head)
-                    if not (fk & B_KIN):
-                        _ask(req, nreq, B_KIN, s, head)
-                        return PENDING
-                    if not (fk & (B_KIN << 1)):
-                        return MODIFIER
+        if fh & W_SING_DEPICT:
+            return KEPT
+        if not (fh & W_COLL_KNOWN):
+            _ask(req, nreq, Q_COLL, head, 0)
+            return PENDING
+        if fh & W_COLL:
+            return KEPT
+        if hyp_state[s] == 0:
+            _ask(req, nreq, Q_HYPER, s, 0)
+            return PENDING
+        hyper = False
+        for t in range(wsing.shape[1]):
+            x = wsing[head, t]
+            if x >= 0 and (wflags[x] & W_HYP_ANY) and (_fact(facts, s, x) & B_HYP):
+                hyper = True
+                break
+        if hyper:
+            if rnd == 0 and head == wid[pos]:
+                pos += 1  # the hypernym completes the class's name ("cell phone"): what follows it
+                continue
+            return KEPT
+        if not (fh & W_LIVING_KNOWN):
+            _ask(req, nreq, Q_LIVING, head, 0)
+            return PENDING
+        if not (fh & W_LIVING):
+            return MODIFIER  # no living thing is kindred to the class
+        fk = _fact(facts, s, head)
+        if not (fk & B_KIN):
+            _ask(req, nreq, B_KIN, s, head)
+            return PENDING
+        if not (fk & (B_KIN << 1)):
+            return MODIFIER
+        return KEPT
     return KEPT
 
 

@@ -25,7 +25,8 @@ runs only on the captions that hold a candidate; every decision has a reason (``
    class word followed (across spaces and hyphens only) by up to three words whose last noun is
    another thing ("phone case", "leopard print"). The mention stands when that head is a
    depiction ("tiger photo", "zebra art print", and the web's "goldfish vector", "owl png"), a collection ("pajama set"), one of the class's
-   hypernyms ("sneakers shoes") or a kindred living thing ("sorrel mare"); verbs, participles,
+   hypernyms ("sneakers shoes"; one that completes the class's name is read past: "cell phone
+   case" is a case) or a kindred living thing ("sorrel mare"); verbs, participles,
    possessives, proper names and audience words ("Socks Mens") end the compound; a physical thing
    before a depiction keeps the modification ("leopard gecko photo"); a class word joined by "and"
    to a word that itself modifies a noun shares that head ("wool and silk knit sweater").
@@ -502,12 +503,22 @@ def decide(
                 reasons[i] = MODIFIER
                 continue
             # 4. modifier
-            head = _head_after(words, seps, b, words_of)
-            heads = singular_forms(head) if head is not None else None
-            if heads is not None and not heads & depiction and not _is_collection(head):
-                if not heads & table.hypernym_words(s) and not table.kindred(s, head):
+            pos = b
+            for rnd in range(2):
+                head = _head_after(words, seps, pos, words_of)
+                heads = singular_forms(head) if head is not None else None
+                if heads is None or heads & depiction or _is_collection(head):
+                    break
+                if heads & table.hypernym_words(s):
+                    if rnd == 0 and words[pos] == head:
+                        pos += 1  # the hypernym completes the class's name ("cell phone"): what follows it
+                        continue
+                    break
+                if not table.kindred(s, head):
                     reasons[i] = MODIFIER
-                    continue
+                break
+            if reasons[i] == MODIFIER:
+                continue
         # a word written once as a name is that name throughout its caption ("PUMA ... Puma Silver")
         named = {norm[int(start[i]) : int(end[i])] for i in idx if reasons[i] == NAME}
         if named:
