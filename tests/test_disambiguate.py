@@ -78,6 +78,8 @@ RULE_FAMILIES = [
     ("the ski slope at dawn", "ski", "modifier"),
     # after a brand written in camel case
     ("Seagate FreeAgent Desk drive", "desk", "name"),
+    # ... unless the class takes several words: then it is what the brand sells
+    ("GourmetPro Chocolate Sauce, 500 ml bottle", "chocolate syrup", "kept"),
     # names: honorifics, capitals inside a caption that is not in capitals
     ("interview with Dr. Banana about fruit", "banana", "name"),
     ("new GOLDFISH brand shoes for everyday wear", "goldfish", "name"),

@@ -628,8 +628,8 @@ def _decide_one(
             if not (bits[k] & T_UPPER1):
                 break
             k -= 1
-        if a > 0 and (bits[a - 1] & T_CAMEL) and (bits[a] & S_JOINED):
-            return NAME  # after a brand written in camel case
+        if a > 0 and (bits[a - 1] & T_CAMEL) and (bits[a] & S_JOINED) and b - a == 1:
+            return NAME  # after a brand written in camel case (a one-word class)
         if style[0] < 0:
             n_alpha = 0
             n_caps = 0

@@ -14,8 +14,8 @@ runs only on the captions that hold a candidate; every decision has a reason (``
    with positive context in the caption (:func:`curate.match.lexicon.sense_profile`). A surface
    form that is only this class's *plural* while another class has it as a lemma of its own
    ("sunglasses") goes to that class.
-2. ``name`` — part of a name: after an honorific ("Dr.", "Miss") or a camel-case brand
-   ("FreeAgent Desk"), written in capitals inside a caption that is not, or capitalised beside
+2. ``name`` — part of a name: after an honorific ("Dr.", "Miss") or, for a one-word class, a
+   camel-case brand ("FreeAgent Desk"; "DaVinci Chocolate Sauce" is the sauce), written in capitals inside a caption that is not, or capitalised beside
    capitalised words inside a caption written in lower case; a word written once as a name is that
    name throughout its caption.
 3. ``modifier`` — the class word names part of another thing: a compound WordNet knows that is not
@@ -473,8 +473,9 @@ def decide(
                     # a maker's or author's name: "painting by Jane Swan", "Designed By Tiger Woods"
                     reasons[i] = NAME
                     continue
-                if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]):
-                    # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move")
+                if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]) and b - a == 1:
+                    # after a brand written in camel case ("FreeAgent Desk", "PlayStation Move"); a
+                    # class named in several words is what the brand sells ("DaVinci Chocolate Sauce")
                     reasons[i] = NAME
                     continue
                 if case_style is None:
