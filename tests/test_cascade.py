@@ -181,3 +181,16 @@ def test_tables_kept_between_processes_decide_alike_without_filling(in1k, tmp_pa
     store.write_bytes(b"cut short")  # an unreadable store: filled afresh, same reasons
     third = pickle.loads(pickle.dumps(first))
     assert np.array_equal(third.candidates(captions).reason, want) and filled
+
+
+def test_character_classes_are_pythons_own():
+    # the loop classifies non-ASCII characters by this table: it must say what str's methods say
+    from curate.match import cascade as c
+
+    table = c._char_classes()
+    for cp in range(1 << 16):
+        ch = chr(cp)
+        want = (c.C_WORD if ch.isalnum() else 0) | (c.C_UPPER if ch.isupper() else 0)
+        want |= c.C_LOWTITLE if ch.islower() or (ch.istitle() and not ch.isupper()) else 0
+        want |= (c.C_ALPHA if ch.isalpha() else 0) | (c.C_SPACE if ch.isspace() else 0)
+        assert table[cp] == want, hex(cp)
