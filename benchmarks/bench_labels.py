@@ -24,24 +24,6 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "tests" / "data"
 
 
-def real_judged() -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The real captions (rows 0-3999 of img2dataset's LAION sample) and every judged candidate
-    pair: ``set`` "A" (rows 0-999) or "B" (rows 1000-3999), ``split``, ``judgement`` and ``second``
-    (another reader's blind judgement: A's second reader; B's reader b)."""
-    df = pl.read_parquet(DATA / "laion_4000.parquet").rename({"TEXT": "caption"})
-    cols = ("row", "start", "end", "label", "split", "judgement", "second")
-    a = pl.read_csv(DATA / "laion_1000_judged.tsv", separator="\t", infer_schema=False).with_columns(
-        pl.col("second_judgement").alias("second"), pl.lit("A").alias("set")
-    )
-    b = pl.read_csv(DATA / "laion_4000_judged.tsv", separator="\t", infer_schema=False).with_columns(
-        pl.col("reader_b").alias("second"), pl.lit("B").alias("set")
-    )
-    judged = pl.concat([a.select("set", *cols), b.select("set", *cols)]).with_columns(
-        pl.col("row", "start", "end", "label").cast(pl.Int64)
-    )
-    return df, judged
-
-
 SETS = {  # name -> (set, split); the rules were written looking at the dev halves only
     "A dev": ("A", "dev"), "A heldout": ("A", "heldout"),
     "B dev": ("B", "dev"), "B heldout": ("B", "heldout"),
@@ -52,9 +34,9 @@ SETS = {  # name -> (set, split); the rules were written looking at the dev halv
 def quality_table(vocab: pl.DataFrame) -> list[tuple[str, str, float, float, int, float, float]]:
     """(mode, set and split, precision, recall, kept, precision and recall by the other reader)."""
     from curate.match import match_captions
-    from curate.match.quality import score_labels
+    from curate.match.quality import real_judged, score_labels
 
-    df, judged = real_judged()
+    df, judged = real_judged(DATA)
     modes = {
         "curate (default: disambiguation)": dict(mode="curate"),
         "curate --no-disambiguate": dict(mode="curate", disambiguate=False),

@@ -96,6 +96,8 @@ def track(items: Iterable[T], *, description: str, total: float | None = None) -
 
 def info(message: str) -> None:
     """A status line on stderr (never split across lines: paths stay whole)."""
+    if sys.stderr is None:  # no stderr at all (pythonw, some daemons): rich would write nowhere too
+        return
     if _plain_stderr() and not _RICH_SYNTAX.search(message):
         # what rich writes for such a line on a stream that is not a terminal: the text as it is
         sys.stderr.write(message + "\n")

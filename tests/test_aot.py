@@ -39,8 +39,11 @@ with compiled_for(10**6) as compiled:
     frame = pl.LazyFrame({"caption": pl.Series(caps, dtype=pl.Utf8)})
     out = match_captions(frame, load_vocab("imagenet1k"), spans=True, disambiguate=False).collect()
     decided = match_captions(frame, load_vocab("imagenet1k"), spans=True).collect()  # the cascade too
+from curate.match.lexicon_cache import cached_matcher
+state = cached_matcher(load_vocab("imagenet1k"))._cascade  # the compiled cascade's counts, where it ran
 print(json.dumps({"compiled": compiled, "numba": "numba" in sys.modules, "rows": out.select("labels", "spans").to_dicts(),
-                  "decided": decided.select("labels", "spans").to_dicts()}))
+                  "decided": decided.select("labels", "spans").to_dicts(),
+                  "loop": [state[0].decided, state[0].left] if state else None}))
 """
 
 
@@ -77,6 +80,7 @@ def test_a_large_run_builds_the_loops_once_and_later_runs_load_no_numba(tmp_path
     # the cascade's ahead-of-time loop decides as its Python original does
     python = _run(tmp_path, CURATE_CASCADE="python")
     assert again["decided"] == first["decided"] == python["decided"]
+    assert python["loop"] is None and again["loop"][0] > 0 and again["loop"][1] == 0  # the built loop decided every one
     assert any(row["labels"] for row in python["decided"]) and python["decided"] != python["rows"]
     # a short run with the cascade loads no numba either (it takes the built loops)
     code = (

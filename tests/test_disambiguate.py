@@ -118,22 +118,23 @@ def test_the_default_mode_disambiguates_and_spans_say_why(in1k):
 def test_label_quality_on_real_captions(in1k):
     """Real LAION alt-text (not tuned on for the held-out halves): the cascade must keep most correct
     pairs while removing most wrong ones. Figures as measured when written (P / R): set A dev
-    0.81 / 0.92, held-out 0.75 / 0.79; set B (three blind readers) dev 0.74 / 0.75, held-out
+    0.81 / 0.92, held-out 0.76 / 0.79; set B (three blind readers) dev 0.75 / 0.75, held-out
     0.68 / 0.71; against 0.38-0.44 precision without it."""
-    import sys
+    from curate.match.quality import real_judged
 
-    sys.path.insert(0, str(DATA.parents[1] / "benchmarks"))
-    from bench_labels import real_judged
-
-    df, judged = real_judged()
+    df, judged = real_judged(DATA)
     base_labels = match_captions(df.lazy(), in1k, disambiguate=False).collect()["labels"]
     labels = match_captions(df.lazy(), in1k).collect()["labels"]
+    # every pair judged correct is found before the cascade, but one: the chain class's negative
+    # rule ("dog" in the caption) vetoes "a dog (dragging a broken chain)" in the matcher itself
+    kept = base_labels.to_list()
+    missed = {(r, lab) for r, lab, j in zip(judged["row"], judged["label"], judged["judgement"]) if j == "1" and lab not in kept[r]}
+    assert missed == {(1549, in1k.filter(pl.col("name") == "chain")["label"].item())}, missed
     for which, split, min_recall in (("A", "dev", 0.85), ("A", "heldout", 0.75), ("B", "dev", 0.70), ("B", "heldout", 0.65)):
         sub = judged.filter((pl.col("set") == which) & (pl.col("split") == split))
         rows = sub["row"].unique().to_list()
         base = score_labels(base_labels, sub, rows=rows)
         q = score_labels(labels, sub, rows=rows)
-        assert base.recall >= 0.99  # (nearly) every judged candidate is found before the cascade
         assert q.precision >= base.precision + 0.25, (which, split, q, base)
         assert q.recall >= min_recall, (which, split, q)
 

@@ -56,7 +56,9 @@ def module_name() -> str | None:
     if spec is None or spec.origin is None:
         return None
     h = hashlib.sha256()
-    for path in (Path(__file__).with_name("kernels.py"), Path(__file__).with_name("cascade.py"), Path(__file__)):
+    # the loops' source, and the module whose reason codes the cascade's loop compiles in
+    for name in ("kernels.py", "cascade.py", "disambiguate.py", "aot.py"):
+        path = Path(__file__).with_name(name)
         h.update(path.read_bytes())
     st = os.stat(spec.origin)
     h.update(f"{spec.origin}\0{st.st_size}\0{st.st_mtime_ns}\0{sys.version}\0{sysconfig.get_config_var('EXT_SUFFIX')}".encode())

@@ -43,7 +43,7 @@ import numpy as np
 from curate.match import kernels
 from curate.match.disambiguate import (
     _CAMEL,
-    _LIVING,
+    _KIN,
     KEPT,
     MODIFIER,
     NAME,
@@ -84,7 +84,7 @@ W_NOUN, W_HEAD, W_PROPER, W_VERB_ONLY, W_PART, W_SING_DEPICT = (1 << k for k in 
 W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON, W_CTX_ANY, W_HYP_ANY = (1 << k for k in range(14, 21))
 # the word may make a WordNet compound with some class lemma after / before it (else it never does)
 W_LEFT_ANY, W_RIGHT_ANY = 1 << 21, 1 << 22
-# some noun sense of the word is a living thing or food (only those can be kindred: _kindred)
+# some noun sense of the word is an animal or plant (only those can be kindred: _kindred)
 W_LIVING_KNOWN, W_LIVING = 1 << 23, 1 << 24
 N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 
@@ -1294,12 +1294,12 @@ class CompiledCascade:
 
 
 def _is_living(word: str) -> bool:
-    """Whether some noun sense of ``word`` is a living thing or a food: only those can be kindred
-    to a class (:meth:`SenseTable.kindred` is false for every other word)."""
+    """Whether some noun sense of ``word`` is an animal or a plant: only those can be kindred to a
+    class (:meth:`SenseTable.kindred` is false for every other word)."""
     from curate.wordnet import wordnet
 
     with WORDNET_LOCK:
-        return any(x.lexname() in _LIVING for x in wordnet().synsets(word, "n"))
+        return any(x.lexname() in _KIN for x in wordnet().synsets(word, "n"))
 
 
 class _CompoundIndex:

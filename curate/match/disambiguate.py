@@ -310,8 +310,7 @@ def _up(synset, levels: int) -> list:
     return out
 
 
-_LIVING = frozenset({"noun.animal", "noun.plant", "noun.food"})
-_KIN = frozenset({"noun.animal", "noun.plant"})  # of these, what can be kindred (_kindred)
+_KIN = frozenset({"noun.animal", "noun.plant"})  # what can be kindred (_kindred): not foods
 # a living thing and the food made of it: WordNet keeps them apart, a photo shows the one thing
 _SAME_THING = ({"noun.plant", "noun.food"}, {"noun.animal", "noun.food"})
 

@@ -11,6 +11,7 @@ mentions of one class: the pair is correct when any of them is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -62,3 +63,24 @@ def score_labels(labels: pl.Series, judged: pl.DataFrame, *, rows: list[int] | N
         correct_kept=int((hit["kept"] & hit["correct"]).sum()),
         correct=int(hit["correct"].sum()),
     )
+
+
+def real_judged(data_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The judged real captions of a folder laid out as the project's ``tests/data`` (see its
+    README): the captions (``laion_4000.parquet``, column ``caption``) and every judged candidate
+    pair, with ``set`` "A" (``laion_1000_judged.tsv``, rows 0-999) or "B"
+    (``laion_4000_judged.tsv``, rows 1000-3999), ``split`` (dev/heldout), ``judgement`` and
+    ``second`` (another reader's blind judgement: set A's second reader, set B's reader b)."""
+    data = Path(data_dir)
+    df = pl.read_parquet(data / "laion_4000.parquet").rename({"TEXT": "caption"})
+    cols = ("row", "start", "end", "label", "split", "judgement", "second")
+    a = pl.read_csv(data / "laion_1000_judged.tsv", separator="\t", infer_schema=False).with_columns(
+        pl.col("second_judgement").alias("second"), pl.lit("A").alias("set")
+    )
+    b = pl.read_csv(data / "laion_4000_judged.tsv", separator="\t", infer_schema=False).with_columns(
+        pl.col("reader_b").alias("second"), pl.lit("B").alias("set")
+    )
+    judged = pl.concat([a.select("set", *cols), b.select("set", *cols)]).with_columns(
+        pl.col("row", "start", "end", "label").cast(pl.Int64)
+    )
+    return df, judged
