@@ -71,6 +71,9 @@ RULE_FAMILIES = [
     # ... but a food before another food names the dish
     ("homemade lemon muffins with cream", "lemon", "modifier"),
     ("roasted pineapple shoulder of pork", "pineapple", "modifier"),
+    # who a product is for and its size follow a class word without heading it
+    ("knitted cardigan womens grey", "cardigan", "kept"),
+    ("ceramic vase medium glazed blue", "vase", "kept"),
     # a participle is a verb, not the head of a compound
     ("goldfish swimming in circles", "goldfish", "kept"),
     # a compound WordNet knows names another thing
