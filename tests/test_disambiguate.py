@@ -81,6 +81,11 @@ RULE_FAMILIES = [
     ("the ski slope at dawn", "ski", "modifier"),
     # after a brand written in camel case
     ("Seagate FreeAgent Desk drive", "desk", "name"),
+    # a capitalised plural animal after a city is a team; after a state, or an artifact, it is not
+    ("Detroit Lions vs Green Bay", "lion", "name"),
+    ("Boston Bruins celebrate the win", "brown bear", "name"),
+    ("Alaska Brown Bears in the river", "brown bear", "kept"),
+    ("Venice Gondolas on the canal", "gondola", "kept"),
     # ... unless the class takes several words: then it is what the brand sells
     ("GourmetPro Chocolate Sauce, 500 ml bottle", "chocolate syrup", "kept"),
     # names: honorifics, capitals inside a caption that is not in capitals

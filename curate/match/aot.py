@@ -43,7 +43,7 @@ SIGNATURES = {
     "word_find": ("kernels", "_word_find", "i8(u1[::1], i8[::1], u8[:, ::1], u8[::1], u1[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1])"),
     # the disambiguation cascade's loops (curate.match.cascade), argument for argument as it calls them
     "cascade_rows": ("cascade", "_cascade_rows", f"void({_A1}, {_I1}, {_A1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, {_I1}, "
-                     f"{_U2}, {_A1}, {_I1}, {_I1}, {_I1}, {_I2}, {_U2}, {_A1}, {_A1}, {_A2}, {_A2}, {_A2}, b1, {_A1}, i1[::1], {_I2}, {_I1})"),
+                     f"{_U2}, {_A1}, {_I1}, {_I1}, {_I1}, {_I2}, {_U2}, {_A1}, {_A1}, {_A2}, {_A2}, {_A2}, {_A2}, b1, {_A1}, i1[::1], {_I2}, {_I1})"),
     "insert_words": ("cascade", "_insert_words", f"void({_U2}, {_A1}, {_I1}, i8, i8)"),
     "insert_facts": ("cascade", "_insert_facts", f"i8({_U2}, {_I1}, {_I1}, {_I1})"),
 }

@@ -54,6 +54,7 @@ from curate.match.disambiguate import (
     _joined,
     _tokens,
     _word_sets,
+    is_city,
 )
 from curate.match.kernels import _BYTE_INDEX, _HASH_MUL, _HASH_SEED, _HIGHS8, _ONES8, _SPACES8, _load_u64
 from curate.match.lexicon import (
@@ -86,6 +87,7 @@ W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON, W_CTX_ANY, W_HYP_ANY = (
 W_LEFT_ANY, W_RIGHT_ANY = 1 << 21, 1 << 22
 # some noun sense of the word is an animal or plant (only those can be kindred: _kindred)
 W_LIVING_KNOWN, W_LIVING = 1 << 23, 1 << 24
+W_CITY = 1 << 25  # WordNet knows the word only as places, a city among them (disambiguate.is_city)
 N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 
 # per character of the Basic Multilingual Plane (_char_classes): what decide's tokeniser and str
@@ -582,7 +584,7 @@ def _head_after(norm, ws, we, bits, wid, wflags, nt, b, req, nreq):
 
 def _decide_one(
     norm, ws, we, bits, wid, nt, a, b, s, wflags, wbase, wsing, facts,
-    plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific, style, req, nreq,
+    plural_only, needs_ctx, needs_ctx_noun, team_like, prof_state, hyp_state, empty_honorific, style, req, nreq,
 ):
     """One mention's reason (``disambiguate.decide``'s steps, in its order), or PENDING."""
     # 1. sense
@@ -628,6 +630,8 @@ def _decide_one(
             if not (bits[k] & T_UPPER1):
                 break
             k -= 1
+        if team_like[s] and a > 0 and (bits[a] & S_JOINED) and (bits[a - 1] & T_UPPER1) and (wflags[wid[a - 1]] & W_CITY):
+            return NAME  # a plural animal after a city: a team
         if a > 0 and (bits[a - 1] & T_CAMEL) and (bits[a] & S_JOINED) and b - a == 1:
             return NAME  # after a brand written in camel case (a one-word class)
         if style[0] < 0:
@@ -742,7 +746,7 @@ def _decide_one(
 def _cascade_rows(
     raw, raw_off, norm, norm_off, grp_ptr, grp_row, m_start, m_end, m_sense, sp_ptr, sp_bits,
     words, blob, blob_off, wflags, wbase, wsing, facts, prof_state, hyp_state,
-    plural_only, needs_ctx, needs_ctx_noun, empty_honorific, chars, reasons, req, nreq,
+    plural_only, needs_ctx, needs_ctx_noun, team_like, empty_honorific, chars, reasons, req, nreq,
 ):
     """Decide the mentions of each group (one caption's, ``grp_ptr``): a reason code each, or
     PENDING for every mention of a caption that needs more from the tables (asked for in ``req``),
@@ -836,7 +840,7 @@ def _cascade_rows(
         for i in range(lo, hi):
             got = _decide_one(
                 norm, ws, we, bits, wid, nt, ma[i - lo], mb[i - lo], m_sense[i], wflags, wbase, wsing, facts,
-                plural_only, needs_ctx, needs_ctx_noun, prof_state, hyp_state, empty_honorific, style, req, nreq,
+                plural_only, needs_ctx, needs_ctx_noun, team_like, prof_state, hyp_state, empty_honorific, style, req, nreq,
             )
             if got == PENDING:
                 pending = True
@@ -997,6 +1001,7 @@ class CompiledCascade:
         self.plural_only = np.ascontiguousarray(table.plural_only, dtype=np.bool_)
         self.needs_ctx = np.ascontiguousarray(table.needs_context, dtype=np.bool_)
         self.needs_ctx_noun = np.ascontiguousarray(table.needs_context_noun, dtype=np.bool_)
+        self.team_like = np.ascontiguousarray(table.team_like, dtype=np.bool_)
         self.store = store
         self.tables = self._load_store() or _Tables(len(self.plural_only))
         self._saved = self._size(self.tables)
@@ -1085,7 +1090,7 @@ class CompiledCascade:
             nreq = np.zeros(1, dtype=np.int64)
             cascade_rows(
                 raw, raw_off, norm, norm_off, sub_ptr, rows, start[sub_idx], end[sub_idx], sense[sub_idx],
-                sp_ptr[todo], sp_bits, *snapshot, self.plural_only, self.needs_ctx, self.needs_ctx_noun,
+                sp_ptr[todo], sp_bits, *snapshot, self.plural_only, self.needs_ctx, self.needs_ctx_noun, self.team_like,
                 self.empty_honorific, _char_classes(), sub_reasons, req, nreq,
             )
             reasons[sub_idx] = sub_reasons
@@ -1252,6 +1257,7 @@ class CompiledCascade:
             flags |= W_PYTHON if len(forms) > N_SING else 0
             flags |= W_LEFT_ANY if self._compounds.left(w) else 0
             flags |= W_RIGHT_ANY if self._compounds.right(w) else 0
+            flags |= W_CITY if is_city(w) else 0
             rows.append((base, forms, flags))
         ids = self._ids(t, [x for w, (base, forms, _) in zip(words, rows) for x in (w, base, *forms)])
         pos = 0

@@ -15,9 +15,11 @@ runs only on the captions that hold a candidate; every decision has a reason (``
    form that is only this class's *plural* while another class has it as a lemma of its own
    ("sunglasses") goes to that class.
 2. ``name`` — part of a name: after an honorific ("Dr.", "Miss") or, for a one-word class, a
-   camel-case brand ("FreeAgent Desk"; "DaVinci Chocolate Sauce" is the sauce), written in capitals inside a caption that is not, or capitalised beside
-   capitalised words inside a caption written in lower case; a word written once as a name is that
-   name throughout its caption.
+   camel-case brand ("FreeAgent Desk"; "DaVinci Chocolate Sauce" is the sauce); written in
+   capitals inside a caption that is not, or capitalised beside capitalised words inside a caption
+   written in lower case; a capitalised plural animal after a city: a team ("Detroit Tigers",
+   "Boston Bruins"; "Venice Gondolas" and "Alaska Brown Bears" stay). A word written once as a
+   name is that name throughout its caption.
 3. ``modifier`` — the class word names part of another thing: a compound WordNet knows that is not
    a kind of the class ("gasmask" for mask, "tank top", "ski slope"; a compound ending in the
    class word that WordNet files beside the class, under its hypernym, is: "throw pillow"), or a
@@ -79,6 +81,7 @@ class SenseTable:
     needs_context: np.ndarray  # bool, the word read with all its parts of speech
     needs_context_noun: np.ndarray  # bool, the word read as a noun (plural, after a determiner)
     plural_only: np.ndarray  # bool: the form is this class's plural and another class's lemma
+    team_like: np.ndarray  # bool: a plural of an animal class, as teams are named ("Tigers")
     synset_name: list  # the WordNet synset's name per sense ("tiger.n.02"), or None
     lemma_of: list[str]  # the WordNet spelling of the sense's lemma
 
@@ -201,6 +204,7 @@ def sense_table(
     needs = np.zeros(n, dtype=bool)
     needs_noun = np.zeros(n, dtype=bool)
     plural_only = np.zeros(n, dtype=bool)
+    team_like = np.zeros(n, dtype=bool)
     synsets: list = [None] * n
     lemmas: list[str] = [""] * n
     lemma_forms: dict[str, set[int]] = {}
@@ -232,9 +236,10 @@ def sense_table(
         synsets[s], needs[s], needs_noun[s] = cache[key]
         if form != sense_lemma[s]:  # a plural is a noun
             needs[s] = needs_noun[s]
+            team_like[s] = synsets[s] is not None and synsets[s].lexname() == "noun.animal"
         lemmas[s] = spelled
     return SenseTable(
-        needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only,
+        needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only, team_like=team_like,
         synset_name=[x.name() if x is not None else None for x in synsets], lemma_of=lemmas,
     )
 
@@ -343,6 +348,23 @@ def _related(synset) -> set:
     for h in synset.hypernyms():  # sister senses: kinds of one thing ("bobsled" the sled, and the sled pair)
         out.update(h.hyponyms())
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def is_city(word: str) -> bool:
+    """Whether WordNet knows ``word`` only as names of places, one of them a city (``team_places``
+    of the rules file): "detroit", "boston"; not "buffalo", also an animal, nor "bengal", a region."""
+    from curate.wordnet import wordnet
+
+    if len(word) < 3:
+        return False
+    wn = wordnet()
+    with WORDNET_LOCK:
+        found = wn.synsets(word, "n")
+        if not found or not all(x.instance_hypernyms() for x in found):
+            return False
+        roots = {wn.synset(k) for k in disambiguation_rules()["team_places"]}
+        return any(h in roots or roots & set(h.closure(lambda y: y.hypernyms())) for x in found for h in x.instance_hypernyms())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -470,6 +492,10 @@ def decide(
                     continue
                 if _after_by(cased, seps, a):
                     # a maker's or author's name: "painting by Jane Swan", "Designed By Tiger Woods"
+                    reasons[i] = NAME
+                    continue
+                if table.team_like[s] and a > 0 and _joined(seps[a]) and cased[a - 1][:1].isupper() and is_city(words[a - 1]):
+                    # a plural animal after a city: a team ("Detroit Tigers", "Boston Bruins")
                     reasons[i] = NAME
                     continue
                 if a > 0 and _CAMEL.search(cased[a - 1]) and _joined(seps[a]) and b - a == 1:
