@@ -23,15 +23,15 @@ runs only on the captions that hold a candidate; every decision has a reason (``
 3. ``modifier`` — the class word names part of another thing: a compound WordNet knows that is not
    a kind of the class ("gasmask" for mask, "tank top", "ski slope"; a compound ending in the
    class word that WordNet files beside the class, under its hypernym, is: "throw pillow"), or a
-   head-final compound: the
-   class word followed (across spaces and hyphens only) by up to three words whose last noun is
-   another thing ("phone case", "leopard print"). The mention stands when that head is a
-   depiction ("tiger photo", "zebra art print", and the web's "goldfish vector", "owl png"), a collection ("pajama set"), one of the class's
-   hypernyms ("sneakers shoes"; one that completes the class's name is read past: "cell phone
-   case" is a case) or a kindred living thing ("sorrel mare"); verbs, participles,
-   possessives, proper names and audience words ("Socks Mens") end the compound; a physical thing
-   before a depiction keeps the modification ("leopard gecko photo"); a class word joined by "and"
-   to a word that itself modifies a noun shares that head ("wool and silk knit sweater").
+   head-final compound: the class word followed (across spaces and hyphens only) by up to three
+   words whose last noun is another thing ("phone case", "leopard print"). The mention stands when
+   that head is a depiction ("tiger photo", "zebra art print", and the web's "goldfish vector",
+   "owl png"), a collection ("pajama set"), one of the class's hypernyms ("sneakers shoes"; one
+   that completes the class's name is read past: "cell phone case" is a case) or a kindred animal
+   or plant ("sorrel mare"; foods are never kindred: "pineapple shoulder"); verbs, participles,
+   possessives, proper names, audience and size words ("Socks Mens") end the compound; a physical
+   thing before a depiction keeps the modification ("leopard gecko photo"); a class word joined by
+   "and" to a word that itself modifies a noun shares that head ("wool and silk knit sweater").
 
 Words are read from the original caption (HTML decoded), so case and punctuation count; where the
 original's words do not line up with the normalised text's (rare Unicode cases), the normalised
