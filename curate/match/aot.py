@@ -162,7 +162,7 @@ def build(dest: str | Path) -> None:
             self.release_gil = True
 
     pycc_compiler.Flags = _NoGilFlags
-    kernels._compile_load_u64()  # _load_u64 as one unaligned load, as the just-in-time loops have it
+    kernels.register_helpers()  # _load_u64 as one unaligned load, as the just-in-time loops have it
     cascade.register_helpers()  # the cascade's helper functions, compiled into its loops
     dest = Path(dest)
     name = dest.name[: -len(sysconfig.get_config_var("EXT_SUFFIX") or ".so")]

@@ -56,7 +56,7 @@ from curate.match.disambiguate import (
     _word_sets,
     is_city,
 )
-from curate.match.kernels import _BYTE_INDEX, _HASH_MUL, _HASH_SEED, _HIGHS8, _ONES8, _SPACES8, _load_u64
+from curate.match.kernels import _HASH_MUL, _HASH_SEED, _hash_word, _load_u64
 from curate.match.lexicon import (
     can_head,
     is_noun,
@@ -135,7 +135,7 @@ def register_helpers() -> None:
     """Make the helper functions compilable inside the loops (numba's ``register_jitable``)."""
     from numba.extending import register_jitable
 
-    kernels._compile_load_u64()
+    kernels.register_helpers()
     helpers = (_word_hash, _next_word, _load8, _probe, _fact, _ask, _ask_word, _join_bits, _separator_bits, _ascii_bits)
     for helper in (*helpers, _utf8_at, _unhtml, _text_bits, _decide_one, _head_after):
         register_jitable(helper)
@@ -164,28 +164,9 @@ def _word_hash(buf, lo, hi):
 
 
 def _next_word(norm, q):
-    """(hash, end) of the normalised word starting at ``q`` (it ends at the next space), read 8
-    bytes at a time as :func:`curate.match.kernels._word_find` does."""
-    size = len(norm)
-    h = _HASH_SEED
-    while True:
-        if q + 8 <= size:
-            w = _load_u64(norm, q)
-        else:  # the buffer's last bytes: pad with spaces, never read past it
-            w = np.uint64(0)
-            for t in range(8):
-                c = norm[q + t] if q + t < size else 32
-                w |= np.uint64(c) << np.uint64(8 * t)
-        x = w ^ _SPACES8
-        marks = (x - _ONES8) & ~x & _HIGHS8  # exact for the lowest space byte
-        if marks == 0:
-            h = (h ^ w) * _HASH_MUL
-            q += 8
-            continue
-        below = ((marks & (~marks + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
-        h = (h ^ (w & below)) * _HASH_MUL
-        q += np.int64(((below + np.uint64(1)) * _BYTE_INDEX) >> np.uint64(56))
-        break
+    """(hash, end) of the normalised word starting at ``q`` (it ends at the next space), hashed as
+    :func:`curate.match.kernels._word_find` hashes it (:func:`curate.match.kernels._hash_word`)."""
+    h, q = _hash_word(norm, q, _HASH_SEED)
     h ^= h >> np.uint64(32)
     return h | np.uint64(1), q
 

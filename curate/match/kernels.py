@@ -134,13 +134,23 @@ def _load_word_kernels():
         return built.build_table, built.word_find
     if _load_kernels() is None:
         return None
-    _compile_load_u64()
+    register_helpers()
     return _jit(_build_table), _jit(_word_find)
 
 
 def _load_u64(data, q):
     """The 8 bytes ``data[q:q+8]`` as one little-endian integer (compiled: one unaligned load)."""
     return np.uint64(int.from_bytes(data[q : q + 8].tobytes(), "little"))
+
+
+@functools.lru_cache(maxsize=1)
+def register_helpers() -> None:
+    """Make the loops' shared helpers compilable inside them: :func:`_load_u64` as one load, and
+    :func:`_hash_word` (numba's ``register_jitable``)."""
+    from numba.extending import register_jitable
+
+    _compile_load_u64()
+    register_jitable(inline="always")(_hash_word)  # in the hot loop: no call, as when it was written inline
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,6 +190,31 @@ _BYTE_INDEX = np.uint64(0x0001020304050607)
 # key and value side by side, so a lookup touches one cache line
 _PID_MASK = np.uint64((1 << 40) - 1)
 _PREFIX_BIT = np.uint64(1 << 40)
+
+
+def _hash_word(buf, q, h):
+    """(hash, end): ``h`` folded with the word of ``buf`` starting at ``q`` (it ends at the next
+    space), 8 bytes at a time, and where it ends. The matcher's word search and the cascade's word
+    reader (:mod:`curate.match.cascade`) hash words with this one loop."""
+    size = len(buf)
+    while True:
+        if q + 8 <= size:
+            w = _load_u64(buf, q)
+        else:  # the buffer's last bytes: pad with spaces, never read past it
+            w = np.uint64(0)
+            for t in range(8):
+                c = buf[q + t] if q + t < size else 32
+                w |= np.uint64(c) << np.uint64(8 * t)
+        x = w ^ _SPACES8
+        marks = (x - _ONES8) & ~x & _HIGHS8  # exact for the lowest space byte
+        if marks == 0:
+            h = (h ^ w) * _HASH_MUL
+            q += 8
+            continue
+        below = ((marks & (~marks + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
+        h = (h ^ (w & below)) * _HASH_MUL
+        q += np.int64(((below + np.uint64(1)) * _BYTE_INDEX) >> np.uint64(56))
+        return h, q
 
 
 def _build_table(forms, form_offsets, table, bloom):
@@ -240,7 +275,6 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
     mask = len(table) - 1
     bloom_mask = np.uint64(len(bloom) * 64 - 1)
     cap = len(out_pid)
-    size = len(data)
     m = 0
     for r in range(len(offsets) - 1):
         b = offsets[r + 1]
@@ -251,24 +285,7 @@ def _word_find(data, offsets, table, bloom, forms, form_offsets, out_pid, out_st
             q = p
             first_end = -1
             while True:
-                while True:  # the word at q, 8 bytes at a time (see _build_table)
-                    if q + 8 <= size:
-                        w = _load_u64(data, q)
-                    else:  # the buffer's last bytes: pad with spaces, never read past it
-                        w = np.uint64(0)
-                        for t in range(8):
-                            c = data[q + t] if q + t < size else 32
-                            w |= np.uint64(c) << np.uint64(8 * t)
-                    x = w ^ _SPACES8
-                    marks = (x - _ONES8) & ~x & _HIGHS8  # exact for the lowest space byte
-                    if marks == 0:
-                        h = (h ^ w) * _HASH_MUL
-                        q += 8
-                        continue
-                    below = ((marks & (~marks + np.uint64(1))) >> np.uint64(7)) - np.uint64(1)
-                    h = (h ^ (w & below)) * _HASH_MUL
-                    q += np.int64(((below + np.uint64(1)) * _BYTE_INDEX) >> np.uint64(56))
-                    break
+                h, q = _hash_word(data, q, h)  # the word at q (see _build_table)
                 h ^= h >> np.uint64(32)
                 if first_end < 0:
                     first_end = q
