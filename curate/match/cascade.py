@@ -225,12 +225,9 @@ def _ask(req, nreq, kind, x, y):
 def _ask_word(req, nreq, x, y, h):
     """Ask for the word buf[x:y] (hash ``h``: Python reads each distinct word once)."""
     n = nreq[0]
+    _ask(req, nreq, Q_WORD, x, y)
     if n < len(req):
-        req[n, 0] = Q_WORD
-        req[n, 1] = x
-        req[n, 2] = y
         req[n, 3] = np.int64(h >> np.uint64(1))
-    nreq[0] = n + 1
 
 
 def _load8(buf, q):
