@@ -33,7 +33,6 @@ give the same reason codes (tests/test_cascade.py checks them side by side).
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
 import threading
@@ -54,7 +53,6 @@ from curate.match.disambiguate import (
     _joined,
     _tokens,
     _word_sets,
-    is_city,
 )
 from curate.match.kernels import _HASH_MUL, _HASH_SEED, _hash_word, _load_u64
 from curate.match.lexicon import (
@@ -64,7 +62,6 @@ from curate.match.lexicon import (
     is_proper,
     is_verb,
     noun_base,
-    noun_lemmas,
     singular_forms,
     split_compound,
 )
@@ -87,7 +84,7 @@ W_THING_KNOWN, W_THING, W_COLL_KNOWN, W_COLL, W_PYTHON, W_CTX_ANY, W_HYP_ANY = (
 W_LEFT_ANY, W_RIGHT_ANY = 1 << 21, 1 << 22
 # some noun sense of the word is an animal or plant (only those can be kindred: _kindred)
 W_LIVING_KNOWN, W_LIVING = 1 << 23, 1 << 24
-W_CITY = 1 << 25  # WordNet knows the word only as places, a city among them (disambiguate.is_city)
+W_CITY = 1 << 25  # WordNet knows the word only as places, a city among them (SenseTable.cities)
 N_SING = 6  # singular forms kept per word (a word with more goes to decide)
 
 # per character of the Basic Multilingual Plane (_char_classes): what decide's tokeniser and str
@@ -988,9 +985,10 @@ class CompiledCascade:
 
             atexit.register(self.save)
         self.empty_honorific = "" in _word_sets()[1]
-        self._compounds = _CompoundIndex(
-            {lem.lower() for lem, syn in zip(table.lemma_of, table.synset_name) if lem and syn is not None}
-        )
+        # the words that make a WordNet noun with some class lemma: only those have a (sense, word)
+        # compound fact worth looking up (SenseTable.compound_known is false for every other word)
+        self._left_any = frozenset().union(*table.compounds_left.values())
+        self._right_any = frozenset().union(*table.compounds_right.values())
         self.decided = 0  # mentions decided here, and left to decide(), so far
         self.left = 0
 
@@ -1233,9 +1231,9 @@ class CompiledCascade:
             flags |= W_PART if is_participle(w) else 0
             flags |= W_SING_DEPICT if set(forms) & depiction else 0
             flags |= W_PYTHON if len(forms) > N_SING else 0
-            flags |= W_LEFT_ANY if self._compounds.left(w) else 0
-            flags |= W_RIGHT_ANY if self._compounds.right(w) else 0
-            flags |= W_CITY if is_city(w) else 0
+            flags |= W_LEFT_ANY if w in self._left_any else 0
+            flags |= W_RIGHT_ANY if w in self._right_any else 0
+            flags |= W_CITY if w in self.table.cities else 0
             rows.append((base, forms, flags))
         ids = self._ids(t, [x for w, (base, forms, _) in zip(words, rows) for x in (w, base, *forms)])
         pos = 0
@@ -1284,41 +1282,6 @@ def _is_living(word: str) -> bool:
 
     with WORDNET_LOCK:
         return any(x.lexname() in _KIN for x in wordnet().synsets(word, "n"))
-
-
-class _CompoundIndex:
-    """Which words can make a WordNet noun lemma with some class lemma after them ("gas" + mask) or
-    before them (mask + "gas"), spaced or joined: only those have a (sense, word) compound fact
-    worth looking up (:meth:`SenseTable.compound_known` is false for every other word)."""
-
-    # past this many WordNet lemmas sharing the word's prefix (or suffix), the answer is "maybe"
-    SCAN = 4_000
-
-    def __init__(self, class_lemmas: set[str]) -> None:
-        self.class_lemmas = class_lemmas
-
-    def left(self, word: str) -> bool:
-        return self._scan(_sorted_lemmas(), word, lambda lemma: lemma[len(word) :].removeprefix("_"))
-
-    def right(self, word: str) -> bool:
-        return self._scan(
-            _sorted_lemmas(reverse=True), word[::-1], lambda rev: rev[len(word) :][::-1].removesuffix("_")
-        )
-
-    def _scan(self, lemmas: list[str], prefix: str, rest) -> bool:
-        i = bisect.bisect_left(lemmas, prefix)
-        for k in range(i, min(len(lemmas), i + self.SCAN)):
-            if not lemmas[k].startswith(prefix):
-                return False
-            if rest(lemmas[k]) in self.class_lemmas:
-                return True
-        return i + self.SCAN < len(lemmas) and lemmas[i + self.SCAN].startswith(prefix)
-
-
-@functools.lru_cache(maxsize=2)
-def _sorted_lemmas(*, reverse: bool = False) -> list[str]:
-    """WordNet's noun lemmas in order, or each spelled backwards in order (for suffixes)."""
-    return sorted(x[::-1] for x in noun_lemmas()) if reverse else sorted(noun_lemmas())
 
 
 def _sub_groups(grp_ptr: np.ndarray, todo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

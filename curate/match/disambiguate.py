@@ -50,13 +50,13 @@ import numpy as np
 
 from curate.match.lexicon import (
     can_head,
+    compound_partners,
     is_noun,
     is_participle,
     is_proper,
     is_verb,
     lemma_count,
     noun_base,
-    noun_lemmas,
     sense_profile,
     singular_forms,
     split_compound,
@@ -84,6 +84,10 @@ class SenseTable:
     team_like: np.ndarray  # bool: a plural of an animal class, as teams are named ("Tigers")
     synset_name: list  # the WordNet synset's name per sense ("tiger.n.02"), or None
     lemma_of: list[str]  # the WordNet spelling of the sense's lemma
+    # per lemma (lower case): the words that make a WordNet noun with it, before and after it
+    compounds_left: dict = field(default_factory=dict)
+    compounds_right: dict = field(default_factory=dict)
+    cities: frozenset = frozenset()  # city_words(): a plural animal after one is a team
 
     _profiles: dict = field(default_factory=dict, repr=False)
     _hypernyms: dict = field(default_factory=dict, repr=False)
@@ -134,11 +138,8 @@ class SenseTable:
         lemma = self.lemma_of[sense]
         if not word or not lemma or self.synset_name[sense] is None:
             return False
-        low = lemma.lower()
-        known = noun_lemmas()
-        if side == "left":
-            return f"{word}_{low}" in known or f"{word}{low}" in known
-        return f"{low}_{word}" in known or f"{low}{word}" in known
+        partners = self.compounds_left if side == "left" else self.compounds_right
+        return word in partners.get(lemma.lower(), ())
 
     def compound_other(self, sense: int, word: str | None, side: str) -> bool:
         """Whether ``word`` on ``side`` of the mention makes with it a WordNet noun that is neither
@@ -238,9 +239,11 @@ def sense_table(
             needs[s] = needs_noun[s]
             team_like[s] = synsets[s] is not None and synsets[s].lexname() == "noun.animal"
         lemmas[s] = spelled
+    left, right = compound_partners({lem.lower() for lem, syn in zip(lemmas, synsets) if lem and syn is not None})
     return SenseTable(
         needs_context=needs, needs_context_noun=needs_noun, plural_only=plural_only, team_like=team_like,
         synset_name=[x.name() if x is not None else None for x in synsets], lemma_of=lemmas,
+        compounds_left=left, compounds_right=right, cities=city_words(wn),
     )
 
 
@@ -350,21 +353,30 @@ def _related(synset) -> set:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
-def is_city(word: str) -> bool:
-    """Whether WordNet knows ``word`` only as names of places, one of them a city (``team_places``
-    of the rules file): "detroit", "boston"; not "buffalo", also an animal, nor "bengal", a region."""
-    from curate.wordnet import wordnet
-
-    if len(word) < 3:
-        return False
-    wn = wordnet()
+def city_words(wn) -> frozenset[str]:
+    """The single words WordNet knows only as names of places, one of them a city (``team_places``
+    of the rules file): "detroit", "boston"; not "buffalo", also an animal, nor "bengal", a region.
+    Read once when a matcher is compiled (the names of the cities' instances, each checked), so a
+    run asks no WordNet reader about the words it meets."""
     with WORDNET_LOCK:
-        found = wn.synsets(word, "n")
-        if not found or not all(x.instance_hypernyms() for x in found):
-            return False
         roots = {wn.synset(k) for k in disambiguation_rules()["team_places"]}
-        return any(h in roots or roots & set(h.closure(lambda y: y.hypernyms())) for x in found for h in x.instance_hypernyms())
+        kinds, frontier = set(roots), list(roots)
+        while frontier:
+            for h in frontier.pop().hyponyms():
+                if h not in kinds:
+                    kinds.add(h)
+                    frontier.append(h)
+        names = {n.lower() for k in kinds for x in k.instance_hyponyms() for n in x.lemma_names()}
+        out = set()
+        for word in names:
+            if len(word) < 3 or not word.isalnum():
+                continue
+            found = wn.synsets(word, "n")
+            if found and all(x.instance_hypernyms() for x in found) and any(
+                h in roots or roots & set(h.closure(lambda y: y.hypernyms())) for x in found for h in x.instance_hypernyms()
+            ):
+                out.add(word)
+    return frozenset(out)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -494,7 +506,7 @@ def decide(
                     # a maker's or author's name: "painting by Jane Swan", "Designed By Tiger Woods"
                     reasons[i] = NAME
                     continue
-                if table.team_like[s] and a > 0 and _joined(seps[a]) and cased[a - 1][:1].isupper() and is_city(words[a - 1]):
+                if table.team_like[s] and a > 0 and _joined(seps[a]) and cased[a - 1][:1].isupper() and words[a - 1] in table.cities:
                     # a plural animal after a city: a team ("Detroit Tigers", "Boston Bruins")
                     reasons[i] = NAME
                     continue

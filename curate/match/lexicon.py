@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from curate.match.rules import STOP_FORMS, disambiguation_rules
 from curate.wordnet import find_wordnet_dir
@@ -48,10 +49,57 @@ class WordPos:
         return self.noun > 0 and self.noun >= self.other
 
 
+class _PosTable(dict):
+    """Single words -> :class:`WordPos`, held as plain tuples (they load from disk ten times faster
+    than the objects) and wrapped when looked up."""
+
+    def __getitem__(self, word: str) -> WordPos:
+        return WordPos(*dict.__getitem__(self, word))
+
+    def get(self, word: str, default=None):
+        got = dict.get(self, word)
+        return default if got is None else WordPos(*got)
+
+
 @functools.lru_cache(maxsize=1)
 def pos_table() -> dict[str, WordPos]:
-    """Single words (lower case) -> :class:`WordPos`, from WordNet's index files and SemCor counts."""
+    """Single words (lower case) -> :class:`WordPos`, from WordNet's index files and SemCor counts.
+
+    Parsed once (a second) and kept in the cache folder, keyed by the WordNet files and this
+    module's code; every later process loads it in a few hundredths of a second."""
+    import hashlib
+    import pickle
+
+    from curate.util import atomic_path, cache_dir
+
     root = find_wordnet_dir()
+    files = [root / f for f in ("index.noun", "index.verb", "index.adj", "index.adv", "data.noun", "cntlist.rev")]
+    key = hashlib.sha256(Path(__file__).read_bytes())
+    for f in files:
+        st = f.stat() if f.is_file() else None
+        key.update(f"{f.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
+    path = cache_dir() / "wordnet-pos" / f"{key.hexdigest()[:24]}.pickle"
+    try:
+        with open(path, "rb") as fh:
+            got = pickle.load(fh)
+        if isinstance(got, dict):
+            return _PosTable(got)
+    except Exception:  # noqa: BLE001 - missing or unreadable (cut short, older code): parse afresh
+        pass
+    table = _parse_pos_table(root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL))
+        for old in sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)[2:]:
+            old.unlink(missing_ok=True)
+    except OSError:  # a read-only cache: parsed each time, same table
+        pass
+    return _PosTable(table)
+
+
+def _parse_pos_table(root: Path) -> dict[str, tuple]:
+    """:func:`pos_table`'s entries as tuples of :class:`WordPos`'s fields, read from the dict files."""
     senses: dict[str, list[int]] = {}
     for pos, name in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv")):
         with open(root / f"index.{name}", encoding="utf-8") as f:
@@ -95,7 +143,7 @@ def pos_table() -> dict[str, WordPos]:
     out = {}
     for word, (n_senses, o_senses, v_senses) in senses.items():
         n, o, v = tags.get(word, (0, 0, 0))
-        out[word] = WordPos(n, o, n_senses, o_senses, capital.get(word, False), v, v_senses)
+        out[word] = (n, o, n_senses, o_senses, capital.get(word, False), v, v_senses)
     return out
 
 
@@ -104,6 +152,28 @@ def noun_lemmas() -> frozenset[str]:
     """Every noun lemma of WordNet, lower case, words joined by underscores ("gas_mask")."""
     with open(find_wordnet_dir() / "index.noun", encoding="utf-8") as f:
         return frozenset(line.split(" ", 1)[0] for line in f if not line.startswith(" "))
+
+
+def compound_partners(lemmas) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """For each of ``lemmas`` (lower case, words joined by underscores), the words that make a
+    WordNet noun lemma with it, spaced or joined: before it ("gas" + mask: ``gas_mask``; "sea" +
+    lion: ``sealion``) and after it (mask + "gas"). Read once when a matcher is compiled, so a run
+    answers "is this a WordNet compound?" without reading WordNet's 117,000 noun lemmas."""
+    want = set(lemmas)
+    left: dict[str, set[str]] = {}
+    right: dict[str, set[str]] = {}
+    for noun in noun_lemmas():
+        for j in range(1, len(noun)):
+            tail, head = noun[j:], noun[:j]
+            if tail in want:
+                word = head[:-1] if head.endswith("_") else head
+                if word and "_" not in word:
+                    left.setdefault(tail, set()).add(word)
+            if head in want:
+                word = tail[1:] if tail.startswith("_") else tail
+                if word and "_" not in word:
+                    right.setdefault(head, set()).add(word)
+    return ({k: frozenset(v) for k, v in left.items()}, {k: frozenset(v) for k, v in right.items()})
 
 
 @functools.lru_cache(maxsize=1)
