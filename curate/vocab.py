@@ -181,11 +181,10 @@ def _imagenet1k_study() -> pl.DataFrame:
 
 
 def _wordnet_tree(synset_name: str, depth: int | None) -> pl.DataFrame:
-    from nltk.corpus.reader.wordnet import WordNetError
-
     from curate.wordnet import synset_wnid, wordnet
 
-    wn = wordnet()
+    wn = wordnet()  # imports nltk (without scipy.stats)
+    from nltk.corpus.reader.wordnet import WordNetError
     try:
         root = wn.synset(synset_name)
     except (WordNetError, ValueError) as e:

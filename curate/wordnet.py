@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -72,8 +74,6 @@ def _nltk_data_dirs() -> list[str]:
     """nltk's data path, without importing nltk (which pulls in scipy.stats: over a second): its
     live ``nltk.data.path`` when nltk is already loaded, else the same list nltk builds on import
     (``$NLTK_DATA``, ``~/nltk_data``, the interpreter's prefix, the usual system folders)."""
-    import sys
-
     if "nltk.data" in sys.modules:
         return list(sys.modules["nltk.data"].path)
     dirs = [os.path.expanduser(d) for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d]
@@ -110,10 +110,33 @@ def find_wordnet_dir() -> Path:
     return _shim(path) if needs_shim else path
 
 
+_NLTK_LOCK = threading.Lock()
+
+
+def import_nltk():
+    """``import nltk`` without scipy.stats (1.4 s of nltk's 2 s import, for one association measure
+    of nltk's collocations that curate never calls): nltk imports it inside ``try ... except
+    ImportError``, so a missing scipy.stats leaves only that measure unavailable. A process that has
+    imported scipy.stats already gives nltk the real one; ``import scipy.stats`` later works as ever
+    (threads of this process that import it while nltk loads would not find it: curate has none)."""
+    with _NLTK_LOCK:
+        if "nltk" in sys.modules or "scipy.stats" in sys.modules:
+            import nltk  # waits for a thread that is importing it still
+
+            return nltk
+        sys.modules["scipy.stats"] = None  # the import system's "not installed" (ModuleNotFoundError)
+        try:
+            import nltk
+        finally:
+            if sys.modules.get("scipy.stats", 0) is None:
+                del sys.modules["scipy.stats"]
+        return nltk
+
+
 @functools.lru_cache(maxsize=1)
 def wordnet():
     """nltk's ``WordNetCorpusReader`` over the WordNet found by :func:`find_wordnet_dir`."""
-    import nltk
+    nltk = import_nltk()
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     root = find_wordnet_dir()

@@ -128,3 +128,28 @@ def test_plain_options_convert_without_pydantic_as_typer_would(capsys):
     for args, message in failures:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_nltk_loads_without_scipy_stats_which_still_imports_after(tmp_path):
+    code = (
+        "import sys; from curate.wordnet import import_nltk, wordnet; import_nltk();"
+        "print('scipy.stats' in sys.modules, wordnet().synsets('tiger', 'n')[1].name());"
+        "import scipy.stats; print(float(scipy.stats.norm.cdf(0)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert out == ["False", "tiger.n.02", "0.5"], out
+
+
+def test_the_part_of_speech_table_is_parsed_once_and_loaded_after(tmp_path):
+    code = (
+        "from curate.match.lexicon import pos_table, _parse_pos_table; from curate.wordnet import find_wordnet_dir;"
+        "t = pos_table(); fresh = _parse_pos_table(find_wordnet_dir());"
+        "print(len(t) == len(fresh), all(tuple(t[w].__dict__.values()) == fresh[w] for w in ('tiger', 'crane', 'playing', 'boston')),"
+        "t.get('zzzq') is None, t['tiger'].is_noun)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CURATE_CACHE": str(tmp_path)}
+    for _ in range(2):  # the first process parses and writes the file, the second loads it
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+        assert out == ["True", "True", "True", "True"], out
+        assert len(list((tmp_path / "wordnet-pos").glob("*.pickle"))) == 1

@@ -71,6 +71,9 @@ def _wordnet():
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
+    from curate.wordnet import import_nltk
+
+    import_nltk()  # without scipy.stats
     from nltk.tokenize import NLTKWordTokenizer
 
     return NLTKWordTokenizer()
