@@ -194,6 +194,19 @@ class _LazyIndex(dict):
         return self._satellites
 
 
+def lazy_index_fits(nltk) -> bool:
+    """Whether this nltk's WordNet reader is the one :class:`_LazyIndex` was written against (3.9
+    and 3.10, whose loader it stands in for); any other reads its index as it always did."""
+    from nltk.corpus.reader import wordnet as nltk_wordnet
+
+    try:
+        version = tuple(int(x) for x in nltk.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    reader = nltk_wordnet.WordNetCorpusReader
+    return (3, 9) <= version < (3, 11) and all(hasattr(reader, m) for m in ("_scan_satellites", "_load_lemma_pos_offset_map", "_FILEMAP"))
+
+
 @functools.lru_cache(maxsize=1)
 def wordnet():
     """nltk's ``WordNetCorpusReader`` over the WordNet found by :func:`find_wordnet_dir`, its lemma
@@ -205,7 +218,7 @@ def wordnet():
     # nltk only opens corpora that lie under its data path
     if str(root) not in nltk.data.path:
         nltk.data.path.append(str(root))
-    lazy = all(hasattr(nltk_wordnet.WordNetCorpusReader, m) for m in ("_scan_satellites", "_load_lemma_pos_offset_map", "_FILEMAP"))
+    lazy = lazy_index_fits(nltk)
 
     class _Reader(nltk_wordnet.WordNetCorpusReader):
         # nltk maps other WordNet versions onto 3.0 through its own downloaded copy; this one is
@@ -213,7 +226,7 @@ def wordnet():
         def map_wn(self, version: str = "wordnet"):
             return None
 
-        if lazy:  # the nltk this was written against (3.9-3.10); another one reads as it always did
+        if lazy:  # the nltk this was written against; another one reads as it always did
 
             def _scan_satellites(self) -> None:
                 pass  # read by the lazy index when an adjective is first looked up

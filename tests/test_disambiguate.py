@@ -168,3 +168,19 @@ def test_parallel_batches_decide_as_one_thread_does(in1k, tmp_path):
     m = compile_matcher(in1k)
     one = [m.labels(df["caption"]).to_list()] * 20
     assert pl.read_parquet(parallel)["labels"].to_list() == [x for part in one for x in part]
+
+
+def test_city_words_are_read_once_as_the_reader_reads_them():
+    # the team rule's places, computed with the lexicon: names WordNet knows only as places with a
+    # city among them, and the plurals WordNet's reader takes for them ("bostons")
+    from curate.match.disambiguate import city_words
+    from curate.wordnet import wordnet
+
+    wn = wordnet()
+    cities = city_words(wn)
+    assert {"detroit", "boston", "bostons", "venice"} <= cities
+    assert not {"buffalo", "buffaloes", "bengal", "alaska", "wisconsin", "tiger"} & cities
+    for word in ("detroit", "bostons", "buffalo", "alaska", "paris"):
+        found = wn.synsets(word, "n")
+        only_places = bool(found) and all(x.instance_hypernyms() for x in found)
+        assert (word in cities) <= only_places

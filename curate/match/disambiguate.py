@@ -356,8 +356,12 @@ def _related(synset) -> set:
 def city_words(wn) -> frozenset[str]:
     """The single words WordNet knows only as names of places, one of them a city (``team_places``
     of the rules file): "detroit", "boston"; not "buffalo", also an animal, nor "bengal", a region.
-    Read once when a matcher is compiled (the names of the cities' instances, each checked), so a
-    run asks no WordNet reader about the words it meets."""
+    WordNet's reader reads a plural as its noun ("bostons"), so the names' plurals, by the reader's
+    own rules, are tested too. Read once when a matcher is compiled (the names of the cities'
+    instances and their plurals, each checked), so a run asks no WordNet reader about the words
+    it meets."""
+    from curate.wordnet import plural_exceptions
+
     with WORDNET_LOCK:
         roots = {wn.synset(k) for k in disambiguation_rules()["team_places"]}
         kinds, frontier = set(roots), list(roots)
@@ -367,8 +371,14 @@ def city_words(wn) -> frozenset[str]:
                     kinds.add(h)
                     frontier.append(h)
         names = {n.lower() for k in kinds for x in k.instance_hyponyms() for n in x.lemma_names()}
+        irregular = plural_exceptions()
+        words = set()
+        for name in names:
+            words.add(name)
+            words.update(_noun_inflections(name))
+            words.update(irregular.get(name, ()))
         out = set()
-        for word in names:
+        for word in words:
             if len(word) < 3 or not word.isalnum():
                 continue
             found = wn.synsets(word, "n")
@@ -377,6 +387,22 @@ def city_words(wn) -> frozenset[str]:
             ):
                 out.add(word)
     return frozenset(out)
+
+
+def _noun_inflections(base: str) -> set[str]:
+    """The words WordNet's reader (nltk's ``morphy``) reads as the noun ``base``: each of its
+    suffix rules (s, ses, ves, xes, zes, ches, shes, men, ies) run backwards."""
+    out = {base + "s"}
+    for ending in ("s", "x", "z", "ch", "sh"):
+        if base.endswith(ending):
+            out.add(base + "es")
+    if base.endswith("f"):
+        out.add(base[:-1] + "ves")
+    if base.endswith("man"):
+        out.add(base[:-3] + "men")
+    if base.endswith("y"):
+        out.add(base[:-1] + "ies")
+    return out
 
 
 @functools.lru_cache(maxsize=4096)

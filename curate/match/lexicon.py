@@ -70,6 +70,7 @@ def pos_table() -> dict[str, WordPos]:
     import hashlib
     import pickle
 
+    from curate.errors import CurateError
     from curate.util import atomic_path, cache_dir
 
     root = find_wordnet_dir()
@@ -93,7 +94,7 @@ def pos_table() -> dict[str, WordPos]:
             tmp.write_bytes(pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL))
         for old in sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)[2:]:
             old.unlink(missing_ok=True)
-    except OSError:  # a read-only cache: parsed each time, same table
+    except (OSError, CurateError):  # a read-only cache (atomic_path says so): parsed each time, same table
         pass
     return _PosTable(table)
 

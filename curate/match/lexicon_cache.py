@@ -36,7 +36,7 @@ def code_version() -> str:
     """A hash of the matching code and data that shape a compiled lexicon."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for path in sorted(here.glob("*.py")):
+    for path in [*sorted(here.glob("*.py")), here.parent / "wordnet.py"]:  # the WordNet reader too
         h.update(path.name.encode())
         h.update(path.read_bytes())
     data = Path(str(resources.files("curate.data")))
