@@ -191,9 +191,11 @@ class Matcher:
             reasons = np.zeros(len(row), dtype=np.int8)
             left = np.arange(len(row))
         if len(left):
-            rows = np.unique(row[left])
+            ordered = row[left]  # by row: its distinct values in order (np.unique imports numpy.ma, 12 ms)
+            rows = ordered[np.flatnonzero(np.diff(ordered, prepend=-1))]
             norm_rows = {int(r): data[offsets[r] + 1 : offsets[r + 1] - 1].tobytes() for r in rows}
-            raw_of = dict(zip(rows.tolist(), captions.gather(rows).to_list()))
+            keys = rows.tolist()  # a list: polars makes a Series of a numpy array through numpy.ma
+            raw_of = dict(zip(keys, captions.gather(keys).to_list()))
             reasons[left] = decide(raw_of, row[left], start[left], end[left], sense[left], self.sense_table, norm_rows)
         return reasons
 
