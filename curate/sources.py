@@ -272,7 +272,7 @@ def _read_parquet(f: _File) -> pl.LazyFrame:
     _check_nonempty(f)
     try:
         # the footer (missing when a download was cut short), read by polars alone: its row count
-        # comes from the footer, and pyarrow's parquet module is not imported (0.05 s of start-up)
+        # comes from the footer, and pyarrow's parquet module is not imported (24 ms of start-up)
         rows = int(pl.scan_parquet(f.path).select(pl.len()).collect().item())
     except Exception as e:
         raise CurateError(f"{f.shown}: not a readable parquet file (truncated or corrupt): {_first_line(e)}") from e
