@@ -18,10 +18,15 @@ def readers():
         def map_wn(self, version: str = "wordnet"):  # as curate's: no nltk-downloaded WordNet to map
             return None
 
-    ours = wordnet()  # puts the WordNet folder on nltk's data path, which nltk's reader requires
+    import nltk
+
+    ours = wordnet()
+    root = str(find_wordnet_dir())  # (another test's cache folder may hold the shim wordnet() read)
+    if root not in nltk.data.path:  # nltk's reader opens only folders on its data path
+        nltk.data.path.append(root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        stock = Stock(str(find_wordnet_dir()), None)
+        stock = Stock(root, None)
     return ours, stock
 
 
