@@ -135,6 +135,24 @@ def atomic_path(dest: str | os.PathLike[str], *, carry: tuple[str, ...] = ()) ->
             _remove(tmp)
 
 
+def write_cache_entry(path: str | os.PathLike[str], data: bytes, *, keep: int) -> bool:
+    """Write one cache entry (atomically) and drop all but the ``keep`` newest ``*.pickle`` beside
+    it; False, and nothing raised, where the cache folder cannot be written (a cache only spares
+    time: the caller goes on with what it computed)."""
+    from curate.errors import CurateError
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        entries = sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in entries[keep:]:
+            old.unlink(missing_ok=True)
+    except (OSError, CurateError):  # atomic_path reports an unwritable folder as a CurateError
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def file_lock(lock_path: str | os.PathLike[str], *, wait: bool = True, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.

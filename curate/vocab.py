@@ -361,7 +361,7 @@ def _builtin(key: str) -> pl.DataFrame:
         try:
             with atomic_path(path) as tmp:
                 vocab.write_parquet(tmp)
-        except OSError:  # a read-only cache: still correct, only slower next time
+        except (OSError, CurateError):  # a read-only cache (atomic_path says so): still correct, only slower
             pass
     return vocab
 

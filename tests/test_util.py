@@ -82,3 +82,22 @@ def test_unwritable_destinations_are_one_clear_error(tmp_path: Path) -> None:
     for dest in (afile / "sub" / "x.parquet", tmp_path / ("n" * 300)):
         with pytest.raises(CurateError, match="cannot write"), atomic_path(dest) as tmp:
             tmp.write_text("never")
+
+
+def test_a_cache_entry_is_written_whole_keeps_the_newest_and_never_raises(tmp_path):
+    import os
+
+    from curate.util import write_cache_entry
+
+    folder = tmp_path / "cache"
+    for k in range(4):
+        assert write_cache_entry(folder / f"e{k}.pickle", b"x" * k, keep=2)
+        os.utime(folder / f"e{k}.pickle", ns=(k * 10**9, k * 10**9))
+    assert write_cache_entry(folder / "e4.pickle", b"new", keep=2)
+    assert sorted(p.name for p in folder.glob("*.pickle")) == ["e3.pickle", "e4.pickle"]
+    assert (folder / "e4.pickle").read_bytes() == b"new"
+    assert not list(folder.glob(".*tmp"))
+    # an unwritable place (here a file where the folder should be): False, nothing raised
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert write_cache_entry(blocker / "e.pickle", b"x", keep=2) is False

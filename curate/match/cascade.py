@@ -1018,7 +1018,7 @@ class CompiledCascade:
             return False
         import pickle
 
-        from curate.util import atomic_path
+        from curate.util import write_cache_entry
 
         with self.lock:
             t = self.tables
@@ -1026,16 +1026,9 @@ class CompiledCascade:
                 return False
             data = pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)
             self._saved = self._size(t)
-        try:
-            self.store.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.store) as tmp:
-                tmp.write_bytes(data)
-            entries = sorted(self.store.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-            for old in entries[STORE_KEEP:]:  # matchers of other vocabularies and older code
-                old.unlink(missing_ok=True)
-        except OSError:  # a read-only cache: still correct, only slower next time
-            return False
-        return True
+        # beside it, the stores of other vocabularies and older code; a read-only cache: still
+        # correct, only slower next time
+        return write_cache_entry(self.store, data, keep=STORE_KEEP)
 
     # -- the loop ------------------------------------------------------------------------------
 

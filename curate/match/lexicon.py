@@ -70,8 +70,7 @@ def pos_table() -> dict[str, WordPos]:
     import hashlib
     import pickle
 
-    from curate.errors import CurateError
-    from curate.util import atomic_path, cache_dir
+    from curate.util import cache_dir, write_cache_entry
 
     root = find_wordnet_dir()
     files = [root / f for f in ("index.noun", "index.verb", "index.adj", "index.adv", "data.noun", "cntlist.rev")]
@@ -88,14 +87,7 @@ def pos_table() -> dict[str, WordPos]:
     except Exception:  # noqa: BLE001 - missing or unreadable (cut short, older code): parse afresh
         pass
     table = _parse_pos_table(root)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL))
-        for old in sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)[2:]:
-            old.unlink(missing_ok=True)
-    except (OSError, CurateError):  # a read-only cache (atomic_path says so): parsed each time, same table
-        pass
+    write_cache_entry(path, pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL), keep=2)  # read-only: parsed each time
     return _PosTable(table)
 
 

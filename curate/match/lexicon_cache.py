@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.util import atomic_path, cache_dir, stable_hash
+from curate.util import cache_dir, stable_hash, write_cache_entry
 
 
 def vocab_hash(vocab: pl.DataFrame) -> str:
@@ -101,12 +101,5 @@ def _load_or_compile(vocab: pl.DataFrame, path: Path, compile_matcher):
         data = pickle.dumps(blank, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - something in the matcher does not pickle: no cache, same result
         return matcher
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-        entries = sorted(path.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-        for old in entries[KEEP:]:
-            old.unlink(missing_ok=True)
-    except OSError:  # a read-only cache: still correct, only slower next time
-        pass
+    write_cache_entry(path, data, keep=KEEP)  # a read-only cache: still correct, only slower next time
     return matcher
