@@ -375,7 +375,7 @@ def city_words(wn) -> frozenset[str]:
         words = set()
         for name in names:
             words.add(name)
-            words.update(_noun_inflections(name))
+            words.update(_noun_inflections(wn, name))
             words.update(irregular.get(name, ()))
         out = set()
         for word in words:
@@ -389,20 +389,10 @@ def city_words(wn) -> frozenset[str]:
     return frozenset(out)
 
 
-def _noun_inflections(base: str) -> set[str]:
-    """The words WordNet's reader (nltk's ``morphy``) reads as the noun ``base``: each of its
-    suffix rules (s, ses, ves, xes, zes, ches, shes, men, ies) run backwards."""
-    out = {base + "s"}
-    for ending in ("s", "x", "z", "ch", "sh"):
-        if base.endswith(ending):
-            out.add(base + "es")
-    if base.endswith("f"):
-        out.add(base[:-1] + "ves")
-    if base.endswith("man"):
-        out.add(base[:-3] + "men")
-    if base.endswith("y"):
-        out.add(base[:-1] + "ies")
-    return out
+def _noun_inflections(wn, base: str) -> set[str]:
+    """The words WordNet's reader (nltk's ``morphy``) may read as the noun ``base``: its own noun
+    suffix rules (``-s``, ``-ses``, ``-ies``, ``-men``...) run backwards."""
+    return {base[: len(base) - len(new)] + old for old, new in wn.MORPHOLOGICAL_SUBSTITUTIONS["n"] if base.endswith(new)}
 
 
 @functools.lru_cache(maxsize=4096)
