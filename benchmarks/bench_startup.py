@@ -9,6 +9,10 @@ In one run, on captions generated here (``bench_match.make_captions``, ImageNet-
 - what a user's first run on new text meets: ``curate match`` on 1 caption whose words no run
   has seen (so the cascade looks them up in WordNet), and on the 4,000 real LAION captions of
   ``tests/data`` with the cascade's word tables (``$CURATE_CACHE/cascade``) removed first;
+- the floor under all of these: a process with no curate code that imports what ``curate match``
+  stands on (typer, numpy, polars) and reads the same 1 caption, 1M and 4M captions and writes
+  them back with a lower-cased copy of the caption column, with polars; each ``curate match`` row
+  is printed as a multiple of it;
 - the reference study's method on a subset in this process (per caption: tokenise, lemmatise,
   every synonym of every class; ``curate.match.reference_labels_naive``), extrapolated.
 
@@ -52,11 +56,30 @@ runpy.run_module("curate", run_name="__main__")
 """
 
 
-def run(args: list[str], *, root: Path, env: dict[str, str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one ``python -m curate`` run."""
+# The floor under any ``curate match`` on this machine, no curate code in it: a process that
+# imports the libraries the command stands on (the CLI's typer; numpy and polars for the captions)
+# and does the command's input and output with polars (``sys.argv``: source, output; a
+# lower-cased copy of the caption column stands in for the matching).
+_FLOOR = """
+import atexit, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            print("PEAK_KB", line.split()[1], file=sys.stderr)
+atexit.register(peak)
+import numpy, polars as pl, typer
+src, out = sys.argv[1:3]
+lf = pl.scan_parquet(src) if src.endswith(".parquet") else pl.scan_csv(src)
+lf.with_columns(pl.col("caption").str.to_lowercase().str.len_bytes().alias("n")).sink_parquet(out)
+"""
+
+
+def run(args: list[str], *, root: Path, env: dict[str, str], code: str = _WRAP) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one ``python -m curate`` run
+    (or of ``python -c code`` with ``args``)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WRAP, *args], cwd=root, env={**env, "PYTHONPATH": str(root)},
+        [sys.executable, "-c", code, *args], cwd=root, env={**env, "PYTHONPATH": str(root)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     err_bytes = proc.stderr.read() if proc.stderr else b""
@@ -138,6 +161,8 @@ def main() -> None:
             ("match, 1 caption of new words", new_caption, 1, args.repeats),
             ("match, 4,000 real captions, new word tables", fresh_tables, 4_000, args.repeats),
         ]
+        # the floor (_FLOOR) under three of them: the same input and output with no curate code
+        floors = {"match, 1 caption": one, f"match, {args.n:,} captions": small, f"match, {4 * args.n:,} captions": large}
         for _, root in roots:
             subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "curate")], check=False, stdout=subprocess.DEVNULL)
             # the first runs compile the lexicons into the cache and the loops (and cascade) into theirs
@@ -147,11 +172,15 @@ def main() -> None:
             run(match(small), root=root, env=env)  # the compiled cascade's first compile, where there is one
         # the checkouts take turns, run by run, so a busy spell of a shared machine hits both alike
         runs: dict[str, list[list[tuple[float, float, float]]]] = {label: [[] for _ in cases] for label, _ in roots}
-        for i, (_, a, _, repeats) in enumerate(cases):
+        floor_runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in floors}
+        for i, (name, a, _, repeats) in enumerate(cases):
             for _ in range(repeats):
                 for label, root in roots:
                     runs[label][i].append(run(a() if callable(a) else a, root=root, env=env))
+                if name in floors:  # taking turns with the command it is the floor of
+                    floor_runs[name].append(run([str(floors[name]), str(out)], root=REPO, env=env, code=_FLOOR))
         results = {label: [min(r) for r in per_case] for label, per_case in runs.items()}
+        floor = {name: min(r) for name, r in floor_runs.items()}
         study = study_rate(caps.head(args.reference_subset).to_list())
 
     print(f"{args.n:,} generated captions (imagenet1k), cores: {os.cpu_count()}; the study's method: {study:,.0f} captions/s "
@@ -170,6 +199,15 @@ def main() -> None:
             rate0 = f"{n / w0:>11,.0f}" if n > 1 else f"{'':>11s}"
             line += f" | {w0:>11.2f} {c0:>7.2f} {rate0} {w0 / wall:>7.2f}x"
         print(line)
+    print("the floor: a process importing numpy, polars and typer that reads the same source and writes it back with")
+    print("a lower-cased copy of the caption column (polars), no curate code: what any `curate match` here costs at least")
+    for i, (name, _, n, _) in enumerate(cases):
+        if name not in floor:
+            continue
+        wall, cpu, rss = floor[name]
+        rate = f"{n / wall:>11,.0f}" if n > 1 else f"{'':>11s}"
+        mine = results["this checkout"][i][0]
+        print(f"{name.replace('match, ', 'floor, '):44s} {wall:>7.2f} {cpu:>7.2f} {rss:>7.0f} {rate}   curate match: {mine / wall:.2f}x the floor's wall")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other jobs share these cores: CPU seconds are the steadier figure)")
 
 
