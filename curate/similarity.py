@@ -182,6 +182,35 @@ def score_source(
     return ScoreResult(scores, meta, n_rows, matched)
 
 
+def label_scores(
+    captions: pl.Series,
+    labels: pl.Series,
+    vocab: pl.DataFrame,
+    encoder,
+    *,
+    definition_format: str = DEFAULT_DEFINITION_FORMAT,
+    batch_size: int = 256,
+) -> pl.DataFrame:
+    """``row, label, similarity`` for every label of every caption (row i = caption i): the
+    measure :func:`score_source` writes, for captions and labels held in memory (only the
+    captions with a label are embedded)."""
+    table = definition_table(vocab, definition_format)
+    pairs = (
+        pl.DataFrame({"labels": labels}).with_row_index("row").explode("labels").drop_nulls("labels")
+        .select(pl.col("row").cast(pl.Int64), pl.col("labels").cast(pl.Int32).alias("label"))
+    )
+    if pairs.is_empty():
+        return pairs.with_columns(pl.lit(None, dtype=pl.Float32).alias("similarity"))
+    rows = pairs["row"].unique(maintain_order=True)
+    emb = encoder.encode([c or "" for c in captions.gather(rows).to_list()], batch_size=batch_size)
+    class_emb = encoder.encode(table["text"].to_list(), batch_size=batch_size)
+    position = pairs.join(pl.DataFrame({"row": rows, "i": np.arange(len(rows), dtype=np.int64)}), on="row", how="left", maintain_order="left")
+    label_at = {int(x): k for k, x in enumerate(table["label"].to_list())}
+    lab = np.array([label_at[int(x)] for x in pairs["label"].to_list()], dtype=np.int64)
+    sim = np.einsum("nd,nd->n", emb[position["i"].to_numpy()], class_emb[lab]).astype(np.float32)
+    return pairs.with_columns(pl.Series("similarity", sim, dtype=pl.Float32))
+
+
 def write_scores(result: ScoreResult, dest: str | Path) -> Path:
     """The scores as Parquet, their provenance in the file's metadata (``curate.scores``)."""
     import json

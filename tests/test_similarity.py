@@ -122,6 +122,36 @@ def test_score_equals_a_direct_open_clip_computation(scored, tiny_ckpt: Path) ->
     assert meta["definition_format"] == "{name} which is {definition}" and meta["encoder"].startswith("openclip:curate-tiny:")
 
 
+def test_label_scores_in_memory_equal_the_score_file(scored, tiny_ckpt: Path) -> None:
+    # the benchmark's route (captions and labels in memory) measures what `curate score` writes
+    from curate.embed import load_encoder
+    from curate.match import match_captions
+    from curate.match.quality import keep_scored
+    from curate.vocab import load_vocab
+
+    src, vocab_path, scores_path = scored
+    vocab = load_vocab(str(vocab_path))
+    frame = pl.read_parquet(src)
+    labels = match_captions(frame.lazy(), vocab).collect()["labels"]
+    enc = load_encoder(f"openclip:curate-tiny:{tiny_ckpt}", device="cpu")
+    mine = similarity.label_scores(frame["caption"], labels, vocab, enc)
+    uids = frame["uid"].to_list()
+    got = {(uids[r], lab): sim for r, lab, sim in mine.iter_rows()}
+    file, _ = similarity.read_scores(scores_path)
+    want = {(u, lab): sim for u, lab, sim in zip(file["uid"], file["label"], file["similarity"])}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], atol=1e-5)
+    # a threshold between two of the pairs' similarities keeps exactly the pairs at or above it
+    sims = sorted(want.values())
+    t = (sims[3] + sims[4]) / 2
+    kept = keep_scored(labels, mine, t)
+    assert len(kept) == len(labels) and kept.dtype == labels.dtype
+    pairs = {(uids[r], lab) for r, ls in enumerate(kept.to_list()) for lab in ls}
+    assert pairs == {k for k, v in want.items() if v >= t} and len(pairs) == len(want) - 4
+    assert kept.to_list()[4] == []  # a caption with no label stays, empty
+    assert keep_scored(labels, mine, -2.0).to_list() == labels.to_list()
+
+
 def test_cli_score_writes_the_same_file(scored, tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
     src, vocab, first = scored
     code, _, err = run_cli(

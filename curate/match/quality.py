@@ -65,6 +65,29 @@ def score_labels(labels: pl.Series, judged: pl.DataFrame, *, rows: list[int] | N
     )
 
 
+def keep_scored(labels: pl.Series, scores: pl.DataFrame, threshold: float) -> pl.Series:
+    """``labels`` less every (row, label) whose ``similarity`` in ``scores`` (columns ``row``,
+    ``label``, ``similarity``) is below ``threshold``, or has none: a similarity filter on a labels
+    column, as ``curate build --min-similarity`` applies one to a pool. Rows keep their order and
+    their labels' order."""
+    listed = pl.DataFrame({"labels": labels}).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    kept = (
+        listed.explode("labels")
+        .drop_nulls("labels")
+        .with_row_index("at")
+        .join(
+            scores.select(pl.col("row").cast(pl.Int64), pl.col("label").cast(labels.dtype.inner), "similarity"),
+            left_on=["row", "labels"], right_on=["row", "label"], how="inner",
+        )
+        .filter(pl.col("similarity") >= threshold)
+        .sort("at")
+        .group_by("row", maintain_order=True)
+        .agg("labels")
+    )
+    out = listed.select("row").join(kept, on="row", how="left").sort("row")["labels"]
+    return out.fill_null(pl.lit([], dtype=labels.dtype)).alias(labels.name)
+
+
 def real_judged(data_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The judged real captions of a folder laid out as the project's ``tests/data`` (see its
     README): the captions (``laion_4000.parquet``, column ``caption``) and every judged candidate
