@@ -61,3 +61,18 @@ def test_help_names_what_the_registries_hold(capsys: pytest.CaptureFixture[str],
         text = " ".join(out.split())
         assert ", ".join(PRESETS) in text, (command, text)
         assert "laion, cc, yfcc" not in text
+
+
+def test_explain_prints_each_candidate_and_its_decision(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    import polars as pl
+
+    vocab = tmp_path / "vocab.csv"
+    pl.DataFrame({"wnid": ["n01491361", "n02012849"], "name": ["tiger shark", "crane"], "lemmas": ["tiger shark", "crane"]}).write_csv(vocab)
+    code, out, err = run_cli(["match", "--explain", "A tiger shark by the construction crane", "--vocab", str(vocab)], capsys)
+    assert code == 0 and err == ""
+    assert out.splitlines() == [
+        f"{repr('tiger shark'):>24} -> tiger shark (n01491361): kept",
+        f"{repr('crane'):>24} -> crane (n02012849): veto",
+    ]
+    code, out, _ = run_cli(["match", "--explain", "nothing to see", "--vocab", str(vocab)], capsys)
+    assert code == 0 and out.startswith("no candidate mention")

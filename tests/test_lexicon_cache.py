@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 import curate.match.lexicon_cache as lc
-from curate.match import compile_matcher, match_captions
+from curate.match import compile_matcher, explain_caption, match_captions
 
 CAPTIONS = pl.Series(["A tiger shark & two geese", "crane at the construction site", "Bow-tie!", "nothing", None], dtype=pl.Utf8)
 
@@ -59,3 +59,30 @@ def test_a_damaged_entry_is_compiled_again(cache, monkeypatch):
     monkeypatch.setattr(lc, "_LOADED", {})
     assert _run(vocab).equals(want)
     assert entry.read_bytes() != b"not a pickle"
+
+
+def test_explain_reads_the_lexicon_a_match_run_stored(cache, monkeypatch):
+    # `curate match --explain` is a one-caption question: it loads the stored lexicon, as a match
+    # run does, rather than compiling the vocabulary again (seconds with WordNet)
+    import curate.match
+    import curate.match.matcher as matcher
+
+    vocab = _vocab()
+    assert [r["reason"] for r in explain_caption("goose feather pillow", vocab, disambiguate=False)] == ["kept"]
+    _run(vocab)
+    monkeypatch.setattr(lc, "_LOADED", {})
+
+    def compile_again(*args, **kwargs):
+        raise AssertionError("compiled the lexicon again")
+
+    monkeypatch.setattr(matcher, "compile_matcher", compile_again)
+    monkeypatch.setattr(curate.match, "compile_matcher", compile_again)
+    rows = explain_caption("A tiger shark by the construction crane; two bow ties", vocab)
+    assert [(r["surface"], r["name"], r["wnid"], r["reason"]) for r in rows] == [
+        ("tiger shark", "tiger shark", "n01491361", "kept"),
+        ("crane", "crane", "n02012849", "veto"),  # the construction crane: the bird's negative rule
+        ("bow ties", "bow tie", "n02883205", "kept"),
+    ]
+    assert rows[0]["start"] == 2 and rows[0]["end"] == 13  # byte offsets in the normalised caption
+    assert [r["reason"] for r in explain_caption("goose feather pillow", vocab)] == ["modifier"]  # the pillow is the thing
+    assert explain_caption("nothing here", vocab) == []

@@ -119,10 +119,11 @@ def match_command(
         from curate.vocab import load_vocab
 
         rows = explain_caption(explain, load_vocab(vocab or "imagenet1k"), disambiguate=disambiguate)
+        # the command's answer: on stdout, where a pipe reads it
         if not rows:
-            info("no candidate mention: no word sequence of the caption is a lemma of the vocabulary")
+            typer.echo("no candidate mention: no word sequence of the caption is a lemma of the vocabulary")
         for r in rows:
-            info(f"{r['surface']!r:>24} -> {r['name']} ({r['wnid']}): {r['reason']}")
+            typer.echo(f"{r['surface']!r:>24} -> {r['name']} ({r['wnid']}): {r['reason']}")
         return
     if source is None or out is None:
         raise CurateError("curate match needs a SOURCE and --out FILE (or --explain CAPTION)")

@@ -100,7 +100,7 @@ def explain_caption(caption: str, vocab: pl.DataFrame, *, disambiguate: bool = T
     ``reason`` (``kept`` or why it was dropped, see :mod:`curate.match.disambiguate`)."""
     from curate.match.disambiguate import DROP_REASONS
 
-    matcher = compile_matcher(vocab, disambiguate=disambiguate)
+    matcher = cached_matcher(vocab, disambiguate=disambiguate)  # the lexicon a match run compiled and stored
     m = matcher.candidates(pl.Series([caption], dtype=pl.Utf8))
     wnids = vocab["wnid"].to_list() if "wnid" in vocab.columns else [None] * vocab.height
     names = vocab["name"].to_list()
