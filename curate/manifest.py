@@ -406,6 +406,9 @@ def prepare(recipe: Recipe, *, write: bool = True, strict: bool = False) -> Buil
     vocab = load_vocab(vocab_spec)
     # the slug names the vocabulary only when it is not the source's own
     resolved = recipe.replace(name=recipe.name or recipe.slug(), vocab=vocab_spec)
+    if write:  # before any work: a folder a build may not replace
+        recover(Path(resolved.out_root) / str(resolved.name), carry=DERIVED_FOLDERS)
+        check_manifest_dest(Path(resolved.out_root) / str(resolved.name))
     chosen = select_classes(vocab, recipe.classes, seed=recipe.seed)
     if recipe.similarity_from is not None:
         check_scores(recipe.similarity_from, vocab_spec)
@@ -656,12 +659,37 @@ def manifest_dir(name: str, out_root: str | os.PathLike[str] = "manifests") -> P
     return p if p.is_dir() or p.parent != Path(".") else Path(out_root) / name
 
 
+# what a build writes into a manifest folder, and what later commands add to it: images/ and
+# shards/ (curate shards; a rebuild keeps them) and export/ (curate export, of the manifest a
+# rebuild replaces)
+MANIFEST_FILES = ("manifest.parquet", "eval.parquet", "classes.tsv", "classes.parquet", "stats.json", "freq.png", "recipe.yaml", "card.md")
+MANIFEST_ADDED = (*DERIVED_FOLDERS, "export")
+
+
+def check_manifest_dest(dest: str | os.PathLike[str]) -> None:
+    """Refuse, in one line, a manifest folder that a build would replace with something in it that
+    curate did not write there (a build replaces the folder as a whole): a user's files, or a path
+    that is not a folder at all."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise CurateError(f"manifest folder {dest} exists and is not a folder; give another --name or --out-root")
+    if dest.is_dir():
+        others = sorted(p.name for p in dest.iterdir() if p.name not in MANIFEST_FILES + MANIFEST_ADDED)
+        if others:
+            raise CurateError(
+                f"manifest folder {dest} holds files a build did not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                "a rebuild replaces it as a whole, so move them or give another --name or --out-root"
+            )
+
+
 def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None) -> Path:
     """Write the whole manifest folder under a temporary name and rename it into place."""
     from curate.freq import classes_tsv, plot_freq
 
     recipe = result.recipe
     dest = Path(recipe.out_root) / str(recipe.name)
+    recover(dest, carry=DERIVED_FOLDERS)  # a rebuild killed midway: its folder, before it is judged
+    check_manifest_dest(dest)
     # images/ and shards/ of the folder replaced move into the new one (after the swap: a kill
     # anywhere leaves them where the next command finds them, see util.recover)
     with atomic_path(dest, carry=DERIVED_FOLDERS) as tmp:

@@ -226,6 +226,33 @@ def test_rebuild_keeps_derived_folders(pool, tmp_path, capsys):
     assert (tmp_path / "x" / "shards" / "marker").read_text() == "kept"
 
 
+def test_a_build_never_replaces_what_it_did_not_write(pool, tmp_path, capsys, monkeypatch):
+    import curate.manifest
+
+    # a folder of the user's under the manifest's name: refused before any work, nothing touched
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my notes")
+    monkeypatch.setattr(curate.manifest, "pool_pass", lambda *a, **k: pytest.fail("worked before refusing"))
+    code, _, err = run_cli(build_args(pool, tmp_path, "--name", "mine"), capsys)
+    assert code == 2 and err.count("\n") == 1 and "notes.txt" in err and "--name" in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "my notes" and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    # a file of that name
+    (tmp_path / "afile").write_text("data")
+    code, _, err = run_cli(build_args(pool, tmp_path, "--name", "afile"), capsys)
+    assert code == 2 and "not a folder" in err and (tmp_path / "afile").read_text() == "data"
+    monkeypatch.undo()
+    # what curate wrote or added there (a manifest, its images/, shards/ and export/) it may replace
+    assert run_cli(build_args(pool, tmp_path, "--name", "x"), capsys)[0] == 0
+    assert run_cli(["export", "x", "--format", "jsonl", "--out-root", str(tmp_path)], capsys)[0] == 0
+    for d in ("images", "shards"):
+        (tmp_path / "x" / d).mkdir()
+    assert run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "5"), capsys)[0] == 0
+    # a stray file added later is caught at the rebuild too
+    (tmp_path / "x" / "todo.md").write_text("x")
+    code, _, err = run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "6"), capsys)
+    assert code == 2 and "todo.md" in err and (tmp_path / "x" / "todo.md").exists()
+
+
 def test_export_formats(pool, tmp_path, capsys):
     assert run_cli(build_args(pool, tmp_path, "--name", "x", "--eval-per-class", "2"), capsys)[0] == 0
     m = pl.read_parquet(tmp_path / "x" / "manifest.parquet")
