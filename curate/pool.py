@@ -81,17 +81,30 @@ def write_pool(source, vocab: pl.DataFrame, dest: Path, *, policy: str, mode: st
 
 #: Parquet key-value metadata of a ``curate match --out`` file: what its labels index
 VOCAB_KEY = "curate.vocab_sha"
+#: ... and the vocabulary as the user named it (the default of a later command reading the file)
+VOCAB_SPEC_KEY = "curate.vocab"
 
 
-def labels_metadata(vocab: pl.DataFrame, *, mode: str, policy: str) -> dict[str, str]:
+def labels_metadata(vocab: pl.DataFrame, *, mode: str, policy: str, spec: str | None = None) -> dict[str, str]:
     """The key-value metadata ``curate match --out`` writes beside its labels: the vocabulary's
-    content hash (a class index means nothing without it), the mode and the label policy."""
+    content hash (a class index means nothing without it) and, given, the name it was loaded by;
+    the mode and the label policy."""
     from curate.match.lexicon_cache import vocab_hash
 
-    return {VOCAB_KEY: vocab_hash(vocab), "curate.mode": str(mode), "curate.policy": str(policy)}
+    named = {VOCAB_SPEC_KEY: str(spec)} if spec is not None else {}
+    return {VOCAB_KEY: vocab_hash(vocab), **named, "curate.mode": str(mode), "curate.policy": str(policy)}
 
 
-def _check_vocabulary(files: list[Path], vocab: pl.DataFrame, where: str) -> None:
+def labels_vocab_spec(path: str | Path) -> str | None:
+    """The vocabulary a ``curate match --out`` file was matched with, as it was named (None when
+    the file does not say)."""
+    try:
+        return pl.read_parquet_metadata(path).get(VOCAB_SPEC_KEY)
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise CurateError(f"reading {path} failed: {str(e).splitlines()[0]}") from None
+
+
+def check_vocabulary(files: list[Path], vocab: pl.DataFrame, where: str) -> None:
     """Refuse labels matched against another vocabulary (or of unknown origin): their class
     indices would silently name other classes."""
     from curate.match.lexicon_cache import vocab_hash
@@ -161,7 +174,7 @@ def labels_from_file(
     if off.height:
         row = off.row(0, named=True)
         raise CurateError(f"{where}: row {row['row']} has uid {row['file_uid']!r}, the source {source.location} has {row['uid']!r}; match this source with curate match --out")
-    _check_vocabulary(files, vocab, where)
+    check_vocabulary(files, vocab, where)
     labels = pl.col("labels").cast(pl.List(pl.Int32))
     if policy == "drop":
         labels = pl.when(labels.list.len() == 1).then(labels).otherwise(pl.lit([], dtype=pl.List(pl.Int32)))

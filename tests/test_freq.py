@@ -164,6 +164,14 @@ def test_cli_freq_writes_outputs_and_round_trips_as_reference(tmp_path):
     result = runner.invoke(app, ["freq", str(matched), "--vocab", "imagenet1k", "--out", str(third)])
     assert result.exit_code == 0, result.output
     assert (third / "classes.tsv").read_bytes() == (out / "classes.tsv").read_bytes()
+    # without --vocab: the vocabulary the file was matched with
+    fourth = tmp_path / "fourth"
+    result = runner.invoke(app, ["freq", str(matched), "--out", str(fourth)])
+    assert result.exit_code == 0, result.output
+    assert (fourth / "classes.tsv").read_bytes() == (out / "classes.tsv").read_bytes()
+    # another vocabulary's classes: refused (its class indices would name other classes)
+    result = runner.invoke(app, ["freq", str(matched), "--vocab", "imagenet100", "--out", str(tmp_path / "fifth")])
+    assert result.exit_code != 0 and "another vocabulary" in str(result.exception) and not (tmp_path / "fifth").exists()
 
 
 def test_cli_freq_against_a_shared_reference(tmp_path):

@@ -23,7 +23,7 @@ from curate.cli.match import (
 def freq_command(
     source: str = typer.Argument(..., help=_SOURCE_HELP + " Or a Parquet file written by curate match (has a 'labels' column)."),
     vocab: str | None = typer.Option(
-        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own)."
+        None, "--vocab", "-v", help="Vocabulary: imagenet1k, imagenet100, imagenet21k, imagenet1k-study (the reference study's synonyms), demo, wordnet:SYNSET or a file (default: the source's own; for a file curate match wrote, the vocabulary it was matched with)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write classes.tsv, classes.parquet, stats.json and freq.png into."),
     reference: str | None = typer.Option(
@@ -92,9 +92,13 @@ def freq_command(
             matched = match_captions(read_entry_counts(source).lazy(), voc, policy=policy, mode=mode)
             weight = "count"
         elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
+            from curate.pool import check_vocabulary, labels_vocab_spec
+
+            vocab = vocab or labels_vocab_spec(source)  # by default the vocabulary it was matched with
             if vocab is None:
                 raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
             voc = load_vocab(vocab)
+            check_vocabulary([Path(source)], voc, f"--vocab {vocab}")  # class indices of another vocabulary name other classes
             matched = pl.scan_parquet(source)
         else:
             src, voc = open_for_matching(source, vocab, caption_col, strict=strict)

@@ -150,7 +150,7 @@ def match_command(
     with compiled_for(expected_rows(src.files)), atomic_path(out) as tmp:
         matched = match_captions(lf, voc, policy=policy, mode=mode, spans=spans, disambiguate=disambiguate)
         try:
-            matched.select(cols).sink_parquet(tmp, metadata=labels_metadata(voc, mode=mode, policy=policy))
+            matched.select(cols).sink_parquet(tmp, metadata=labels_metadata(voc, mode=mode, policy=policy, spec=vocab or src.vocab))
         except CurateError:
             raise
         except pl.exceptions.PolarsError as e:

@@ -282,7 +282,7 @@ def run_shard(
             if job.kind == "match":
                 dest = output_path(out, shard)
                 with atomic_path(dest) as tmp:
-                    matched.select(job.columns()).sink_parquet(tmp, metadata=labels_metadata(voc, mode=job.mode, policy=job.policy))
+                    matched.select(job.columns()).sink_parquet(tmp, metadata=labels_metadata(voc, mode=job.mode, policy=job.policy, spec=params["vocab_spec"]))
                 partial = label_counts(pl.scan_parquet(dest), voc.height)
             else:
                 partial = label_counts(matched, voc.height)
