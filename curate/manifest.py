@@ -499,13 +499,17 @@ def draw_pool(setup: BuildSetup, pool_multi: pl.DataFrame, reasons: dict[str, in
     # a class that --total/--fraction scales down to no rows was asked for (a small subset of many
     # classes); one that the profile's shape itself empties (an extreme --imbalance) was not
     _check_no_class_emptied(target_counts(classes, **shape) if scaled else targets, recipe)
-    if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and recipe.total is None:
+    if profile_name in ("exp", "pareto", "step") and recipe.max_per_class is None and (recipe.total is None or scaled):
         tmin = int(targets["target"].min())
         ratio = int(targets["target"].max()) / tmin if tmin else float("inf")
         if tmin == 0 or abs(ratio - recipe.imbalance) > 0.5 * recipe.imbalance / max(tmin, 1):
+            empty = int((targets["target"] == 0).sum())
+            what = (
+                f"--total {recipe.total}" if recipe.total is not None else f"--fraction {recipe.fraction:g}"
+            ) + f" over {targets.height} classes" if scaled else "this pool"
             say(
-                f"note: this pool cannot hold max/min = {recipe.imbalance:g} with whole samples in every class; "
-                f"the targets span {int(targets['target'].max())}..{tmin}"
+                f"note: {what} cannot hold max/min = {recipe.imbalance:g} with whole samples in every class; "
+                f"the targets span {int(targets['target'].max())}..{tmin}" + (f" ({empty} classes get none)" if empty else "")
             )
     short = shortfall(targets)
     if short.height and not recipe.allow_shortfall:

@@ -253,6 +253,15 @@ def test_a_build_never_replaces_what_it_did_not_write(pool, tmp_path, capsys, mo
     assert code == 2 and "todo.md" in err and (tmp_path / "x" / "todo.md").exists()
 
 
+def test_a_total_too_small_for_the_imbalance_says_so(pool, tmp_path, capsys):
+    # 6 classes at max/min 10 need 1 + ... + 10 rows at least; 8 rows cannot hold it
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--total", "8", "--name", "t"), capsys)
+    assert code == 0
+    assert "note: --total 8 over 6 classes cannot hold max/min = 10" in err and "classes get none" in err
+    code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--total", "300", "--name", "u"), capsys)
+    assert code == 0 and "cannot hold" not in err
+
+
 def test_export_formats(pool, tmp_path, capsys):
     assert run_cli(build_args(pool, tmp_path, "--name", "x", "--eval-per-class", "2"), capsys)[0] == 0
     m = pl.read_parquet(tmp_path / "x" / "manifest.parquet")
