@@ -28,7 +28,7 @@ OBJECTIVE_HELP = (
     "sl: image tower + classifier (--classifier). "
     "sl-subsample: each softmax covers the batch's classes plus others drawn at random (the study's fix). "
     "sl-frozen-text: cosine classifier frozen to text embeddings of the class names (--head). "
-    "sl-frozen-text-subsample: both. \\[default: clip]"
+    "sl-frozen-text-subsample: both. (default: clip)"
 )
 
 
@@ -43,59 +43,59 @@ def train_command(
     ),
     model: str | None = typer.Option(
         None, "--model", rich_help_panel=P_MODEL,
-        help="tiny (32 px ViT, trains on a CPU in minutes) | ViT-S-32 | ViT-B-32 | RN50. \\[default: tiny]",
+        help="tiny (32 px ViT, trains on a CPU in minutes) | ViT-S-32 | ViT-B-32 | RN50. (default: tiny)",
     ),
     pretrained: Path | None = typer.Option(
         None, "--pretrained", rich_help_panel=P_MODEL,
         help="Tower weights: an open_clip checkpoint file (same --model) or a curate run (clip: both towers; sl: image).",
     ),
     image_tower: str | None = typer.Option(
-        None, "--image-tower", rich_help_panel=P_MODEL, help="scratch | init (from --pretrained). \\[default: scratch]"
+        None, "--image-tower", rich_help_panel=P_MODEL, help="scratch | init (from --pretrained). (default: scratch)"
     ),
-    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=P_MODEL, help="Model input size in pixels; shards are resized on the device. \\[default: the model's]"),
-    epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=P_OPT, help="Passes over the train split. \\[default: 10]"),
+    image_size: int | None = typer.Option(None, "--image-size", rich_help_panel=P_MODEL, help="Model input size in pixels; shards are resized on the device. (default: the model's)"),
+    epochs: int | None = typer.Option(None, "--epochs", rich_help_panel=P_OPT, help="Passes over the train split. (default: 10)"),
     steps: int | None = typer.Option(None, "--steps", rich_help_panel=P_OPT, help="Train exactly this many optimiser steps instead of --epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=P_OPT, help="Images per step (capped at the train split's size). \\[default: 128]"),
-    optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=P_OPT, help="adamw (open_clip's CLIP recipe) | sgd (momentum; the study's supervised recipe). \\[default: adamw]"),
-    lr: float | None = typer.Option(None, "--lr", rich_help_panel=P_OPT, help="Peak learning rate. \\[default: 1e-3]"),
-    momentum: float | None = typer.Option(None, "--momentum", rich_help_panel=P_OPT, help="SGD momentum. \\[default: 0.9]"),
-    schedule: str | None = typer.Option(None, "--schedule", rich_help_panel=P_OPT, help="cosine (decay to 0 after warmup) | constant. \\[default: cosine]"),
-    warmup: int | None = typer.Option(None, "--warmup", rich_help_panel=P_OPT, help="Linear warmup steps. \\[default: 5% of all steps]"),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", rich_help_panel=P_OPT, help="adamw: decoupled, not on gains, biases, temperature; sgd: on every weight. \\[default: 0.1]"),
-    precision: str | None = typer.Option(None, "--precision", rich_help_panel=P_OPT, help="fp32 | bf16 (autocast; meant for GPUs). \\[default: fp32]"),
-    device: str | None = typer.Option(None, "--device", rich_help_panel=P_OPT, help="auto (CUDA if present, else CPU) | cpu | cuda. \\[default: auto]"),
-    compile_model: bool | None = typer.Option(None, "--compile/--no-compile", rich_help_panel=P_OPT, help="Run the model through torch.compile. \\[default: off]"),
-    seed: int | None = typer.Option(None, "--seed", rich_help_panel=P_OPT, help="Seeds weights, batch order, augmentation and class subsets. \\[default: 0]"),
+    batch_size: int | None = typer.Option(None, "--batch-size", rich_help_panel=P_OPT, help="Images per step (capped at the train split's size). (default: 128)"),
+    optimizer: str | None = typer.Option(None, "--optimizer", rich_help_panel=P_OPT, help="adamw (open_clip's CLIP recipe) | sgd (momentum; the study's supervised recipe). (default: adamw)"),
+    lr: float | None = typer.Option(None, "--lr", rich_help_panel=P_OPT, help="Peak learning rate. (default: 1e-3)"),
+    momentum: float | None = typer.Option(None, "--momentum", rich_help_panel=P_OPT, help="SGD momentum. (default: 0.9)"),
+    schedule: str | None = typer.Option(None, "--schedule", rich_help_panel=P_OPT, help="cosine (decay to 0 after warmup) | constant. (default: cosine)"),
+    warmup: int | None = typer.Option(None, "--warmup", rich_help_panel=P_OPT, help="Linear warmup steps. (default: 5% of all steps)"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", rich_help_panel=P_OPT, help="adamw: decoupled, not on gains, biases, temperature; sgd: on every weight. (default: 0.1)"),
+    precision: str | None = typer.Option(None, "--precision", rich_help_panel=P_OPT, help="fp32 | bf16 (autocast; meant for GPUs). (default: fp32)"),
+    device: str | None = typer.Option(None, "--device", rich_help_panel=P_OPT, help="auto (CUDA if present, else CPU) | cpu | cuda. (default: auto)"),
+    compile_model: bool | None = typer.Option(None, "--compile/--no-compile", rich_help_panel=P_OPT, help="Run the model through torch.compile. (default: off)"),
+    seed: int | None = typer.Option(None, "--seed", rich_help_panel=P_OPT, help="Seeds weights, batch order, augmentation and class subsets. (default: 0)"),
     classifier: str | None = typer.Option(
         None, "--classifier", rich_help_panel=P_SL,
-        help="linear | cosine (prototypes, learnt temperature capped at 100: the study's). \\[default: linear]",
+        help="linear | cosine (prototypes, learnt temperature capped at 100: the study's). (default: linear)",
     ),
     subsample_classes: int | None = typer.Option(
-        None, "--subsample-classes", rich_help_panel=P_SUB, help="Classes in each softmax, the batch's always included. \\[default: 50, the study's]"
+        None, "--subsample-classes", rich_help_panel=P_SUB, help="Classes in each softmax, the batch's always included. (default: 50, the study's)"
     ),
     subsample_weights: str | None = typer.Option(
         None, "--subsample-weights", rich_help_panel=P_SUB,
-        help="How the other classes are drawn: uniform | linear (in training frequency) | sqrt (its square root). \\[default: uniform]",
+        help="How the other classes are drawn: uniform | linear (in training frequency) | sqrt (its square root). (default: uniform)",
     ),
     head: Path | None = typer.Option(
         None, "--head", rich_help_panel=P_FROZEN,
-        help="Class embeddings: a head file (`curate text-head`) or a clip run. \\[default: --pretrained's text tower, else this run's untrained one]",
+        help="Class embeddings: a head file (`curate text-head`) or a clip run. (default: --pretrained's text tower, else this run's untrained one)",
     ),
     text_tower: str | None = typer.Option(
         None, "--text-tower", rich_help_panel=P_CLIP,
-        help="scratch | init (from --pretrained, then trained) | frozen (from --pretrained, never updated). \\[default: scratch]",
+        help="scratch | init (from --pretrained, then trained) | frozen (from --pretrained, never updated). (default: scratch)",
     ),
     prompts: str | None = typer.Option(
         None, "--prompts", rich_help_panel=P_EVAL,
-        help="Prompt set for class names (zero-shot scoring, frozen heads): simple (2) | cname | a+cname | photo | openai80. \\[default: simple]",
+        help="Prompt set for class names (zero-shot scoring, frozen heads): simple (2) | cname | a+cname | photo | openai80. (default: simple)",
     ),
     no_eval: bool = typer.Option(False, "--no-eval", rich_help_panel=P_EVAL, help="Skip the evaluation on the held-out split that follows training."),
-    log_every: int | None = typer.Option(None, "--log-every", rich_help_panel=P_RUN, help="Steps between lines of train_log.jsonl. \\[default: 10]"),
+    log_every: int | None = typer.Option(None, "--log-every", rich_help_panel=P_RUN, help="Steps between lines of train_log.jsonl. (default: 10)"),
     save_every: int | None = typer.Option(None, "--save-every", rich_help_panel=P_RUN, help="Also checkpoint every N steps (always at each epoch end and on Ctrl-C)."),
     checkpoint_epochs: int | None = typer.Option(
-        None, "--checkpoint-epochs", rich_help_panel=P_RUN, help="Checkpoint every N epoch ends (always after the last step). \\[default: 1]"
+        None, "--checkpoint-epochs", rich_help_panel=P_RUN, help="Checkpoint every N epoch ends (always after the last step). (default: 1)"
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", rich_help_panel=P_RUN, help="Run folder. \\[default: runs/MANIFEST-OBJECTIVE-MODEL]"),
+    out: Path | None = typer.Option(None, "--out", "-o", rich_help_panel=P_RUN, help="Run folder. (default: runs/MANIFEST-OBJECTIVE-MODEL)"),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=P_RUN, help="Continue the run in --out from its checkpoint (its saved options apply; --epochs/--steps may extend it)."),
 ) -> None:
     """Train a CLIP or supervised model on a manifest's shards, then evaluate it on the held-out split.
@@ -192,7 +192,7 @@ def eval_command(
         None, "--classes", help="Score only this vocabulary's classes (e.g. imagenet100: ImageNet-100 from a 1000-class model)."
     ),
     prompts: str | None = typer.Option(
-        None, "--prompts", help="clip runs, zero-shot: simple | cname | a+cname | photo | openai80. \\[default: the run's]"
+        None, "--prompts", help="clip runs, zero-shot: simple | cname | a+cname | photo | openai80. (default: the run's)"
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present, else CPU) | cpu | cuda."),
     batch_size: int = typer.Option(256, "--batch-size", help="Eval images per forward pass."),
