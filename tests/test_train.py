@@ -566,4 +566,13 @@ def test_train_help_groups_options_by_objective() -> None:
         assert panel in res.output, panel
     for name in OBJECTIVES:  # the hand-written help names every registered objective
         assert f"{name}:" in OBJECTIVE_HELP, name
-    assert "[default: 50" in res.output  # rich markup must not eat the defaults
+    assert "(default: 50" in res.output  # rich markup must not eat the defaults
+    assert "\\[" not in res.output  # nor an escape for it show
+    # the plain help a user gets by default (TYPER_USE_RICH unset), in a process of its own
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TYPER_USE_RICH"}
+    plain = subprocess.run([sys.executable, "-m", "curate", "train", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "(default: 50" in plain and "\\[" not in plain
