@@ -339,7 +339,11 @@ def test_demo_acceptance(tmp_path, capsys):
 def test_dry_run_writes_nothing(pool, tmp_path, capsys):
     code, out, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--dry-run"), capsys)
     assert code == 0, err
-    assert "dry run: pool-fruits-exp-r10-template would hold" in out and "elderberry" in out
+    assert "dry run: pool-fruits-exp-r10-template would hold" in err
+    # the answer, the class table, whole on stdout: tab-separated in a pipe, a line per class
+    lines = out.splitlines()
+    assert lines[0].split("\t") == ["head_rank", "name", "pool", "target", "count", "eval_count"]
+    assert len(lines) == 1 + len(FRUITS) and lines[1].split("\t")[:3] == ["0", "apple", "400"]
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
 
 
@@ -506,4 +510,4 @@ def test_unmatched_fraction_keeps_a_nested_share_of_the_unlabelled_rows(pool, tm
     assert code == 2 and "unmatched_fraction needs keep_unmatched" in err
     code, out, err = run_cli(build_args(pool, tmp_path / "dry", "--keep-unmatched", "--unmatched-fraction", "0.5", "--dry-run"), capsys)
     assert code == 0, err
-    assert "dry run: pool-fruits-open0p5-exp-r1-template would hold 180 training rows and 25 unlabelled rows; nothing written" in out
+    assert "dry run: pool-fruits-open0p5-exp-r1-template would hold 180 training rows and 25 unlabelled rows; nothing written" in err

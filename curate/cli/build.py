@@ -55,9 +55,9 @@ def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
     if dry_run:
         from curate import ui
 
-        ui.console.print(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
+        ui.print_frame(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
         unlabelled = f" and {result.stats['unlabelled']:,} unlabelled rows" if "unlabelled" in result.stats else ""
-        ui.console.print(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written", highlight=False, soft_wrap=True)
+        ui.info(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written")
     else:
         _report(result)
     return result

@@ -100,6 +100,6 @@ def diversity_command(
     if out is not None:
         with atomic_path(out) as tmp:
             table.write_parquet(tmp, compression="zstd")
-    ui.console.print(table.sort("mean_cosine", descending=True, nulls_last=True))
+    ui.print_frame(table.sort("mean_cosine", descending=True, nulls_last=True))
     mean = table["mean_cosine"].mean()
     ui.info(f"{m.folder}: {table.height} classes, {int(table['n'].sum()):,} rows with embeddings; mean intra-class cosine {mean:.4f}" if mean is not None else f"{m.folder}: no class has two rows with embeddings")
