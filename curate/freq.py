@@ -279,14 +279,10 @@ FREQ_FILES = ("classes.tsv", "classes.parquet", "stats.json", "freq.png")
 FREQ_CARRY = ("shards",)  # partial counts of a sharded run, kept across a rewrite
 
 
-def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, reference: pl.DataFrame | None = None) -> Path:
-    """Write ``classes.tsv``, ``classes.parquet``, ``stats.json`` and ``freq.png`` as one folder:
-    built under a temporary name and swapped in whole, so a kill leaves the old set or the new.
-
-    ``out_dir`` must be new or hold only these files (it is replaced as a unit), plus the
-    ``shards/`` of partial counts a sharded run (``--shards``) wrote there, which the new folder keeps.
-    """
-    out = Path(out_dir)
+def check_freq_dest(out: str | Path) -> None:
+    """Refuse an ``--out`` that :func:`write_freq` may not replace (a file, or a folder holding
+    other files), in one line; commands call it before their work too."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise CurateError(f"--out {out} exists and is not a folder")
     if out.is_dir():
@@ -296,6 +292,17 @@ def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, referen
                 f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
                 "it is replaced as a whole, so give a new folder or one curate freq wrote"
             )
+
+
+def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, reference: pl.DataFrame | None = None) -> Path:
+    """Write ``classes.tsv``, ``classes.parquet``, ``stats.json`` and ``freq.png`` as one folder:
+    built under a temporary name and swapped in whole, so a kill leaves the old set or the new.
+
+    ``out_dir`` must be new or hold only these files (it is replaced as a unit), plus the
+    ``shards/`` of partial counts a sharded run (``--shards``) wrote there, which the new folder keeps.
+    """
+    out = Path(out_dir)
+    check_freq_dest(out)
     text = classes_tsv(table)  # checked before anything is written
     with atomic_path(out, carry=FREQ_CARRY) as tmp:
         tmp.mkdir()

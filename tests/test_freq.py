@@ -255,3 +255,20 @@ def test_cli_freq_strict_is_for_a_single_run(tmp_path, capsys, extra):
     err = capsys.readouterr().err
     assert "--strict" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "f").exists()
+
+
+def test_cli_freq_refuses_an_out_it_may_not_replace_before_any_work(tmp_path, capsys, monkeypatch):
+    import curate.match
+    from curate.cli import main
+
+    monkeypatch.setattr(curate.match, "match_captions", lambda *a, **k: pytest.fail("matched before refusing"))
+    src = _source(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    for out, message in ((src, "is not a folder"), (tmp_path / "mine", "holds other files")):
+        with pytest.raises(SystemExit) as exc:
+            main(["freq", str(src), "--vocab", "imagenet1k", "--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"

@@ -55,14 +55,17 @@ def freq_command(
     from curate.engine.local import expected_rows
     from curate.engine.shard import MatchJob
     from curate.errors import CurateError
-    from curate.freq import class_table, distribution_stats, read_reference, write_freq
+    from curate.freq import check_freq_dest, class_table, distribution_stats, read_reference, write_freq
     from curate.match import match_captions
     from curate.match.kernels import compiled_for
     from curate.sources import validate_source
+    from curate.ui import info
     from curate.util import check_writable_dir
     from curate.vocab import load_vocab
 
     check_writable_dir(out.parent, option="--out")
+    if shard is None:  # before the work (a --shard run writes its partial counts into a folder of shards)
+        check_freq_dest(out)
     ref = read_reference(reference) if reference is not None else None
     src = None
     weight = None
@@ -128,8 +131,8 @@ def freq_command(
     if "reference" in stats:
         r = stats["reference"]
         lines.append(f"vs reference: Spearman {_fmt(r['spearman'])}, Pearson(log) {_fmt(r['pearson_log'])}, KL {r['kl_divergence']:.3f}")
-    lines.append(f"wrote {out}/classes.tsv, classes.parquet, stats.json, freq.png")
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(lines))  # the answer, on stdout; where it went, on stderr as match says it
+    info(f"wrote {out}/classes.tsv, classes.parquet, stats.json, freq.png")
 
 
 def _reduced(folder: Path, vocab: str | None):
@@ -147,4 +150,4 @@ def _reduced(folder: Path, vocab: str | None):
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None else f"{value + 0.0:.3f}".replace("-0.000", "0.000")  # no negative zero
