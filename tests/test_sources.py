@@ -573,3 +573,18 @@ def test_a_bad_line_in_a_compressed_file_names_the_users_file(tmp_path: Path, mo
     with pytest.raises(CurateError, match=r"^\S*r\.tsv\.gz: line 3 has 3 fields") as e:
         open_source(str(tmp_path / "r.tsv.gz"))
     assert "cache" not in str(e.value)
+
+
+def test_a_sharded_runs_output_folder_is_not_read_as_captions(tmp_path):
+    # what curate match --shards writes (labels, counts, markers): the error names what to do with it
+    from curate.sources import open_source
+
+    src = tmp_path / "caps.csv"
+    src.write_text("caption\na tiger shark\ntwo geese\n", encoding="utf-8")
+    out = tmp_path / "m"
+    from curate.cli import main
+
+    main(["match", str(src), "--vocab", "imagenet1k", "--out", str(out), "--shards", "2"])
+    assert any(p.suffix == ".done" for p in out.iterdir())
+    with pytest.raises(CurateError, match="sharded run's outputs.*--reduce"):
+        open_source(str(out))
