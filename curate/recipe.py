@@ -43,6 +43,19 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _yaml_where(e: Exception) -> str:
+    """``:LINE:COLUMN`` (1-based) of a YAML error that has a position, else nothing."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(e: Exception) -> str:
+    """What the YAML parser says went wrong, in a few words."""
+    parts = [getattr(e, "context", None), getattr(e, "problem", None)]
+    said = "; ".join(str(p) for p in parts if p)
+    return said or str(e).splitlines()[0]
+
+
 def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
@@ -230,7 +243,7 @@ class Recipe:
         try:
             data = _yaml_load(text)
         except yaml.YAMLError as e:
-            raise CurateError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
+            raise CurateError(f"{where}{_yaml_where(e)}: not valid YAML ({_yaml_problem(e)})") from e
         return cls.from_dict(data or {}, where=where)
 
     @classmethod
@@ -316,7 +329,7 @@ def load_pipeline(path: str | Path) -> list[Recipe]:
     try:
         data = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CurateError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise CurateError(f"{path}{_yaml_where(e)}: not valid YAML ({_yaml_problem(e)})") from e
     except UnicodeDecodeError as e:
         raise CurateError(f"{path}: not UTF-8 text") from e
     if data is None:

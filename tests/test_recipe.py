@@ -43,6 +43,8 @@ def test_bad_recipes_name_the_option(tmp_path):
         Recipe.loads("label_policy: some")
     with pytest.raises(CurateError, match="not valid YAML"):
         Recipe.loads("a: [1,")
+    with pytest.raises(CurateError, match=r"^recipe:2:10: not valid YAML \(mapping values are not allowed here\)"):
+        Recipe.loads("source: demo\n  profile: exp\n")  # where it went wrong, as an editor counts
     with pytest.raises(CurateError, match="does not exist"):
         Recipe.load(tmp_path / "missing.yaml")
     empty = tmp_path / "empty.yaml"
