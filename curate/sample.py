@@ -448,10 +448,18 @@ class ShortfallError(CurateError):
 
     def __init__(self, table: pl.DataFrame) -> None:
         worst = ", ".join(f"{n} {p}/{d}" for n, p, d in table.head(3).select("name", "pool", "needed").iter_rows())
+        absent = int((table["pool"] == 0).sum())
+        hint = "lower the targets (--max-per-class, --total, --fraction) or pass --allow-shortfall"
+        if absent:  # no target is low enough for a class the source never names
+            hint = (
+                f"{'all' if absent == table.height else absent} of them the source never names: keep to the classes it "
+                "has (--classes FILE, a name or wnid a line) or pass --allow-shortfall"
+                + ("; for the others, lower the targets (--max-per-class, --total, --fraction)" if absent < table.height else "")
+            )
         super().__init__(
             f"{table.height} class(es) fall short of their targets (pool/needed: {worst}"
             f"{', ...' if table.height > 3 else ''}); nothing was written",
-            hint="lower the targets (--max-per-class, --total, --fraction) or pass --allow-shortfall",
+            hint=hint,
         )
         self.table = table
 

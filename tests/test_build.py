@@ -132,6 +132,14 @@ def test_shortfall_fails_before_writing_with_a_table(pool, tmp_path, capsys):
     # fig has 20 rows of its own and wins the 10 apple-and-fig rows (the rarer class takes them)
     assert table == {"elderberry": ["30", "0", "100", "100", "70"], "fig": ["30", "0", "100", "100", "70"], "durian": ["60", "0", "100", "100", "40"]}
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+    assert "lower the targets" in err and "never names" not in err
+    # a class the source never names: no target is low enough, the advice says what is
+    src, vocab = pool
+    more = tmp_path.parent / f"{tmp_path.name}-vocab.tsv"
+    more.write_text(vocab.read_text(encoding="utf-8") + "n00000099\tkiwi\tkiwi\n", encoding="utf-8")
+    code, _, err = run_cli(["build", "--source", str(src), "--vocab", str(more), "--out-root", str(tmp_path), "--profile", "balanced", "--max-per-class", "100"], capsys)
+    assert code == 2 and "4 class(es) fall short" in err
+    assert "1 of them the source never names: keep to the classes it has (--classes FILE" in err and "for the others, lower the targets" in err
 
 
 def test_allow_shortfall_keeps_what_exists_and_says_so(pool, tmp_path, capsys):
