@@ -104,7 +104,7 @@ def build_command(
     work: Path | None = typer.Option(None, "--work", help="The work folder of a sharded build (--shard, --reduce): one every node sees."),
     reduce: bool = typer.Option(False, "--reduce", help="Sharded build: after round one, draw from every shard's pool (written into --work); after round two, write the manifest folder from the shards' rows. Round one depends only on what shapes the pools: a --reduce that stopped short may be rerun with --allow-shortfall or another scale."),
 ) -> None:
-    """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, recipe.yaml, card.md, freq.png.
+    """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, stats.json, recipe.yaml, card.md, freq.png.
 
     When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall).
 
