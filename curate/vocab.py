@@ -373,6 +373,8 @@ def load_vocab(spec: str, *, depth: int | None = None) -> pl.DataFrame:
     'tench'
     """
     spec = spec.strip()
+    if depth is not None and not spec.lower().startswith("wordnet:"):
+        raise CurateError(f"--depth {depth}: a depth goes with a wordnet:SYNSET vocabulary (the tree below it), not {spec}")
     key = ALIASES.get(spec.lower(), spec.lower())
     if key in BUILTIN:
         return _builtin(key).clone()

@@ -14,6 +14,7 @@ from cli_helpers import run_cli
         (["build", "--imbalance", "abc"], "curate build: Invalid value for '--imbalance'"),
         (["freq"], "curate freq: Missing argument 'source'"),
         (["shards", "m", "--resolution"], "Option '--resolution' requires an argument"),
+        (["vocab", "demo", "--depth", "2"], "--depth 2: a depth goes with a wordnet:SYNSET vocabulary"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +70,7 @@ def test_explain_prints_each_candidate_and_its_decision(tmp_path, capsys: pytest
     vocab = tmp_path / "vocab.csv"
     pl.DataFrame({"wnid": ["n01491361", "n02012849"], "name": ["tiger shark", "crane"], "lemmas": ["tiger shark", "crane"]}).write_csv(vocab)
     code, out, err = run_cli(["match", "--explain", "A tiger shark by the construction crane", "--vocab", str(vocab)], capsys)
-    assert code == 0 and err == ""
+    assert code == 0 and err == f"vocabulary {vocab} (2 classes), mode curate\n"  # the status on stderr, the answer on stdout
     assert out.splitlines() == [
         f"{repr('tiger shark'):>24} -> tiger shark (n01491361): kept",
         f"{repr('crane'):>24} -> crane (n02012849): veto",

@@ -118,7 +118,9 @@ def match_command(
         from curate.match import explain_caption
         from curate.vocab import load_vocab
 
-        rows = explain_caption(explain, load_vocab(vocab or "imagenet1k"), disambiguate=disambiguate)
+        voc = load_vocab(vocab or "imagenet1k")
+        info(f"vocabulary {vocab or 'imagenet1k'} ({voc.height} classes), mode curate{'' if disambiguate else ', --no-disambiguate'}")
+        rows = explain_caption(explain, voc, disambiguate=disambiguate)
         # the command's answer: on stdout, where a pipe reads it
         if not rows:
             typer.echo("no candidate mention: no word sequence of the caption is a lemma of the vocabulary")
