@@ -343,7 +343,8 @@ def test_cli_rejects_bad_options(manifest: Path, tmp_path: Path, capsys: pytest.
 
 def test_cli_errors_name_the_folder(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
-        (["train", str(tmp_path / "no-such-manifest"), "--steps", "1"], "no tensor shards"),
+        (["train", str(tmp_path / "no-such-manifest"), "--steps", "1"], "no such manifest folder"),
+        (["train", str(tmp_path), "--steps", "1"], "no tensor shards"),  # a folder, but no shards in it
         (["train", str(manifest), "--resume", "--out", str(tmp_path / "never-ran")], "not a training run"),
     ]
     done = tmp_path / "done"

@@ -102,6 +102,10 @@ def train_command(
 
     Rows without a class (label -1, built with --keep-unmatched) are image-text pairs: clip trains on them; the supervised objectives skip them and count them (run.json unlabelled_skipped).
     """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
+    from curate.errors import CurateError
+
+    if not manifest.is_dir():  # said before torch is imported (seconds)
+        raise CurateError(f"{manifest}: no such manifest folder (curate build writes one, curate shards its tensor shards)")
     from curate.runs import TrainConfig, apply_preset
     from curate.train import train
     from curate.ui import info
@@ -200,6 +204,10 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print this dataset's metrics to stdout instead of the key numbers."),
 ) -> None:
     """Score a run on an evaluation set; metrics.json keeps each set under its name (held-out also writes report.md and plots)."""
+    from curate.errors import CurateError
+
+    if not (run / "run.json").is_file():  # said before torch is imported (seconds)
+        raise CurateError(f"{run}: not a training run (no run.json)")
     from curate.evaluate import evaluate_run
 
     metrics = evaluate_run(run, dataset=dataset, classes=classes, prompts=prompts, device=device, batch_size=batch_size, workers=workers)
