@@ -667,13 +667,39 @@ _TOKENIZER: Callable[[list[str]], object] | None = None
 
 
 def tokenizer() -> Callable[[list[str]], object]:
-    """open_clip's CLIP tokenizer (offline: the BPE vocabulary ships inside open_clip)."""
+    """open_clip's CLIP tokenizer (offline: the BPE vocabulary ships inside open_clip).
+
+    Read from open_clip's own ``tokenizer.py``, which stands alone, without importing the package
+    (whose models pull in 4-5 s of imports a tokenizer does not need); where that file no longer
+    loads alone, through the package. ``tests/test_shards.py`` checks the two tokenize alike."""
     global _TOKENIZER
     if _TOKENIZER is None:
-        import open_clip
-
-        _TOKENIZER = open_clip.get_tokenizer(TOKENIZER_MODEL)
+        _TOKENIZER = _standalone_tokenizer() or _package_tokenizer()
     return _TOKENIZER
+
+
+def _package_tokenizer() -> Callable[[list[str]], object]:
+    import open_clip
+
+    return open_clip.get_tokenizer(TOKENIZER_MODEL)
+
+
+def _standalone_tokenizer() -> Callable[[list[str]], object] | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("open_clip")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
+        file_spec = importlib.util.spec_from_file_location("_curate_open_clip_tokenizer", path)
+        if file_spec is None or file_spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+        return module.SimpleTokenizer(context_length=CONTEXT_LENGTH)
+    except Exception:  # noqa: BLE001 - a later open_clip whose file needs its package: use the package
+        return None
 
 
 def tokenize(captions: list[str]) -> np.ndarray:

@@ -708,3 +708,20 @@ def test_the_ray_distributor_downloads_through_img2dataset_on_a_local_ray(
     for i, uid in enumerate(ds.uids.tolist()):
         assert ds.labels[i] == want[uid]
         assert int(images[i].reshape(3, -1).mean(axis=1).argmax()) == want[uid]  # the image served for it
+
+
+def test_the_tokenizer_tokenizes_as_open_clips_own() -> None:
+    # curate.shards reads open_clip's tokenizer.py without importing the package (seconds of model
+    # imports); it must give open_clip.get_tokenizer's ids, token for token
+    import torch
+
+    import curate.shards as shards
+
+    standalone = shards._standalone_tokenizer()
+    assert standalone is not None  # this open_clip's tokenizer file still loads alone
+    captions = [
+        "a photo of a dog", "A Tiger Shark &amp; two <b>geese</b>", "Ünïcödé, émojis 🐶 and 中文", "", "   ",
+        " ".join(f"word{i}" for i in range(200)),  # truncated to 77 with the end token kept
+        "it's   ALL-CAPS!!! don't", "2019-05-01 12:30 #tags @people http://example.com/x.jpg",
+    ]
+    assert torch.equal(standalone(captions), shards._package_tokenizer()(captions))
