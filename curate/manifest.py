@@ -668,6 +668,8 @@ def manifest_dir(name: str, out_root: str | os.PathLike[str] = "manifests") -> P
 # rebuild replaces)
 MANIFEST_FILES = ("manifest.parquet", "eval.parquet", "classes.tsv", "classes.parquet", "stats.json", "freq.png", "recipe.yaml", "card.md")
 MANIFEST_ADDED = (*DERIVED_FOLDERS, "export")
+# what file browsers leave in any folder they show (no one's data)
+BROWSER_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def check_manifest_dest(dest: str | os.PathLike[str]) -> None:
@@ -678,7 +680,7 @@ def check_manifest_dest(dest: str | os.PathLike[str]) -> None:
     if dest.exists() and not dest.is_dir():
         raise CurateError(f"manifest folder {dest} exists and is not a folder; give another --name or --out-root")
     if dest.is_dir():
-        others = sorted(p.name for p in dest.iterdir() if p.name not in MANIFEST_FILES + MANIFEST_ADDED)
+        others = sorted(p.name for p in dest.iterdir() if p.name not in MANIFEST_FILES + MANIFEST_ADDED + BROWSER_FILES)
         if others:
             raise CurateError(
                 f"manifest folder {dest} holds files a build did not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "

@@ -450,10 +450,11 @@ class ShortfallError(CurateError):
         worst = ", ".join(f"{n} {p}/{d}" for n, p, d in table.head(3).select("name", "pool", "needed").iter_rows())
         absent = int((table["pool"] == 0).sum())
         hint = "lower the targets (--max-per-class, --total, --fraction) or pass --allow-shortfall"
-        if absent:  # no target is low enough for a class the source never names
+        if absent:  # no target is low enough for a class with no row in the pool
             hint = (
-                f"{'all' if absent == table.height else absent} of them the source never names: keep to the classes it "
-                "has (--classes FILE, a name or wnid a line) or pass --allow-shortfall"
+                f"{'all' if absent == table.height else absent} of them have no row in the pool (the source never names "
+                "them, or the caption mode or a filter left none): keep to the classes it has (--classes FILE, a name "
+                "or wnid a line) or pass --allow-shortfall"
                 + ("; for the others, lower the targets (--max-per-class, --total, --fraction)" if absent < table.height else "")
             )
         super().__init__(

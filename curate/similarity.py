@@ -194,11 +194,16 @@ def label_scores(
     """``row, label, similarity`` for every label of every caption (row i = caption i): the
     measure :func:`score_source` writes, for captions and labels held in memory (only the
     captions with a label are embedded)."""
+    if len(captions) != len(labels):
+        raise CurateError(f"label_scores: {len(captions)} captions but {len(labels)} rows of labels")
     table = definition_table(vocab, definition_format)
     pairs = (
         pl.DataFrame({"labels": labels}).with_row_index("row").explode("labels").drop_nulls("labels")
         .select(pl.col("row").cast(pl.Int64), pl.col("labels").cast(pl.Int32).alias("label"))
     )
+    unknown = sorted(set(pairs["label"].to_list()) - set(table["label"].to_list()))
+    if unknown:
+        raise CurateError(f"label_scores: label {unknown[0]} is no class of the vocabulary ({vocab.height} classes)")
     if pairs.is_empty():
         return pairs.with_columns(pl.lit(None, dtype=pl.Float32).alias("similarity"))
     rows = pairs["row"].unique(maintain_order=True)

@@ -141,10 +141,11 @@ def _is_table_file(p: Path) -> bool:
 
 def _files_in_folder(folder: Path, prefix: str = "", origin: Path | None = None) -> list[_File]:
     if next(folder.glob("shard-*-of-*.done"), None) is not None:
-        # the outputs of a sharded curate match / freq: labels and counts, not captions
+        # the outputs of a sharded curate match / freq: labels (match) and counts, not captions
+        labels = next(folder.glob("shard-*-of-*.parquet"), None) is not None
         raise CurateError(
             f"{folder}: holds a sharded run's outputs (shard-*.done), not captions; add its counts with "
-            f"curate freq {folder} --reduce --out DIR, or build from its labels with --labels-from {folder}"
+            f"curate freq {folder} --reduce --out DIR" + (f", or build from its labels with --labels-from {folder}" if labels else "")
         )
     found = sorted(p for p in folder.rglob("*") if p.is_file() and _is_table_file(p))
     # img2dataset writes NNNNN.parquet beside each NNNNN.tar (and NNNNN_stats.json): the parquet

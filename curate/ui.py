@@ -43,10 +43,11 @@ def __getattr__(name: str):  # ``console`` / ``err_console``, made on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def print_frame(df) -> None:
+def print_frame(df, *, header: bool = True) -> None:
     """A table as a command's answer, on stdout, every row and every character of it: aligned
     columns on a terminal, tab-separated values with a header line in a pipe or a file (what
-    ``cut``, ``sort`` or a spreadsheet reads)."""
+    ``cut``, ``sort`` or a spreadsheet reads; ``header=False``: rows that continue a table
+    printed before)."""
     import polars as pl
 
     try:
@@ -54,7 +55,7 @@ def print_frame(df) -> None:
     except (AttributeError, ValueError):
         tty = False
     if not tty:
-        sys.stdout.write(df.write_csv(separator="\t"))
+        sys.stdout.write(df.write_csv(separator="\t", include_header=header))
         sys.stdout.flush()
         return
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=10_000, tbl_hide_dataframe_shape=True):

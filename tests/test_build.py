@@ -132,14 +132,15 @@ def test_shortfall_fails_before_writing_with_a_table(pool, tmp_path, capsys):
     # fig has 20 rows of its own and wins the 10 apple-and-fig rows (the rarer class takes them)
     assert table == {"elderberry": ["30", "0", "100", "100", "70"], "fig": ["30", "0", "100", "100", "70"], "durian": ["60", "0", "100", "100", "40"]}
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
-    assert "lower the targets" in err and "never names" not in err
+    assert "lower the targets" in err and "no row in the pool" not in err
     # a class the source never names: no target is low enough, the advice says what is
     src, vocab = pool
     more = tmp_path.parent / f"{tmp_path.name}-vocab.tsv"
     more.write_text(vocab.read_text(encoding="utf-8") + "n00000099\tkiwi\tkiwi\n", encoding="utf-8")
     code, _, err = run_cli(["build", "--source", str(src), "--vocab", str(more), "--out-root", str(tmp_path), "--profile", "balanced", "--max-per-class", "100"], capsys)
     assert code == 2 and "4 class(es) fall short" in err
-    assert "1 of them the source never names: keep to the classes it has (--classes FILE" in err and "for the others, lower the targets" in err
+    assert "1 of them have no row in the pool (the source never names them" in err and "(--classes FILE" in err
+    assert "for the others, lower the targets" in err
 
 
 def test_allow_shortfall_keeps_what_exists_and_says_so(pool, tmp_path, capsys):
@@ -255,6 +256,8 @@ def test_a_build_never_replaces_what_it_did_not_write(pool, tmp_path, capsys, mo
     for d in ("images", "shards"):
         (tmp_path / "x" / d).mkdir()
     assert run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "5"), capsys)[0] == 0
+    (tmp_path / "x" / ".DS_Store").write_bytes(b"\0")  # a file browser's, in any folder it shows
+    assert run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "4"), capsys)[0] == 0
     # a stray file added later is caught at the rebuild too
     (tmp_path / "x" / "todo.md").write_text("x")
     code, _, err = run_cli(build_args(pool, tmp_path, "--name", "x", "--seed", "6"), capsys)
@@ -268,6 +271,21 @@ def test_a_total_too_small_for_the_imbalance_says_so(pool, tmp_path, capsys):
     assert "note: --total 8 over 6 classes cannot hold max/min = 10" in err and "classes get none" in err
     code, _, err = run_cli(build_args(pool, tmp_path, "--imbalance", "10", "--total", "300", "--name", "u"), capsys)
     assert code == 0 and "cannot hold" not in err
+
+
+def test_a_pipelines_dry_run_prints_one_table_naming_each_variant(pool, tmp_path, capsys):
+    src, vocab = pool
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"base: {{source: {src}, vocab: {vocab}}}\nvariants:\n  - {{imbalance: 1, name: flat}}\n  - {{imbalance: 10, name: steep}}\n",
+        encoding="utf-8",
+    )
+    code, out, err = run_cli(["run", str(pipeline), "--dry-run", "--out-root", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows[0] == ["manifest", "head_rank", "name", "pool", "target", "count", "eval_count"]
+    assert [r[0] for r in rows[1:]] == ["flat"] * len(FRUITS) + ["steep"] * len(FRUITS)
+    assert err.count("would hold") == 2 and not (tmp_path / "m").exists()
 
 
 def test_export_formats(pool, tmp_path, capsys):

@@ -162,6 +162,19 @@ def test_a_work_folder_of_another_build_is_refused(source, tmp_path, capsys):
         assert code == 2 and message in err, (extra, err)
 
 
+def test_a_sharded_build_refuses_a_manifest_folder_it_may_not_replace_at_round_one(source, tmp_path, capsys):
+    args = _args(source, tmp_path / "m", "exp")
+    (tmp_path / "m" / "exp").mkdir(parents=True)
+    (tmp_path / "m" / "exp" / "notes.txt").write_text("mine")
+    work = tmp_path / "w"
+    for i in range(2):
+        assert run_cli([*args, "--shard", f"{i}/2", "--work", str(work)], capsys)[0] == 0
+    # the draw, not the end of round two, says so
+    code, _, err = run_cli([*args, "--reduce", "--work", str(work)], capsys)
+    assert code == 2 and "notes.txt" in err and not (work / "draw").exists()
+    assert (tmp_path / "m" / "exp" / "notes.txt").read_text() == "mine"
+
+
 def test_a_sharded_build_reads_its_rows_of_a_labels_file(source, tmp_path, capsys):
     # labels matched once by curate match: each shard reads its slice, the manifest is the matching build's
     src, vocab = source

@@ -169,6 +169,15 @@ def test_cli_freq_writes_outputs_and_round_trips_as_reference(tmp_path):
     result = runner.invoke(app, ["freq", str(matched), "--out", str(fourth)])
     assert result.exit_code == 0, result.output
     assert (fourth / "classes.tsv").read_bytes() == (out / "classes.tsv").read_bytes()
+    # a vocabulary the file names that does not load here: said as such
+    import polars as pl
+
+    named = tmp_path / "named.parquet"
+    table = pl.read_parquet(matched)
+    meta = {**pl.read_parquet_metadata(matched), "curate.vocab": "gone.tsv"}
+    table.write_parquet(named, metadata=meta)
+    result = runner.invoke(app, ["freq", str(named), "--out", str(tmp_path / "sixth")])
+    assert result.exit_code != 0 and "was matched with vocabulary 'gone.tsv', which does not load here" in str(result.exception)
     # another vocabulary's classes: refused (its class indices would name other classes)
     result = runner.invoke(app, ["freq", str(matched), "--vocab", "imagenet100", "--out", str(tmp_path / "fifth")])
     assert result.exit_code != 0 and "another vocabulary" in str(result.exception) and not (tmp_path / "fifth").exists()

@@ -150,6 +150,14 @@ def test_label_scores_in_memory_equal_the_score_file(scored, tiny_ckpt: Path) ->
     assert pairs == {k for k, v in want.items() if v >= t} and len(pairs) == len(want) - 4
     assert kept.to_list()[4] == []  # a caption with no label stays, empty
     assert keep_scored(labels, mine, -2.0).to_list() == labels.to_list()
+    # a NaN similarity is no similarity; a pair scored twice counts once; a null row comes back empty
+    odd = pl.Series([[3, 1], [2], None], dtype=pl.List(pl.Int32))
+    scores = pl.DataFrame({"row": [0, 0, 1, 0], "label": [3, 1, 2, 3], "similarity": [0.9, 0.1, float("nan"), 0.9]})
+    assert keep_scored(odd, scores, 0.5).to_list() == [[3], [], []]
+    with pytest.raises(CurateError, match="label 7 is no class"):
+        similarity.label_scores(frame["caption"], pl.Series([[7]] * frame.height, dtype=labels.dtype), vocab, enc)
+    with pytest.raises(CurateError, match="captions but"):
+        similarity.label_scores(frame["caption"].head(2), labels, vocab, enc)
 
 
 def test_cli_score_writes_the_same_file(scored, tiny_ckpt: Path, tmp_path: Path, capsys) -> None:

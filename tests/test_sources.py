@@ -586,5 +586,10 @@ def test_a_sharded_runs_output_folder_is_not_read_as_captions(tmp_path):
 
     main(["match", str(src), "--vocab", "imagenet1k", "--out", str(out), "--shards", "2"])
     assert any(p.suffix == ".done" for p in out.iterdir())
-    with pytest.raises(CurateError, match="sharded run's outputs.*--reduce"):
+    with pytest.raises(CurateError, match="sharded run's outputs.*--reduce.*--labels-from"):
         open_source(str(out))
+    # a sharded freq's folder holds counts only: no labels to build from
+    main(["freq", str(src), "--vocab", "imagenet1k", "--out", str(tmp_path / "f"), "--shards", "2"])
+    with pytest.raises(CurateError, match="sharded run's outputs.*--reduce") as e:
+        open_source(str(tmp_path / "f" / "shards"))
+    assert "--labels-from" not in str(e.value)

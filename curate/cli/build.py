@@ -43,7 +43,10 @@ def _print_shortfall(err) -> None:
     ui.err_console.print(table)
 
 
-def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
+def _run_build(recipe, *, dry_run: bool = False, strict: bool = False, variant: bool = False, header: bool = True):
+    """One build. ``variant`` (one of a pipeline's): a dry run's class table gets a leading
+    ``manifest`` column and its header only where ``header`` (the first table printed), so a
+    pipeline's tables read as one."""
     from curate.manifest import build
     from curate.sample import ShortfallError
 
@@ -53,9 +56,14 @@ def _run_build(recipe, *, dry_run: bool = False, strict: bool = False):
         _print_shortfall(e)
         raise
     if dry_run:
+        import polars as pl
+
         from curate import ui
 
-        ui.print_frame(result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count"))
+        table = result.classes.sort("head_rank").select("head_rank", "name", "pool", "target", "count", "eval_count")
+        if variant:
+            table = table.select(pl.lit(str(result.recipe.name)).alias("manifest"), pl.all())
+        ui.print_frame(table, header=header)
         unlabelled = f" and {result.stats['unlabelled']:,} unlabelled rows" if "unlabelled" in result.stats else ""
         ui.info(f"dry run: {result.recipe.name} would hold {result.stats['total']:,} training rows{unlabelled}; nothing written")
     else:
@@ -106,7 +114,7 @@ def build_command(
 ) -> None:
     """Build a controlled subset of a caption source (class distribution, captions, scale exactly as asked) and write it as manifests/NAME/: manifest.parquet, eval.parquet, classes.tsv, classes.parquet, stats.json, recipe.yaml, card.md, freq.png.
 
-    When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall).
+    When the pool cannot meet the targets, nothing is written: the classes that fall short are listed and the command exits 2 (or pass --allow-shortfall). A rebuild replaces manifests/NAME/ as a whole (keeping its images/ and shards/); a folder NAME holding files curate did not write there is refused.
 
     Sharded (the same options every time): every shard with --shard i/N --work DIR, then --reduce --work DIR (the draw), every shard again, then --reduce again: the manifest is the single build's, byte for byte, however the rows were split; a rerun skips completed shards.
     """  # noqa: E501 - one line per paragraph: rich keeps line breaks inside a paragraph
@@ -197,11 +205,13 @@ def run_command(
     if not chosen:
         raise CurateError(f"{pipeline}: no variant matches --only {only!r}")
     failed: list[str] = []
+    printed = False  # a dry run's class tables: one header for all
     for i, r in enumerate(chosen, 1):
         label = r.name or r.slug()
         say(f"[{i}/{len(chosen)}] {label}")
         try:
-            _run_build(r, dry_run=dry_run)
+            _run_build(r, dry_run=dry_run, variant=True, header=not printed)
+            printed = True
         except CurateError as e:
             if stop_on_error:
                 raise

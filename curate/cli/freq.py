@@ -97,11 +97,18 @@ def freq_command(
         elif source.endswith(".parquet") and Path(source).is_file() and "labels" in pl.scan_parquet(source).collect_schema().names():
             from curate.pool import check_vocabulary, labels_vocab_spec
 
+            given = vocab is not None
             vocab = vocab or labels_vocab_spec(source)  # by default the vocabulary it was matched with
             if vocab is None:
                 raise CurateError(f"{source} holds matched labels; say which vocabulary they index with --vocab")
-            voc = load_vocab(vocab)
-            check_vocabulary([Path(source)], voc, f"--vocab {vocab}")  # class indices of another vocabulary name other classes
+            try:
+                voc = load_vocab(vocab)
+            except CurateError as e:
+                if given:
+                    raise
+                raise CurateError(f"{source} was matched with vocabulary {vocab!r}, which does not load here ({e}); give it with --vocab") from None
+            # class indices of another vocabulary name other classes
+            check_vocabulary([Path(source)], voc, f"--vocab {vocab}" if given else f"the vocabulary {source} names ({vocab})")
             matched = pl.scan_parquet(source)
         else:
             src, voc = open_for_matching(source, vocab, caption_col, strict=strict)

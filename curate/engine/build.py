@@ -274,7 +274,7 @@ def reduce_build(recipe: Recipe, work: str | Path) -> tuple[int, Draw | BuildRes
     work = Path(work)
     if not work.is_dir():
         raise CurateError(f"--work {work}: not a folder of build shards (run curate build --shard i/N --work {work} first)")
-    setup = prepare(recipe, write=(work / DRAW).is_dir())
+    setup = prepare(recipe, write=True)  # the manifest folder judged at round one, not after round two
     p = params(setup)
     if (work / DRAW).is_dir():
         drawn, n_drawn = read_draw(work, p, pool_params(setup))

@@ -67,19 +67,20 @@ def score_labels(labels: pl.Series, judged: pl.DataFrame, *, rows: list[int] | N
 
 def keep_scored(labels: pl.Series, scores: pl.DataFrame, threshold: float) -> pl.Series:
     """``labels`` less every (row, label) whose ``similarity`` in ``scores`` (columns ``row``,
-    ``label``, ``similarity``) is below ``threshold``, or has none: a similarity filter on a labels
-    column, as ``curate build --min-similarity`` applies one to a pool. Rows keep their order and
-    their labels' order."""
+    ``label``, ``similarity``) is below ``threshold``, or has none (or NaN): a similarity filter on
+    a labels column, as ``curate build --min-similarity`` applies one to a pool. Rows keep their
+    order and their labels' order; a null row comes back empty."""
     listed = pl.DataFrame({"labels": labels}).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     kept = (
         listed.explode("labels")
         .drop_nulls("labels")
         .with_row_index("at")
         .join(
-            scores.select(pl.col("row").cast(pl.Int64), pl.col("label").cast(labels.dtype.inner), "similarity"),
+            scores.select(pl.col("row").cast(pl.Int64), pl.col("label").cast(labels.dtype.inner), "similarity")
+            .unique(["row", "label"], keep="first", maintain_order=True),
             left_on=["row", "labels"], right_on=["row", "label"], how="inner",
         )
-        .filter(pl.col("similarity") >= threshold)
+        .filter(pl.col("similarity").is_not_nan() & (pl.col("similarity") >= threshold))
         .sort("at")
         .group_by("row", maintain_order=True)
         .agg("labels")
