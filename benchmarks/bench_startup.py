@@ -42,31 +42,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 
 
-# ``python -m curate ARGS`` that reports its own peak RSS on the way out (the kernel's
-# ru_maxrss of a child counts the parent's memory it was forked from)
-_WRAP = """
-import atexit, runpy, sys
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            print("PEAK_KB", line.split()[1], file=sys.stderr)
-atexit.register(peak)
-sys.argv = ["curate", *sys.argv[1:]]
-runpy.run_module("curate", run_name="__main__")
-"""
-
-
-# The floor under any ``curate match`` on this machine, no curate code in it: a process that
-# imports the libraries the command stands on (the CLI's typer; numpy and polars for the captions)
-# and does the command's input and output with polars (``sys.argv``: source, output; a
-# lower-cased copy of the caption column stands in for the matching).
-_FLOOR = """
+# a child's own peak RSS, printed on its way out (the kernel's ru_maxrss of a child counts the
+# parent's memory it was forked from)
+_PEAK = """
 import atexit, sys
 def peak():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             print("PEAK_KB", line.split()[1], file=sys.stderr)
 atexit.register(peak)
+"""
+
+# ``python -m curate ARGS``
+_WRAP = _PEAK + """
+import runpy
+sys.argv = ["curate", *sys.argv[1:]]
+runpy.run_module("curate", run_name="__main__")
+"""
+
+# The floor under any ``curate match`` on this machine, no curate code in it: a process that
+# imports the libraries the command stands on (the CLI's typer; numpy and polars for the captions)
+# and does the command's input and output with polars (``sys.argv``: source, output; a
+# lower-cased copy of the caption column stands in for the matching).
+_FLOOR = _PEAK + """
 import numpy, polars as pl, typer
 src, out = sys.argv[1:3]
 lf = pl.scan_parquet(src) if src.endswith(".parquet") else pl.scan_csv(src)
