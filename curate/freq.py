@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from curate.errors import CurateError
-from curate.util import atomic_path
+from curate.util import atomic_path, check_replaceable
 
 COUNT_UNIT = "captions (a caption that names a class several times counts once for it)"
 CLASS_TABLE_SCHEMA = {
@@ -282,16 +282,10 @@ FREQ_CARRY = ("shards",)  # partial counts of a sharded run, kept across a rewri
 def check_freq_dest(out: str | Path) -> None:
     """Refuse an ``--out`` that :func:`write_freq` may not replace (a file, or a folder holding
     other files), in one line; commands call it before their work too."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CurateError(f"--out {out} exists and is not a folder")
-    if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name not in FREQ_FILES + FREQ_CARRY)
-        if others:
-            raise CurateError(
-                f"--out {out} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
-                "it is replaced as a whole, so give a new folder or one curate freq wrote"
-            )
+    check_replaceable(
+        out, FREQ_FILES + FREQ_CARRY, name=f"--out {out}", not_folder="",
+        foreign="holds other files ({names}); it is replaced as a whole, so give a new folder or one curate freq wrote",
+    )
 
 
 def write_freq(out_dir: str | Path, table: pl.DataFrame, stats: dict, *, reference: pl.DataFrame | None = None) -> Path:

@@ -51,7 +51,7 @@ from curate.similarity import (
     parse_knn,
     split_knn,
 )
-from curate.util import atomic_path, file_sha256, recover
+from curate.util import atomic_path, check_replaceable, file_sha256, recover
 
 MANIFEST_SCHEMA = {
     "uid": pl.Utf8,
@@ -676,16 +676,11 @@ def check_manifest_dest(dest: str | os.PathLike[str]) -> None:
     """Refuse, in one line, a manifest folder that a build would replace with something in it that
     curate did not write there (a build replaces the folder as a whole): a user's files, or a path
     that is not a folder at all."""
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise CurateError(f"manifest folder {dest} exists and is not a folder; give another --name or --out-root")
-    if dest.is_dir():
-        others = sorted(p.name for p in dest.iterdir() if p.name not in MANIFEST_FILES + MANIFEST_ADDED + BROWSER_FILES)
-        if others:
-            raise CurateError(
-                f"manifest folder {dest} holds files a build did not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
-                "a rebuild replaces it as a whole, so move them or give another --name or --out-root"
-            )
+    check_replaceable(
+        dest, MANIFEST_FILES + MANIFEST_ADDED + BROWSER_FILES, name=f"manifest folder {dest}",
+        not_folder="; give another --name or --out-root",
+        foreign="holds files a build did not write ({names}); a rebuild replaces it as a whole, so move them or give another --name or --out-root",
+    )
 
 
 def write_manifest(result: BuildResult, *, reference: pl.DataFrame | None = None) -> Path:

@@ -181,6 +181,22 @@ def file_lock(lock_path: str | os.PathLike[str], *, wait: bool = True, busy: str
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def check_replaceable(dest: str | os.PathLike[str], allowed: tuple[str, ...], *, name: str, not_folder: str, foreign: str) -> None:
+    """Refuse, in one line, a folder that a writer replaces as a whole (``atomic_path``) when it is
+    not a folder (``"{name} exists and is not a folder{not_folder}"``) or holds entries other than
+    ``allowed`` (``"{name} {foreign}"``, ``{names}`` in ``foreign`` standing for the first three)."""
+    from curate.errors import CurateError
+
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise CurateError(f"{name} exists and is not a folder{not_folder}")
+    if dest.is_dir():
+        others = sorted(p.name for p in dest.iterdir() if p.name not in allowed)
+        if others:
+            names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise CurateError(f"{name} {foreign.format(names=names)}")
+
+
 def check_writable_dir(folder: str | os.PathLike[str], *, option: str) -> Path:
     """Create ``folder`` if needed and prove a file can be written in it, before any long work;
     ``CurateError`` naming ``option`` otherwise."""
