@@ -201,7 +201,8 @@ def label_scores(
         pl.DataFrame({"labels": labels}).with_row_index("row").explode("labels").drop_nulls("labels")
         .select(pl.col("row").cast(pl.Int64), pl.col("labels").cast(pl.Int32).alias("label"))
     )
-    unknown = sorted(set(pairs["label"].to_list()) - set(table["label"].to_list()))
+    label_at = {int(x): k for k, x in enumerate(table["label"].to_list())}  # a class's row in the table
+    unknown = sorted(set(pairs["label"].to_list()) - label_at.keys())
     if unknown:
         raise CurateError(f"label_scores: label {unknown[0]} is no class of the vocabulary ({vocab.height} classes)")
     if pairs.is_empty():
@@ -210,7 +211,6 @@ def label_scores(
     emb = encoder.encode([c or "" for c in captions.gather(rows).to_list()], batch_size=batch_size)
     class_emb = encoder.encode(table["text"].to_list(), batch_size=batch_size)
     position = pairs.join(pl.DataFrame({"row": rows, "i": np.arange(len(rows), dtype=np.int64)}), on="row", how="left", maintain_order="left")
-    label_at = {int(x): k for k, x in enumerate(table["label"].to_list())}
     lab = np.array([label_at[int(x)] for x in pairs["label"].to_list()], dtype=np.int64)
     sim = np.einsum("nd,nd->n", emb[position["i"].to_numpy()], class_emb[lab]).astype(np.float32)
     return pairs.with_columns(pl.Series("similarity", sim, dtype=pl.Float32))
